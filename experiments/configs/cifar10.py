@@ -1,0 +1,74 @@
+r"""CIFAR-10 training configs: He et al.'s ResNets and their plain counterparts.
+
+  python -m experiments.train --config=experiments/configs/cifar10.py:resnet110 --workdir=runs/r110
+
+The argument is a base network (resnet20 ... resnet1202, plain20 ... plain1202; append "_original" for
+He et al. 2016a blocks, e.g. resnet56_original) followed by comma-separated modifiers:
+  quick   a short CPU smoke run: 1 epoch on 5,000 training images, 2,000 test images;
+  cpu     the CPU defaults of this project (fastest measured settings, see benchmarks/): 40 epochs;
+          the arg "cpu" alone means resnet32,cpu (the ResNet every CPU experiment studies);
+  sd      stochastic depth (Huang et al.), p_L = 0.5.
+Any field can be overridden: --config.num_epochs=3 --config.data.folder=/path/to/cifar10-jpeg.
+Data: config.data.folder (or the CIFAR10_DIR environment variable) points at a folder copy laid out
+<root>/<split>/<class>/*.jpg; otherwise TFDS `cifar10` is used.
+"""
+import ml_collections
+
+_ARCHS = ("resnet", "plain")
+
+
+def _parse(arg: str):
+  parts = [p for p in (arg or "resnet20").split(",") if p]
+  if parts and parts[0] == "cpu":  # the networks every CPU experiment studies
+    parts = ["resnet32", "cpu"] + parts[1:]
+  base, mods = parts[0], parts[1:]
+  variant = "preact"
+  if base.endswith("_original"):
+    base, variant = base[: -len("_original")], "original"
+  for name in _ARCHS:
+    if base.startswith(name) and base[len(name):].isdigit():
+      return name, int(base[len(name):]), variant, mods
+  raise ValueError(f"config arg must look like resnet110, plain56 or resnet20_original[,quick,cpu,sd]; "
+                   f"got {arg!r}")
+
+
+def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
+  name, depth, variant, mods = _parse(arg)
+  c = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(dict(name=name, depth=depth, variant=variant, width=16,
+                                           num_classes=10, dtype="float32"))
+  c.data = ml_collections.ConfigDict(dict(source="auto", folder="", cache_dir="", train_size=0,
+                                          test_size=0, subset_seed=0))
+  c.seed = 0
+  c.batch_size = 128
+  c.eval_batch_size = 500
+  c.num_epochs = 164
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.weight_decay = 1e-4
+  c.lr_boundaries = (0.5, 0.75)   # fractions of training at which lr is divided by 10
+  c.lr_decay = 0.1
+  c.warmup_steps = 400 if depth >= 110 else 0   # He et al.: lr 0.01 until training starts to converge
+  c.warmup_lr = 0.01
+  c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False))
+  c.log_every_steps = 50
+  c.eval_every_epochs = 1
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 2
+  c.max_steps = -1   # stop early (after checkpointing) once this many steps are done; -1: no limit
+  c.progress = True
+  for mod in mods:
+    if mod == "quick":
+      c.num_epochs = 1
+      c.data.train_size = 5000
+      c.data.test_size = 2000
+      c.log_every_steps = 10
+    elif mod == "cpu":
+      # Measured on the 2-core CPU (benchmarks/train_throughput.py): fp32 batch 128 is fastest;
+      # ResNet-32 trains at ~155 img/s (~5.4 min an epoch), so 40 epochs of each network fit in ~7 h.
+      c.num_epochs = 40
+    elif mod == "sd":
+      c.train_mask.kind = "stochastic_depth"
+    else:
+      raise ValueError(f"unknown config modifier {mod!r} (known: quick, cpu, sd)")
+  return c

@@ -1,0 +1,140 @@
+"""CIFAR-10 from TFDS or an image folder, decoded once into uint8 arrays, augmented on device.
+
+Sources (`resolve_source`): an explicit folder (config field or the CIFAR10_DIR environment variable)
+wins; otherwise TFDS `cifar10` (prepared data, else download). TensorFlow is imported only on the TFDS
+path, so a machine with JAX alone can train from a folder copy.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+# Per-channel statistics of the CIFAR-10 training set on the 0..255 scale (as in fb.resnet.torch).
+MEAN = np.array([125.3, 123.0, 113.9], np.float32)
+STD = np.array([63.0, 62.1, 66.7], np.float32)
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+Split = tuple[np.ndarray, np.ndarray]  # images uint8 [N, 32, 32, 3], labels int32 [N]
+
+
+def resolve_source(source: str = "auto", folder: Optional[str] = None) -> tuple[str, Optional[str]]:
+  """Returns ("folder", path) or ("tfds", None) following the documented precedence."""
+  folder = folder or os.environ.get("CIFAR10_DIR") or None
+  if source not in ("auto", "folder", "tfds"):
+    raise ValueError(f"data source must be 'auto', 'folder' or 'tfds', got {source!r}")
+  if source == "folder" and not folder:
+    raise ValueError("data source 'folder' needs config.data.folder or CIFAR10_DIR=<root with train/ and test/>")
+  if source == "tfds" or (source == "auto" and not folder):
+    return "tfds", None
+  return "folder", folder
+
+
+def load_cifar10(source: str = "auto", folder: Optional[str] = None,
+                 cache_dir: Optional[str] = None) -> dict[str, Split]:
+  """Both splits as uint8 arrays: {"train": (x, y), "test": (x, y)}."""
+  kind, path = resolve_source(source, folder)
+  if kind == "folder":
+    return {split: load_folder_split(path, split, cache_dir) for split in ("train", "test")}
+  return {split: _load_tfds_split(split) for split in ("train", "test")}
+
+
+def _cache_path(root: str, split: str, files: list[str], cache_dir: Optional[str]) -> str:
+  cache_dir = cache_dir or os.environ.get("RESNET_ENSEMBLES_CACHE") or os.path.expanduser(
+      "~/.cache/resnet_ensembles")
+  digest = hashlib.sha1("\n".join([os.path.abspath(root)] + files).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir, f"cifar10_{split}_{digest}.npz")
+
+
+def _decode(path: str) -> np.ndarray:
+  from PIL import Image  # pillow is light; imported here to keep module import cheap
+  with Image.open(path) as im:
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def load_folder_split(root: str, split: str, cache_dir: Optional[str] = None) -> Split:
+  """Reads `<root>/<split>/<class>/*.jpg|png`, caching the decoded arrays as an .npz."""
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise FileNotFoundError(f"CIFAR-10 folder split not found: {split_dir} "
+                            f"(expected <root>/{split}/<class>/*.jpg with the 10 CIFAR-10 classes)")
+  classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+  if tuple(classes) != CIFAR10_CLASSES:
+    raise ValueError(f"{split_dir} has class folders {classes}; expected the 10 CIFAR-10 classes "
+                     f"{list(CIFAR10_CLASSES)}")
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(_IMAGE_SUFFIXES))
+    files += [os.path.join(name, f) for f in names]
+    labels += [label] * len(names)
+  if not files:
+    raise ValueError(f"{split_dir} holds no .jpg/.png images (expected {split}/<class>/*.jpg)")
+  cache = _cache_path(root, split, files, cache_dir)
+  if os.path.exists(cache):
+    with np.load(cache) as z:
+      return z["images"], z["labels"]
+  with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+    images = np.stack(list(pool.map(_decode, [os.path.join(split_dir, f) for f in files], chunksize=256)))
+  if images.shape[1:] != (32, 32, 3):
+    raise ValueError(f"{split_dir}: expected 32x32 RGB images, got {images.shape[1:]}")
+  labels = np.asarray(labels, np.int32)
+  os.makedirs(os.path.dirname(cache), exist_ok=True)
+  tmp = cache + f".tmp{os.getpid()}.npz"
+  np.savez(tmp, images=images, labels=labels)
+  os.replace(tmp, cache)
+  return images, labels
+
+
+def _load_tfds_split(split: str) -> Split:
+  try:
+    import tensorflow_datasets as tfds  # lazy: only the TFDS path needs TensorFlow
+  except ImportError as e:
+    raise ImportError("TFDS is not installed; install tensorflow-datasets or set CIFAR10_DIR "
+                      "(or config.data.folder) to a local <root>/<split>/<class>/*.jpg copy") from e
+  try:
+    ds = tfds.load("cifar10", split=split, batch_size=-1, as_supervised=True)
+  except Exception as e:  # no prepared data and no network
+    raise RuntimeError(f"TFDS could not load cifar10 ({type(e).__name__}: {str(e)[:200]}); set CIFAR10_DIR "
+                       "or config.data.folder to a local copy laid out <root>/<split>/<class>/*.jpg") from e
+  images, labels = tfds.as_numpy(ds)
+  return images.astype(np.uint8), labels.astype(np.int32)
+
+
+def normalize(images: jax.Array) -> jax.Array:
+  """uint8 [..., 32, 32, 3] -> float32, per-channel standardised."""
+  return (images.astype(jnp.float32) - MEAN) / STD
+
+
+def augment(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
+  """The paper's augmentation on device: 4-pixel zero pad (after normalisation, as in the authors'
+  code), random 32x32 crop, random horizontal flip. Returns normalised float32 images."""
+  x = normalize(images)
+  n, h, w, _ = x.shape
+  k_crop, k_flip = jax.random.split(key)
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(k_crop, (n, 2), 0, 2 * pad + 1)
+  crop = lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, img.shape[-1]))
+  x = jax.vmap(crop)(x, offsets)
+  flip = jax.random.bernoulli(k_flip, 0.5, (n, 1, 1, 1))
+  return jnp.where(flip, x[:, :, ::-1, :], x)
+
+
+def subset(split: Split, size: int, seed: int = 0) -> Split:
+  """A class-balanced-in-expectation random subset of `size` examples (all when size <= 0)."""
+  images, labels = split
+  if size <= 0 or size >= len(labels):
+    return images, labels
+  idx = np.sort(np.random.default_rng(seed).permutation(len(labels))[:size])
+  return images[idx], labels[idx]
+
+
+def describe(data: dict[str, Split]) -> str:
+  return ", ".join(f"{k}: {v[0].shape[0]} images" for k, v in data.items())
+

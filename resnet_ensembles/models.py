@@ -1,0 +1,193 @@
+"""One definition of every CIFAR network the project studies.
+
+A block computes y = post(shortcut(x) + m * f(x)) (ResNet) or y = m * post(f(x)) + (1 - m) * shortcut(x)
+(plain net). Experiments never copy this forward pass; they feed it traced per-block inputs instead:
+
+  block_mask  [n]  0 deletes block i (its output becomes its shortcut applied to its input);
+  block_order [n]  within-stage permutation: position j runs the parameters of block order[j];
+  grad_route  [n]  forward unchanged, backward through the residual branch (1) or the skip (0) only;
+  path_groups  K   (static) the batch holds K identical copies; each residual branch moves its
+                   cotangent from copy k to copy k+1, so copy k's input gradient is the sum over all
+                   paths of length k (the exact per-length decomposition of `paths.py`).
+
+Being arrays, masks/orders/routes can be stacked and `jax.vmap`ped with one compiled program.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_ensembles.layout import Layout, cifar_layout, check_block_order
+
+Array = Any
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # He et al. / fb.resnet.torch
+
+
+def type_a_shortcut(x: Array, features: int, stride: int) -> Array:
+  """Strided subsample plus zero-padded channels (He et al.'s option A); identity when shapes match."""
+  if stride > 1:
+    x = x[:, ::stride, ::stride, :]
+  extra = features - x.shape[-1]
+  if extra > 0:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+  return x
+
+
+@jax.custom_vjp
+def _shift_cotangent(x: Array, groups: Array) -> Array:
+  del groups
+  return x
+
+
+def _shift_fwd(x, groups):
+  return x, groups
+
+
+def _shift_bwd(groups, ct):
+  k = groups.shape[0]
+  ct = ct.reshape((k, -1) + ct.shape[1:])
+  ct = jnp.concatenate([jnp.zeros_like(ct[:1]), ct[:-1]], axis=0)
+  return ct.reshape((-1,) + ct.shape[2:]), jnp.zeros_like(groups)
+
+
+_shift_cotangent.defvjp(_shift_fwd, _shift_bwd)
+
+
+class ResidualBranch(nn.Module):
+  """f_i: two 3x3 convolutions; BN-ReLU before each ("preact") or BN after each ("original")."""
+  features: int
+  stride: int
+  variant: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    conv = lambda s, name: nn.Conv(self.features, (3, 3), (s, s), padding=1, use_bias=False,
+                                   kernel_init=_conv_init, dtype=self.dtype, name=name)
+    bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                                   dtype=self.dtype, name=name)
+    if self.variant == "preact":
+      x = conv(self.stride, "conv1")(nn.relu(bn("bn1")(x)))
+      return conv(1, "conv2")(nn.relu(bn("bn2")(x)))
+    x = nn.relu(bn("bn1")(conv(self.stride, "conv1")(x)))
+    return bn("bn2")(conv(1, "conv2")(x))
+
+
+class CifarResNet(nn.Module):
+  """He et al. CIFAR ResNet (depth 6n+2, 16/32/64 channels, type-A shortcuts).
+
+  `variant="preact"` is He et al. 2016b (the network Veit et al. lesioned); `"original"` is 2016a.
+  """
+  depth: int
+  variant: str = "preact"
+  num_classes: int = 10
+  width: int = 16
+  dtype: Any = jnp.float32
+  residual: bool = True
+
+  @property
+  def layout(self) -> Layout:
+    return cifar_layout(self.depth, self.width)
+
+  def _post(self, y: Array) -> Array:
+    return nn.relu(y) if self.variant == "original" else y
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False, block_mask: Optional[Array] = None,
+               block_order: Optional[Array] = None, grad_route: Optional[Array] = None,
+               path_groups: int = 0) -> Array:
+    if self.variant not in ("preact", "original"):
+      raise ValueError(f"variant must be 'preact' or 'original', got {self.variant!r}")
+    layout = self.layout
+    n = layout.num_blocks
+    for name, arr in (("block_mask", block_mask), ("block_order", block_order), ("grad_route", grad_route)):
+      if arr is not None and jnp.shape(arr) != (n,):
+        raise ValueError(f"{name} must have shape ({n},) for depth {self.depth}, got {jnp.shape(arr)}")
+    if grad_route is not None and not self.residual:
+      raise ValueError("grad_route needs skip connections; a plain net has none")
+    if path_groups and (train or not self.residual):
+      raise ValueError("path_groups needs a ResNet in inference mode (BatchNorm must not mix copies)")
+    if block_order is not None and train:
+      raise ValueError("block_order is an evaluation-time lesion; train with the natural order")
+    if block_order is not None:
+      check_block_order(block_order, layout)
+
+    x = x.astype(self.dtype)
+    x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
+                dtype=self.dtype, name="stem_conv")(x)
+    if self.variant == "original":
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                               dtype=self.dtype, name="stem_bn")(x))
+
+    blocks = [ResidualBranch(layout.block_features[i], layout.block_strides[i], self.variant,
+                             self.dtype, name=f"block_{i:02d}") for i in range(n)]
+    groups = jnp.zeros((path_groups,), self.dtype) if path_groups else None
+    for pos in range(n):
+      shortcut = type_a_shortcut(x, layout.block_features[pos], layout.block_strides[pos])
+      if block_order is None or pos in layout.stage_openers or self.is_initializing():
+        branch = blocks[pos](x, train)
+      else:
+        branch = self._ordered_branch(blocks, block_order, pos, x)
+      if groups is not None:
+        branch = _shift_cotangent(branch, groups)
+      m = None if block_mask is None else jnp.asarray(block_mask[pos], self.dtype)
+      if not self.residual:
+        out = self._post(branch)
+        x = out if m is None else m * out + (1 - m) * shortcut
+        continue
+      if grad_route is not None:
+        r = jnp.asarray(grad_route[pos], self.dtype)
+        shortcut = r * jax.lax.stop_gradient(shortcut) + (1 - r) * shortcut
+        branch = r * branch + (1 - r) * jax.lax.stop_gradient(branch)
+      x = self._post(shortcut + (branch if m is None else m * branch))
+
+    if self.variant == "preact":
+      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                               dtype=self.dtype, name="head_bn")(x))
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+
+  def _ordered_branch(self, blocks, block_order, pos: int, x: Array) -> Array:
+    """Runs, at position `pos`, the stored variables of block `block_order[pos]` (a traced index)."""
+    stage = self.layout.stage_of_block[pos]
+    members = [i for i in self.layout.stage_blocks(stage) if i not in self.layout.stage_openers]
+    variables = {c: v for c, v in self.variables.items() if c in ("params", "batch_stats")}
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                           *[{c: variables[c][f"block_{i:02d}"] for c in variables} for i in members])
+    chosen = jax.tree.map(lambda s: s[block_order[pos] - members[0]], stacked)
+    module = blocks[pos].clone(parent=None, name=None)
+    return module.apply(chosen, x, train=False)
+
+
+class PlainNet(CifarResNet):
+  """The same stack without identity shortcuts: the plain counterpart of the lesion study."""
+  residual: bool = False
+
+
+def build_model(name: str, depth: int, variant: str = "preact", num_classes: int = 10,
+                width: int = 16, dtype: Any = jnp.float32) -> CifarResNet:
+  """Builds a model by config name ("resnet" or "plain")."""
+  classes = {"resnet": CifarResNet, "plain": PlainNet}
+  if name not in classes:
+    raise ValueError(f"model must be one of {sorted(classes)}, got {name!r}")
+  return classes[name](depth=depth, variant=variant, num_classes=num_classes, width=width, dtype=dtype)
+
+
+def num_params(params) -> int:
+  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+def block_names(layout: Layout) -> list[str]:
+  return [f"block_{i:02d}" for i in range(layout.num_blocks)]
+
+
+def keep_stats_of_inactive_blocks(old_stats, new_stats, active: Array):
+  """BatchNorm statistics of a block that did not run (mask 0) stay as they were."""
+  out = dict(new_stats)
+  for i, name in enumerate(sorted(k for k in new_stats if k.startswith("block_"))):
+    out[name] = jax.tree.map(lambda o, n: jnp.where(active[i] > 0, n, o), old_stats[name], new_stats[name])
+  return out

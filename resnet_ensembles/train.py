@@ -1,0 +1,202 @@
+"""train_and_evaluate(config, workdir): SGD on CIFAR-10, data-parallel, resumable, with masks.
+
+The whole dataset lives in device memory; each step gathers its batch by index (sharded over the
+`data` mesh axis), augments it on device from `fold_in(key, step)`, and runs `train_step`.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+
+from resnet_ensembles import checkpoints, data as data_lib, metrics as metrics_lib, models, samplers
+from resnet_ensembles.sharding import data_mesh, replicate, shard_batch_spec
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def build_model_from_config(config) -> models.CifarResNet:
+  m = config.model
+  return models.build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype))
+
+
+def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
+  """lr / 10 at each boundary fraction of training; optional constant warm-up (He et al.)."""
+  total = config.num_epochs * steps_per_epoch
+  bounds = {int(f * total): config.lr_decay for f in config.lr_boundaries}
+  main = optax.piecewise_constant_schedule(config.learning_rate, bounds)
+  if not config.warmup_steps:
+    return main
+  return lambda step: jnp.where(step < config.warmup_steps, config.warmup_lr, main(step))
+
+
+def make_optimizer(config, lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  # Torch-style coupled weight decay (added to the gradient before momentum), as in the authors' code.
+  return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                     optax.sgd(lr_fn, momentum=config.momentum))
+
+
+def create_state(config, model, tx, key: jax.Array) -> TrainState:
+  variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                    batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
+               sampler: Optional[samplers.Sampler]) -> tuple[TrainState, dict]:
+  """One SGD step. Randomness: fold_in(key, step) -> augmentation and the block-mask sampler."""
+  step_key = jax.random.fold_in(key, state.step)
+  aug_key, mask_key = jax.random.split(step_key)
+  images = data_lib.augment(aug_key, batch["image"])
+  mask, route = sampler(mask_key) if sampler is not None else (None, None)
+
+  def loss_fn(params):
+    logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                   train=True, block_mask=mask, grad_route=route, mutable=["batch_stats"])
+    return cross_entropy(logits, batch["label"]), (logits, new_vars["batch_stats"])
+
+  (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  if mask is not None:
+    stats = models.keep_stats_of_inactive_blocks(state.batch_stats, stats, mask)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            batch_stats=stats, opt_state=opt_state)
+  error = jnp.mean(jnp.argmax(logits, -1) != batch["label"])
+  return new_state, {"loss": loss, "error": error}
+
+
+def eval_step(variables, batch: dict, *, model, block_mask=None) -> dict:
+  """Sums (not means) so padded batches can be weighted exactly."""
+  logits = model.apply(variables, data_lib.normalize(batch["image"]), train=False, block_mask=block_mask)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  wrong = (jnp.argmax(logits, -1) != batch["label"]).astype(jnp.float32)
+  w = batch["weight"]
+  return {"wrong": jnp.sum(wrong * w), "loss": jnp.sum(losses * w), "count": jnp.sum(w)}
+
+
+def evaluate(variables, split: data_lib.Split, *, model, batch_size: int, mesh,
+             block_mask=None) -> dict:
+  """Test error and loss over a whole split, in padded batches sharded over the mesh."""
+  images, labels = split
+  bs = _round_up(min(batch_size, len(labels)), mesh.size)
+  fn = jax.jit(functools.partial(eval_step, model=model, block_mask=block_mask))
+  totals = {"wrong": 0.0, "loss": 0.0, "count": 0.0}
+  for start in range(0, len(labels), bs):
+    x, y = images[start:start + bs], labels[start:start + bs]
+    pad = bs - len(y)
+    batch = {"image": np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))), "label": np.pad(y, (0, pad)),
+             "weight": np.pad(np.ones(len(y), np.float32), (0, pad))}
+    out = fn(variables, jax.device_put(batch, shard_batch_spec(mesh)))
+    for k in totals:
+      totals[k] += float(out[k])
+  return {"test_error": totals["wrong"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
+
+
+def _round_up(x: int, m: int) -> int:
+  return -(-x // m) * m
+
+
+def load_data(config) -> dict[str, data_lib.Split]:
+  d = config.data
+  out = data_lib.load_cifar10(d.source, d.folder or None, d.cache_dir or None)
+  out["train"] = data_lib.subset(out["train"], d.train_size, d.subset_seed)
+  out["test"] = data_lib.subset(out["test"], d.test_size, d.subset_seed + 1)
+  return out
+
+
+def validate_config(config) -> None:
+  """Clear one-line errors before anything is compiled."""
+  from resnet_ensembles.layout import cifar_layout
+  cifar_layout(config.model.depth, config.model.width)
+  if config.model.variant not in ("preact", "original"):
+    raise ValueError(f"config.model.variant must be 'preact' or 'original', got {config.model.variant!r}")
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.device_count()} devices")
+  if config.num_epochs < 1:
+    raise ValueError(f"num_epochs must be >= 1, got {config.num_epochs}")
+  samplers.make_sampler(config.train_mask, cifar_layout(config.model.depth))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data: Optional[dict] = None) -> dict:
+  """Trains (resuming from the last checkpoint in `workdir`) and returns the final metrics."""
+  validate_config(config)
+  model = build_model_from_config(config)
+  data = data if data is not None else load_data(config)
+  train_x, train_y = data["train"]
+  if len(train_y) < config.batch_size:
+    raise ValueError(f"training split has {len(train_y)} images, fewer than one batch ({config.batch_size})")
+  mesh = data_mesh()
+  steps_per_epoch = len(train_y) // config.batch_size
+  total_steps = config.num_epochs * steps_per_epoch
+  lr_fn = learning_rate_fn(config, steps_per_epoch)
+  tx = make_optimizer(config, lr_fn)
+  sampler = samplers.make_sampler(config.train_mask, model.layout)
+  test_mask = samplers.test_time_mask(config.train_mask, model.layout)
+
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.keep_checkpoints)
+  state = create_state(config, model, tx, jax.random.PRNGKey(config.seed))
+  state = replicate(ckpt.restore_or(state), mesh)
+  start_step = int(state.step)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start_step)
+  if start_step:
+    logging.info("Resumed from step %d (epoch %d) in %s", start_step, start_step // steps_per_epoch, workdir)
+
+  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, sampler=sampler), donate_argnums=0)
+  train_data = replicate({"image": train_x, "label": train_y}, mesh)
+  gather = jax.jit(lambda d, idx: jax.tree.map(lambda a: a[idx], d), out_shardings=shard_batch_spec(mesh))
+  key = jax.random.PRNGKey(config.seed + 1)
+  last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
+  progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress)
+  pending, result, window_start = [], {}, start_step
+
+  for step in range(start_step, last_steps):
+    epoch, offset = divmod(step, steps_per_epoch)
+    if offset == 0 or step == start_step:
+      order = np.random.default_rng([config.seed, epoch]).permutation(len(train_y))
+    idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
+    state, m = step_fn(state, gather(train_data, idx), key)
+    pending.append(m)
+    done = step + 1
+    if done % config.log_every_steps == 0 or done % steps_per_epoch == 0 or done == last_steps:
+      summary = metrics_lib.mean_finite_or_raise(pending, window_start, done)
+      summary["lr"] = float(lr_fn(done - 1))
+      summary.update(progress.update(done))
+      writer.write(done, summary, prefix="train")
+      pending, window_start = [], done
+    end_of_epoch = done % steps_per_epoch == 0
+    if (end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0) or done == last_steps:
+      variables = {"params": state.params, "batch_stats": state.batch_stats}
+      result = evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size, mesh=mesh,
+                        block_mask=test_mask)
+      result["epoch"] = done / steps_per_epoch
+      writer.write(done, result, prefix="eval")
+      logging.info("epoch %.2f  test error %.2f%%", result["epoch"], 100 * result["test_error"])
+    if (end_of_epoch and (done // steps_per_epoch) % config.checkpoint_every_epochs == 0) or done == last_steps:
+      ckpt.save(done, state)
+  ckpt.close()
+  writer.close()
+  if not result:  # nothing left to train: report the restored network
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    result = evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size, mesh=mesh,
+                      block_mask=test_mask)
+  result["step"] = int(state.step)
+  result["state"] = state
+  return result

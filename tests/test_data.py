@@ -1,0 +1,68 @@
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from resnet_ensembles import data
+
+
+def test_folder_copy_loads_cifar10(cifar, cifar_root):
+  (xtr, ytr), (xte, yte) = cifar["train"], cifar["test"]
+  assert xtr.shape == (50_000, 32, 32, 3) and xte.shape == (10_000, 32, 32, 3)
+  assert xtr.dtype == np.uint8 and ytr.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(ytr), [5000] * 10)
+  np.testing.assert_array_equal(np.bincount(yte), [1000] * 10)
+  # Labels follow CIFAR-10's order: the first test image of class 8 is a ship, decoded the same way.
+  first_ship = int(np.argmax(yte == data.CIFAR10_CLASSES.index("ship")))
+  name = sorted(os.listdir(os.path.join(cifar_root, "test", "ship")))[0]
+  ref = np.asarray(Image.open(os.path.join(cifar_root, "test", "ship", name)).convert("RGB"))
+  np.testing.assert_array_equal(xte[first_ship], ref)
+
+
+def _fake_folder(root, classes, per_class=2, split="train"):
+  for c in classes:
+    os.makedirs(os.path.join(root, split, c))
+    for i in range(per_class):
+      Image.fromarray(np.full((32, 32, 3), i * 40, np.uint8)).save(os.path.join(root, split, c, f"{i}.png"))
+
+
+def test_bad_folders_are_clear(tmp_path):
+  with pytest.raises(FileNotFoundError, match="expected <root>/train/<class>"):
+    data.load_folder_split(str(tmp_path / "missing"), "train")
+  _fake_folder(str(tmp_path / "wrong"), ["cat", "dog"])
+  with pytest.raises(ValueError, match="expected the 10 CIFAR-10 classes"):
+    data.load_folder_split(str(tmp_path / "wrong"), "train")
+  _fake_folder(str(tmp_path / "empty"), data.CIFAR10_CLASSES, per_class=0)
+  with pytest.raises(ValueError, match="holds no .jpg/.png images"):
+    data.load_folder_split(str(tmp_path / "empty"), "train")
+  _fake_folder(str(tmp_path / "ok"), data.CIFAR10_CLASSES, per_class=2)
+  x, y = data.load_folder_split(str(tmp_path / "ok"), "train", cache_dir=str(tmp_path / "cache"))
+  assert x.shape == (20, 32, 32, 3) and list(y[:4]) == [0, 0, 1, 1]
+  assert len(os.listdir(tmp_path / "cache")) == 1  # decoded once, cached
+
+
+def test_source_precedence(monkeypatch):
+  monkeypatch.delenv("CIFAR10_DIR", raising=False)
+  assert data.resolve_source("auto") == ("tfds", None)
+  monkeypatch.setenv("CIFAR10_DIR", "/some/copy")
+  assert data.resolve_source("auto") == ("folder", "/some/copy")
+  assert data.resolve_source("auto", "/explicit") == ("folder", "/explicit")
+  assert data.resolve_source("tfds") == ("tfds", None)
+  monkeypatch.delenv("CIFAR10_DIR")
+  with pytest.raises(ValueError, match="CIFAR10_DIR"):
+    data.resolve_source("folder")
+
+
+def test_augment_is_pad_crop_flip():
+  img = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(1, 32, 32, 3).repeat(64, 0)
+  out = np.asarray(data.augment(jax.random.PRNGKey(0), img))
+  np.testing.assert_array_equal(out, data.augment(jax.random.PRNGKey(0), img))  # deterministic per key
+  base = np.asarray(data.normalize(img[:1]))[0]
+  padded = np.pad(base, ((4, 4), (4, 4), (0, 0)))
+  candidates = [padded[i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+  candidates += [c[:, ::-1] for c in candidates]
+  for o in out:  # every output is one of the 162 crops (or their mirror images)
+    assert min(np.abs(o - c).max() for c in candidates) < 1e-6
+  assert len({o.tobytes() for o in out}) > 20

@@ -1,0 +1,121 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resnet_ensembles import models
+from resnet_ensembles.layout import cifar_layout, forward_macs
+from tests.reference import reference_forward
+
+
+def _init(model, seed=0, perturb_stats=True):
+  v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+  if perturb_stats:  # non-trivial BatchNorm statistics, so stored-statistics bugs cannot hide
+    key = [jax.random.PRNGKey(seed + 1)]
+
+    def perturb(path, leaf):
+      key[0], k = jax.random.split(key[0])
+      noise = jax.random.normal(k, leaf.shape)
+      return leaf * jnp.exp(0.2 * noise) if path[-1].key == "var" else leaf + 0.1 * noise
+    v = {"params": v["params"], "batch_stats": jax.tree_util.tree_map_with_path(perturb, v["batch_stats"])}
+  return v
+
+
+X = jax.random.normal(jax.random.PRNGKey(7), (3, 32, 32, 3))
+
+
+@pytest.mark.parametrize("depth,count", [(20, 269_722), (32, 464_154), (56, 853_018), (110, 1_727_962)])
+def test_pinned_parameter_counts(depth, count):
+  for cls in (models.CifarResNet, models.PlainNet):
+    shapes = jax.eval_shape(lambda: cls(depth).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    assert models.num_params(shapes["params"]) == count
+
+
+def test_layout_of_resnet110():
+  lay = cifar_layout(110)
+  assert lay.num_blocks == 54
+  assert lay.stage_openers == (0, 18, 36)  # the paper's blocks 1, 19, 37
+  assert lay.downsampling_blocks == (18, 36)
+  assert lay.stage_of_block[17] == 0 and lay.stage_of_block[18] == 1 and lay.stage_of_block[53] == 2
+  assert len(lay.deletable_blocks) == 51
+  assert abs(forward_macs(20) / 41e6 - 1) < 0.02 and abs(forward_macs(110) / 253e6 - 1) < 0.02
+
+
+@pytest.mark.parametrize("depth", [7, 21, 0])
+def test_bad_depth_is_clear(depth):
+  with pytest.raises(ValueError, match="6n\\+2"):
+    models.CifarResNet(depth).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+@pytest.mark.parametrize("variant", ["preact", "original"])
+@pytest.mark.parametrize("cls", [models.CifarResNet, models.PlainNet])
+def test_masks_match_hand_built_network(cls, variant):
+  model = cls(14, variant)  # 6 blocks: 2 per stage
+  v = _init(model)
+  full = model.apply(v, X)
+  np.testing.assert_allclose(full, reference_forward(model, v, X), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(model.apply(v, X, block_mask=jnp.ones(6)), full)
+  np.testing.assert_array_equal(model.apply(v, X, block_mask=np.ones(6, bool)), full)
+  for i in range(6):  # each deletion, stage openers (0, 2, 4) included
+    mask = np.ones(6, np.float32)
+    mask[i] = 0
+    np.testing.assert_allclose(model.apply(v, X, block_mask=mask), reference_forward(model, v, X, deleted=(i,)),
+                               rtol=1e-5, atol=1e-5)
+  assert not np.allclose(model.apply(v, X, block_mask=np.eye(6)[1] < 1), full)
+
+
+def test_vmap_over_masks_equals_loop():
+  model = models.CifarResNet(14)
+  v = _init(model)
+  masks = (jax.random.uniform(jax.random.PRNGKey(3), (5, 6)) > 0.5).astype(jnp.float32)
+  batched = jax.jit(jax.vmap(lambda m: model.apply(v, X, block_mask=m)))(masks)
+  for m, out in zip(masks, batched):
+    np.testing.assert_allclose(out, model.apply(v, X, block_mask=m), rtol=1e-5, atol=1e-5)
+
+
+def test_orders():
+  model = models.CifarResNet(20)  # 3 blocks per stage: 1,2 and 4,5 and 7,8 can move
+  v = _init(model)
+  full = model.apply(v, X)
+  np.testing.assert_array_equal(model.apply(v, X, block_order=np.arange(9)), full)
+  order = np.arange(9)
+  order[[4, 5]] = [5, 4]
+  swapped = model.apply(v, X, block_order=order)
+  assert not np.allclose(swapped, full)
+  # Same as swapping the two blocks' parameters and statistics.
+  v2 = jax.tree.map(lambda a: a, v)
+  for c in ("params", "batch_stats"):
+    v2[c] = dict(v[c])
+    v2[c]["block_04"], v2[c]["block_05"] = v[c]["block_05"], v[c]["block_04"]
+  np.testing.assert_allclose(swapped, model.apply(v2, X), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(swapped, reference_forward(model, v, X, order=order), rtol=1e-5, atol=1e-5)
+  orders = np.stack([np.arange(9), order])
+  batched = jax.vmap(lambda o: model.apply(v, X, block_order=o))(orders)
+  np.testing.assert_allclose(batched[1], swapped, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_masks_and_orders_are_clear():
+  model = models.CifarResNet(20)
+  v = _init(model)
+  with pytest.raises(ValueError, match="block_mask must have shape \\(9,\\)"):
+    model.apply(v, X, block_mask=np.ones(8))
+  crossing = np.arange(9)
+  crossing[[2, 4]] = [4, 2]
+  with pytest.raises(ValueError, match="within stages"):
+    model.apply(v, X, block_order=crossing)
+  opener = np.arange(9)
+  opener[[3, 4]] = [4, 3]
+  with pytest.raises(ValueError, match="stage opener"):
+    model.apply(v, X, block_order=opener)
+  with pytest.raises(ValueError, match="permutation"):
+    model.apply(v, X, block_order=np.zeros(9, int))
+
+
+def test_grad_route_keeps_forward_values():
+  model = models.CifarResNet(14)
+  v = _init(model)
+  route = np.array([1, 0, 0, 1, 1, 0], np.float32)
+  np.testing.assert_array_equal(model.apply(v, X, grad_route=route), model.apply(v, X))
+  with pytest.raises(ValueError, match="plain net"):
+    pv = _init(models.PlainNet(14))
+    models.PlainNet(14).apply(pv, X, grad_route=route)

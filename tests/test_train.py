@@ -1,0 +1,126 @@
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import cifar10
+from resnet_ensembles import checkpoints, data, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**kw):
+  c = cifar10.get_config("resnet8")
+  c.batch_size, c.eval_batch_size, c.num_epochs, c.log_every_steps = 32, 200, 2, 4
+  c.progress = False
+  for k, v in kw.items():
+    setattr(c, k, v)
+  return c
+
+
+@pytest.fixture(scope="module")
+def small(cifar):
+  return {"train": data.subset(cifar["train"], 256), "test": data.subset(cifar["test"], 200, 1)}
+
+
+def _losses(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [r["train/loss"] for r in rows if "train/loss" in r]
+
+
+def test_a_few_steps_lower_the_loss(small, tmp_path):
+  c = _config(num_epochs=6, learning_rate=0.05)
+  result = train.train_and_evaluate(c, str(tmp_path), data=small)
+  losses = _losses(str(tmp_path))
+  assert losses[-1] < losses[0] - 0.2, losses
+  assert 0.0 <= result["test_error"] <= 1.0 and result["step"] == 6 * 8
+
+
+def test_kill_and_resume_matches_uninterrupted(small, tmp_path):
+  full = train.train_and_evaluate(_config(), str(tmp_path / "a"), data=small)
+  # Stop mid-way through epoch 2 (a checkpoint is written at the stop), rerun the same command.
+  train.train_and_evaluate(_config(max_steps=11), str(tmp_path / "b"), data=small)
+  resumed = train.train_and_evaluate(_config(), str(tmp_path / "b"), data=small)
+  assert resumed["step"] == full["step"] == 16
+  for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+    np.testing.assert_array_equal(a, b)
+  evals = lambda d: [(r["step"], r["eval/test_error"]) for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))
+                     if "eval/test_error" in r and r["step"] % 8 == 0]
+  assert evals(str(tmp_path / "a")) == evals(str(tmp_path / "b")) and len(evals(str(tmp_path / "a"))) == 2
+  # A run that already finished restores and reports without training.
+  again = train.train_and_evaluate(_config(), str(tmp_path / "b"), data=small)
+  assert again["test_error"] == pytest.approx(full["test_error"])
+
+
+def test_workdir_of_another_model_is_refused(small, tmp_path):
+  train.train_and_evaluate(_config(num_epochs=1, max_steps=1), str(tmp_path), data=small)
+  other = _config()
+  other.model.depth = 14
+  with pytest.raises(ValueError, match="holds a run of model"):
+    train.train_and_evaluate(other, str(tmp_path), data=small)
+
+
+def test_nan_loss_stops_with_step_range(small, tmp_path):
+  with pytest.raises(FloatingPointError, match="non-finite at step 2 "):
+    train.train_and_evaluate(_config(learning_rate=float("inf")), str(tmp_path), data=small)
+
+
+def test_bad_config_fails_before_compiling(tmp_path):
+  c = _config()
+  c.model.depth = 21
+  with pytest.raises(ValueError, match="6n\\+2"):
+    train.train_and_evaluate(c, str(tmp_path), data={})
+  with pytest.raises(ValueError, match="config arg must look like"):
+    cifar10.get_config("resnet")
+
+
+def test_load_trained_from_workdir_and_export(small, tmp_path):
+  result = train.train_and_evaluate(_config(num_epochs=1), str(tmp_path / "run"), data=small)
+  model, variables, config = checkpoints.load_trained(str(tmp_path / "run"))
+  state = result["state"]
+  np.testing.assert_array_equal(variables["params"]["head"]["kernel"], state.params["head"]["kernel"])
+  checkpoints.export_variables(variables, config, str(tmp_path / "export"))
+  model2, exported, _ = checkpoints.load_trained(str(tmp_path / "export"))
+  x = data.normalize(small["test"][0][:8])
+  np.testing.assert_array_equal(model.apply(variables, x), model2.apply(exported, x))
+
+
+_SHARDED = r"""
+import functools, sys, jax, jax.numpy as jnp, numpy as np
+sys.path.insert(0, %r)
+from experiments.configs import cifar10
+from resnet_ensembles import train
+from resnet_ensembles.sharding import data_mesh, replicate, shard_batch_spec
+c = cifar10.get_config("resnet8"); c.batch_size = 16
+model = train.build_model_from_config(c)
+tx = train.make_optimizer(c, train.learning_rate_fn(c, 10))
+mesh = data_mesh()
+state = replicate(train.create_state(c, model, tx, jax.random.PRNGKey(0)), mesh)
+step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, sampler=None), donate_argnums=0)
+rng = np.random.default_rng(0)
+losses = []
+for i in range(3):
+  batch = {"image": rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+           "label": rng.integers(0, 10, (16,)).astype(np.int32)}
+  state, m = step(state, jax.device_put(batch, shard_batch_spec(mesh)), jax.random.PRNGKey(1))
+  losses.append(float(m["loss"]))
+print(jax.device_count(), *losses)
+"""
+
+
+def test_eight_fake_devices_match_one_device():
+  out = {}
+  for n in (1, 8):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    devices, *losses = res.stdout.split()
+    assert int(devices) == n
+    out[n] = np.array(losses, float)
+  np.testing.assert_allclose(out[8], out[1], rtol=2e-5)
+  assert out[1][2] != out[1][0]
