@@ -81,6 +81,9 @@ class CifarResNet(nn.Module):
   """He et al. CIFAR ResNet (depth 6n+2, 16/32/64 channels, type-A shortcuts).
 
   `variant="preact"` is He et al. 2016b (the network Veit et al. lesioned); `"original"` is 2016a.
+  Besides `__call__`, the pieces `embed`, `block`, `branch`, `shortcut` and `readout` are public methods so that
+  engines which walk the network block by block (prefix-shared sweeps, per-block VJPs) run exactly
+  this definition: `model.apply(variables, h, pos, method=model.block)`.
   """
   depth: int
   variant: str = "preact"
@@ -93,15 +96,25 @@ class CifarResNet(nn.Module):
   def layout(self) -> Layout:
     return cifar_layout(self.depth, self.width)
 
-  def _post(self, y: Array) -> Array:
-    return nn.relu(y) if self.variant == "original" else y
+  def setup(self):
+    if self.variant not in ("preact", "original"):
+      raise ValueError(f"variant must be 'preact' or 'original', got {self.variant!r}")
+    layout = self.layout
+    bn = lambda: nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+    self.stem_conv = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
+                             dtype=self.dtype)
+    if self.variant == "original":
+      self.stem_bn = bn()
+    for i in range(layout.num_blocks):
+      setattr(self, f"block_{i:02d}", ResidualBranch(layout.block_features[i], layout.block_strides[i],
+                                                     self.variant, self.dtype))
+    if self.variant == "preact":
+      self.head_bn = bn()
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype)
 
-  @nn.compact
   def __call__(self, x: Array, train: bool = False, block_mask: Optional[Array] = None,
                block_order: Optional[Array] = None, grad_route: Optional[Array] = None,
                path_groups: int = 0) -> Array:
-    if self.variant not in ("preact", "original"):
-      raise ValueError(f"variant must be 'preact' or 'original', got {self.variant!r}")
     layout = self.layout
     n = layout.num_blocks
     for name, arr in (("block_mask", block_mask), ("block_order", block_order), ("grad_route", grad_route)):
@@ -115,52 +128,62 @@ class CifarResNet(nn.Module):
       raise ValueError("block_order is an evaluation-time lesion; train with the natural order")
     if block_order is not None:
       check_block_order(block_order, layout)
-
-    x = x.astype(self.dtype)
-    x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
-                dtype=self.dtype, name="stem_conv")(x)
-    if self.variant == "original":
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                               dtype=self.dtype, name="stem_bn")(x))
-
-    blocks = [ResidualBranch(layout.block_features[i], layout.block_strides[i], self.variant,
-                             self.dtype, name=f"block_{i:02d}") for i in range(n)]
-    groups = jnp.zeros((path_groups,), self.dtype) if path_groups else None
+    x = self.embed(x, train)
     for pos in range(n):
-      shortcut = type_a_shortcut(x, layout.block_features[pos], layout.block_strides[pos])
-      if block_order is None or pos in layout.stage_openers or self.is_initializing():
-        branch = blocks[pos](x, train)
-      else:
-        branch = self._ordered_branch(blocks, block_order, pos, x)
-      if groups is not None:
-        branch = _shift_cotangent(branch, groups)
-      m = None if block_mask is None else jnp.asarray(block_mask[pos], self.dtype)
-      if not self.residual:
-        out = self._post(branch)
-        x = out if m is None else m * out + (1 - m) * shortcut
-        continue
-      if grad_route is not None:
-        r = jnp.asarray(grad_route[pos], self.dtype)
-        shortcut = r * jax.lax.stop_gradient(shortcut) + (1 - r) * shortcut
-        branch = r * branch + (1 - r) * jax.lax.stop_gradient(branch)
-      x = self._post(shortcut + (branch if m is None else m * branch))
+      x = self.block(x, pos, train,
+                     mask=None if block_mask is None else block_mask[pos],
+                     route=None if grad_route is None else grad_route[pos],
+                     order=block_order, path_groups=path_groups)
+    return self.readout(x, train)
 
+  def embed(self, x: Array, train: bool = False) -> Array:
+    """Stem: the activation entering block 0."""
+    x = self.stem_conv(x.astype(self.dtype))
+    if self.variant == "original":
+      x = nn.relu(self.stem_bn(x, use_running_average=not train))
+    return x
+
+  def readout(self, x: Array, train: bool = False) -> Array:
+    """Final BN-ReLU (preact), global average pool, classifier."""
     if self.variant == "preact":
-      x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                               dtype=self.dtype, name="head_bn")(x))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
+      x = nn.relu(self.head_bn(x, use_running_average=not train))
+    return self.head(jnp.mean(x, axis=(1, 2))).astype(jnp.float32)
 
-  def _ordered_branch(self, blocks, block_order, pos: int, x: Array) -> Array:
-    """Runs, at position `pos`, the stored variables of block `block_order[pos]` (a traced index)."""
+  def shortcut(self, x: Array, pos: int) -> Array:
+    return type_a_shortcut(x, self.layout.block_features[pos], self.layout.block_strides[pos])
+
+  def branch(self, x: Array, pos: int, train: bool = False, order: Optional[Array] = None) -> Array:
+    """f at position `pos`: block `order[pos]`'s variables (a traced index) when an order is given."""
+    if order is None or pos in self.layout.stage_openers or self.is_initializing():
+      return getattr(self, f"block_{pos:02d}")(x, train)
     stage = self.layout.stage_of_block[pos]
     members = [i for i in self.layout.stage_blocks(stage) if i not in self.layout.stage_openers]
     variables = {c: v for c, v in self.variables.items() if c in ("params", "batch_stats")}
     stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
                            *[{c: variables[c][f"block_{i:02d}"] for c in variables} for i in members])
-    chosen = jax.tree.map(lambda s: s[block_order[pos] - members[0]], stacked)
-    module = blocks[pos].clone(parent=None, name=None)
+    chosen = jax.tree.map(lambda s: s[order[pos] - members[0]], stacked)
+    module = getattr(self, f"block_{pos:02d}").clone(parent=None, name=None)
     return module.apply(chosen, x, train=False)
+
+  def block(self, x: Array, pos: int, train: bool = False, mask: Optional[Array] = None,
+            route: Optional[Array] = None, order: Optional[Array] = None, path_groups: int = 0) -> Array:
+    """One block at position `pos`; `mask`/`route` are this block's scalars (traced is fine)."""
+    shortcut = self.shortcut(x, pos)
+    branch = self.branch(x, pos, train, order)
+    if path_groups:
+      branch = _shift_cotangent(branch, jnp.zeros((path_groups,), self.dtype))
+    m = None if mask is None else jnp.asarray(mask, self.dtype)
+    if not self.residual:
+      out = self._post(branch)
+      return out if m is None else m * out + (1 - m) * shortcut
+    if route is not None:
+      r = jnp.asarray(route, self.dtype)
+      shortcut = r * jax.lax.stop_gradient(shortcut) + (1 - r) * shortcut
+      branch = r * branch + (1 - r) * jax.lax.stop_gradient(branch)
+    return self._post(shortcut + (branch if m is None else m * branch))
+
+  def _post(self, y: Array) -> Array:
+    return nn.relu(y) if self.variant == "original" else y
 
 
 class PlainNet(CifarResNet):

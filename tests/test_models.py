@@ -119,3 +119,21 @@ def test_grad_route_keeps_forward_values():
   with pytest.raises(ValueError, match="plain net"):
     pv = _init(models.PlainNet(14))
     models.PlainNet(14).apply(pv, X, grad_route=route)
+
+
+def test_variable_names_are_stable():
+  """Checkpoints of long runs depend on these names; renaming them breaks every trained network."""
+  v = jax.eval_shape(lambda: models.CifarResNet(8).init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+  assert sorted(v["params"]) == ["block_00", "block_01", "block_02", "head", "head_bn", "stem_conv"]
+  assert sorted(v["params"]["block_01"]) == ["bn1", "bn2", "conv1", "conv2"]
+  v = jax.eval_shape(lambda: models.CifarResNet(8, "original").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+  assert sorted(v["batch_stats"]) == ["block_00", "block_01", "block_02", "stem_bn"]
+
+
+def test_block_methods_compose_to_the_network():
+  model = models.CifarResNet(14)
+  v = _init(model)
+  h = model.apply(v, X, method=model.embed)
+  for pos in range(6):
+    h = model.apply(v, h, pos, method=model.block)
+  np.testing.assert_array_equal(model.apply(v, h, method=model.readout), model.apply(v, X))

@@ -1,0 +1,6 @@
+"""Figures are pure functions of the JSON the engines write (one module per experiment)."""
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are files
+
+PAPER_STYLE = dict(color="0.35", linestyle="--", marker="x", label="paper")
