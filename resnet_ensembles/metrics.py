@@ -22,12 +22,15 @@ class MetricWriter:
     self.enabled = enabled and jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
+    self.previous_wall_s = 0.0  # training wall time of earlier processes of this run
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(self.path):
       with open(self.path) as f:
         kept = [l for l in f if l.strip() and json.loads(l)["step"] <= resume_step]
+      walls = [json.loads(l).get("train/wall_s", 0.0) for l in kept]
+      self.previous_wall_s = max(walls, default=0.0)
       with open(self.path, "w") as f:
         f.writelines(kept)
     try:
@@ -72,20 +75,23 @@ def mean_finite_or_raise(pending: Sequence[dict], first_step: int, last_step: in
 class Progress:
   """Images/s and ETA for the terminal (absl logging), measured since this process started."""
 
-  def __init__(self, start_step: int, last_step: int, batch_size: int, enabled: bool = True):
+  def __init__(self, start_step: int, last_step: int, batch_size: int, enabled: bool = True,
+               previous_wall_s: float = 0.0):
     self.start_step, self.last_step, self.batch_size, self.enabled = start_step, last_step, batch_size, enabled
-    self.t0 = self.t_first = None
+    self.t0 = None
+    self.t_start, self.previous_wall_s = time.time(), previous_wall_s
 
   def update(self, step: int) -> dict:
     now = time.time()
+    wall = {"wall_s": self.previous_wall_s + now - self.t_start}  # all processes of this run
     if self.t0 is None:  # the first window includes compilation: measure speed after it
       self.t0, self.s0 = now, step
       if self.enabled:
         logging.info("step %d/%d (compiled)", step, self.last_step)
-      return {}
+      return wall
     rate = (step - self.s0) / max(now - self.t0, 1e-9)
     eta = (self.last_step - step) / max(rate, 1e-9)
     if self.enabled:
       logging.info("step %d/%d  %.1f img/s  ETA %s", step, self.last_step, rate * self.batch_size,
                    time.strftime("%H:%M:%S", time.gmtime(eta)))
-    return {"images_per_sec": rate * self.batch_size}
+    return {"images_per_sec": rate * self.batch_size, **wall}

@@ -164,7 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   gather = jax.jit(lambda d, idx: jax.tree.map(lambda a: a[idx], d), out_shardings=shard_batch_spec(mesh))
   key = jax.random.PRNGKey(config.seed + 1)
   last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
-  progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress)
+  progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress,
+                                  previous_wall_s=writer.previous_wall_s)
   pending, result, window_start = [], {}, start_step
 
   for step in range(start_step, last_steps):

@@ -1,0 +1,214 @@
+"""Path analysis (Veit et al. Sec. 5.2, Fig. 6): which path lengths carry the gradient.
+
+An n-block ResNet unrolls into 2^n paths; C(n, k) of them pass through k residual branches. Two ways
+to weigh them, both on one forward pass whose per-block VJPs are stored in a `Tape`:
+
+  sampled  the paper's estimate: a random route sends the backward pass through k chosen branches and
+           the skips of the rest, so it measures one path of length k (vmapped over many routes);
+  exact    G_k, the sum of all C(n, k) length-k path gradients, for every k at once: n+1 cotangent
+           components travel backwards and block i maps component k to skip^T c_k + branch^T c_{k-1}.
+
+A block's VJP is taken of `block(h, route=0)` and `block(h, route=1)` (the model's own routing), so
+`vjp((a, b)) = skip^T a + branch^T b` at the true activations, including the post-addition ReLU of
+the "original" variant. Gradients are of the summed per-image cross-entropy (each image's gradient is
+that of its own loss); a magnitude is the mean over images of the per-image L2 norm.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+from scipy import stats
+
+from resnet_ensembles import data as data_lib
+from resnet_ensembles.samplers import exactly_k
+
+Array = Any
+
+
+def path_length_distribution(n: int) -> dict:
+  """Lengths 0..n, exact counts C(n, k) (Python ints), and frequencies C(n, k) / 2^n (also as logs)."""
+  if not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"number of blocks must be a positive integer, got {n!r}")
+  k = np.arange(n + 1)
+  return dict(lengths=k.tolist(), counts=[math.comb(int(n), int(i)) for i in k],
+              frequency=stats.binom.pmf(k, n, 0.5), log_frequency=stats.binom.logpmf(k, n, 0.5))
+
+
+def effective_range(total: Array, share: float = 0.9) -> dict:
+  """Smallest window [lo, hi] of lengths carrying `share` of sum(total); ties go to the larger share.
+
+  `total[k]` is the gradient carried by all length-k paths (frequency x mean magnitude, Fig. 6c)."""
+  total = np.asarray(total, np.float64)
+  if total.ndim != 1 or total.size < 2 or not np.all(np.isfinite(total)) or np.any(total < 0):
+    raise ValueError("total must be a finite, non-negative curve over lengths 0..n")
+  if not 0.0 < share <= 1.0:
+    raise ValueError(f"share must be in (0, 1], got {share}")
+  n, csum = total.size - 1, np.concatenate([[0.0], np.cumsum(total)])
+  need = share * csum[-1] * (1 - 1e-12)
+  best = None
+  for width in range(1, n + 2):
+    carried = csum[width:] - csum[:-width]  # window [lo, lo + width - 1] for every lo
+    if carried.max() >= need:
+      lo = int(np.argmax(carried))
+      best = (lo, lo + width - 1, float(carried[lo] / csum[-1]) if csum[-1] else 1.0)
+      break
+  lo, hi, carried = best
+  freq = stats.binom.pmf(np.arange(n + 1), n, 0.5)
+  return dict(lo=lo, hi=hi, share=share, carried=carried, path_fraction=float(freq[lo:hi + 1].sum()))
+
+
+def sample_routes(key: jax.Array, num_blocks: int, lengths: Array) -> jax.Array:
+  """One 0/1 route [n] per entry of `lengths`, each with exactly that many residual blocks."""
+  lengths = np.asarray(lengths)
+  if lengths.size and (lengths.min() < 0 or lengths.max() > num_blocks):
+    raise ValueError(f"path lengths must be in 0..{num_blocks}, got {lengths.min()}..{lengths.max()}")
+  keys = jax.random.split(key, lengths.size)
+  return jax.vmap(exactly_k, in_axes=(0, None, 0))(keys, num_blocks, jnp.asarray(lengths))
+
+
+class Tape(struct.PyTreeNode):
+  """One forward pass: the loss cotangent at the last block and the VJPs of every block and the stem."""
+  logits: Array
+  top: Array
+  block_vjps: tuple
+  embed_vjp: Any
+
+
+def check_model(model) -> None:
+  if not getattr(model, "residual", False):
+    raise ValueError("path analysis needs a ResNet: a plain net has no skip connections, hence no paths")
+
+
+@functools.partial(jax.jit, static_argnames=("model", "train"))
+def forward_tape(model, variables, x: Array, labels: Array, train: bool = False) -> Tape:
+  """Runs `model` once on normalized inputs x, keeping each block's VJP (BN in batch mode if `train`)."""
+  def call(method, *args, **kw):
+    if not train:
+      return model.apply(variables, *args, method=method, **kw)
+    return model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"], **kw)[0]
+
+  h, embed_vjp = jax.vjp(lambda x: call(model.embed, x), x)
+  vjps = []
+  for pos in range(model.layout.num_blocks):
+    both = lambda h, pos=pos: (call(model.block, h, pos, route=0.0), call(model.block, h, pos, route=1.0))
+    (h, _), vjp = jax.vjp(both, h)
+    vjps.append(vjp)
+  def loss(h):
+    logits = call(model.readout, h)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum(), logits
+  top, logits = jax.grad(loss, has_aux=True)(h)
+  return Tape(logits=logits, top=top, block_vjps=tuple(vjps), embed_vjp=embed_vjp)
+
+
+def routed_gradient(tape: Tape, route: Array) -> tuple[Array, Array]:
+  """(d loss / d image, d loss / d block-0 input) along one route (1: residual branch, 0: skip)."""
+  ct = tape.top
+  for pos in reversed(range(len(tape.block_vjps))):
+    r = jnp.asarray(route[pos], ct.dtype)
+    ct, = tape.block_vjps[pos](((1 - r) * ct, r * ct))
+  return tape.embed_vjp(ct)[0], ct
+
+
+def full_gradient(tape: Tape) -> tuple[Array, Array]:
+  """The ordinary gradient (every path): both halves of each block VJP get the whole cotangent."""
+  ct = tape.top
+  for vjp in reversed(tape.block_vjps):
+    ct, = vjp((ct, ct))
+  return tape.embed_vjp(ct)[0], ct
+
+
+def decompose(tape: Tape) -> tuple[Array, Array]:
+  """G_k for k = 0..n, stacked [n+1, ...]: image gradients and block-0-input gradients.
+
+  Component k at the output of block i is nonzero only for k <= n - i, so the stack grows by one
+  per block: n(n+3)/2 block VJPs in all, vectorised over k."""
+  comps = tape.top[None]
+  for pos in reversed(range(len(tape.block_vjps))):
+    zero = jnp.zeros_like(comps[:1])
+    comps, = jax.vmap(tape.block_vjps[pos])((jnp.concatenate([comps, zero]), jnp.concatenate([zero, comps])))
+  return jax.vmap(tape.embed_vjp)(comps)[0], comps
+
+
+def mean_norm(g: Array) -> Array:
+  """Mean over the batch axis (the first of the last four) of the per-image L2 norm."""
+  return jnp.sqrt(jnp.sum(jnp.square(g), axis=(-3, -2, -1))).mean(-1)
+
+
+@jax.jit
+def routed_norms(tape: Tape, routes: Array) -> tuple[Array, Array]:
+  """Per-route mean gradient norm at the image and at the block-0 input, vmapped over routes [R, n]."""
+  g_x, g_h = jax.vmap(routed_gradient, in_axes=(None, 0))(tape, routes)
+  return mean_norm(g_x), mean_norm(g_h)
+
+
+@jax.jit
+def decomposition_norms(tape: Tape) -> dict:
+  g_x, g_h = decompose(tape)
+  full_x, full_h = full_gradient(tape)
+  rel = lambda parts, full: jnp.max(jnp.abs(parts.sum(0) - full)) / jnp.max(jnp.abs(full))
+  return dict(image=mean_norm(g_x), block0=mean_norm(g_h), full_image=mean_norm(full_x),
+              full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
+
+
+def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int):
+  if batch_size < 1 or num < 1 or batch_size > len(images):
+    raise ValueError(f"need 1 <= batch_size <= {len(images)} images and >= 1 batch, got {batch_size}, {num}")
+  rng = np.random.default_rng(seed)
+  for _ in range(num):
+    idx = rng.choice(len(images), batch_size, replace=False)
+    yield data_lib.normalize(jnp.asarray(images[idx])), jnp.asarray(labels[idx])
+
+
+def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarray, *, samples_per_length: int,
+                          num_batches: int, batch_size: int, seed: int = 0, train_bn: bool = False,
+                          chunk: int = 64) -> dict:
+  """The paper's estimate: `samples_per_length` random routes of every length 0..n, spread evenly
+  over `num_batches` random batches (one forward pass each). Returns per-length mean/std magnitudes."""
+  check_model(model)
+  n = model.layout.num_blocks
+  if samples_per_length < 1 or samples_per_length % num_batches:
+    raise ValueError(f"samples_per_length ({samples_per_length}) must be a positive multiple of num_batches "
+                     f"({num_batches})")
+  per_batch = samples_per_length // num_batches
+  lengths = np.repeat(np.arange(n + 1), per_batch)
+  pad = -len(lengths) % chunk
+  out = {name: np.zeros((n + 1, samples_per_length)) for name in ("image", "block0")}
+  key, t0 = jax.random.PRNGKey(seed), time.time()
+  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed)):
+    tape = forward_tape(model, variables, x, y, train=train_bn)
+    routes = sample_routes(jax.random.fold_in(key, b), n, np.concatenate([lengths, np.zeros(pad, int)]))
+    assert np.array_equal(np.asarray(routes.sum(1))[:len(lengths)], lengths)
+    norms = [routed_norms(tape, routes[i:i + chunk]) for i in range(0, len(routes), chunk)]
+    for j, name in enumerate(("image", "block0")):
+      vals = np.concatenate([np.asarray(nm[j]) for nm in norms])[:len(lengths)]
+      out[name][:, b * per_batch:(b + 1) * per_batch] = vals.reshape(n + 1, per_batch)
+    eta = (time.time() - t0) / (b + 1) * (num_batches - b - 1)
+    logging.info("paths: batch %d/%d  %d routes  ETA %s", b + 1, num_batches, len(lengths),
+                 time.strftime("%H:%M:%S", time.gmtime(eta)))
+  res = {"samples_per_length": samples_per_length}
+  for name, v in out.items():
+    res[f"{name}_mean"], res[f"{name}_std"] = v.mean(1).tolist(), v.std(1).tolist()
+  return res
+
+
+def exact_decomposition(model, variables, images: np.ndarray, labels: np.ndarray, *, num_batches: int,
+                        batch_size: int, seed: int = 0, train_bn: bool = False) -> dict:
+  """||G_k|| for k = 0..n (mean per-image norm, averaged over batches) and the check sum_k G_k == grad."""
+  check_model(model)
+  acc = []
+  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed)):
+    acc.append(jax.device_get(decomposition_norms(forward_tape(model, variables, x, y, train=train_bn))))
+    logging.info("paths: exact decomposition batch %d/%d", b + 1, num_batches)
+  mean = {k: np.mean([a[k] for a in acc], axis=0) for k in acc[0]}
+  return dict(image=mean["image"].tolist(), block0=mean["block0"].tolist(),
+              full_image=float(mean["full_image"]), full_block0=float(mean["full_block0"]),
+              sum_error=float(max(a["sum_error"] for a in acc)))

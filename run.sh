@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv from requirements.txt on first use, then
+#   ./run.sh main   the main job on this CPU with defaults (a short ResNet-20 run that prints test error)
+#   ./run.sh test   the test suite
+#   ./run.sh python -m experiments.<job> ...   anything else inside the environment
+# Data: CIFAR10_DIR (a <root>/<split>/<class>/*.jpg copy) wins; else ../shared/data/cifar10-jpeg beside
+# the checkout when present; else TFDS cifar10 (needs internet or prepared TFDS data).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+venv="${VENV:-$here/.venv}"
+stamp="$venv/.requirements.sha1"
+want="$(sha1sum requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[run.sh] setting up $venv from requirements.txt (first run only; a few minutes)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >&2
+  "$venv/bin/python" -m pip install -q -r requirements.txt >&2
+  echo "$want" > "$stamp"
+fi
+if [ -z "${CIFAR10_DIR:-}" ] && [ -d "$here/../shared/data/cifar10-jpeg" ]; then
+  export CIFAR10_DIR="$(cd "$here/../shared/data/cifar10-jpeg" && pwd)"
+fi
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+cmd="${1:-main}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  main) exec "$venv/bin/python" -m experiments.train \
+          --config=experiments/configs/cifar10.py:resnet20,quick --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
+  python) exec "$venv/bin/python" "$@" ;;
+  *) echo "usage: ./run.sh [main|test|python ...]" >&2; exit 2 ;;
+esac

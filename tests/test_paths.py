@@ -1,0 +1,192 @@
+"""Path analysis: distribution, routed gradients and the exact per-length decomposition on tiny nets."""
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from resnet_ensembles import models, paths
+
+X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))
+Y = jnp.array([3, 8])
+
+
+def _init(model, seed=0):
+  """Random init with perturbed BatchNorm statistics (so stored-statistics bugs cannot hide)."""
+  v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+  leaves, tree = jax.tree.flatten(v["batch_stats"])
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  stats_ = [l * jnp.exp(0.2 * jax.random.normal(k, l.shape)) for l, k in zip(leaves, keys)]
+  return {"params": v["params"], "batch_stats": jax.tree.unflatten(tree, stats_)}
+
+
+def _loss(model, v, x, route=None, train=False):
+  kw = dict(mutable=["batch_stats"]) if train else {}
+  out = model.apply(v, x, train=train, grad_route=route, **kw)
+  logits = out[0] if train else out
+  return optax.softmax_cross_entropy_with_integer_labels(logits, Y).sum()
+
+
+def _close(a, b, tol=2e-5):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol * float(np.abs(b).max()))
+
+
+NETS = {}
+
+
+def _net(depth, variant="preact"):
+  if (depth, variant) not in NETS:
+    model = models.CifarResNet(depth, variant)
+    NETS[depth, variant] = model, _init(model)
+  return NETS[depth, variant]
+
+
+@pytest.mark.parametrize("n", [1, 3, 54, 3000])
+def test_distribution_is_binomial_and_finite(n):
+  d = paths.path_length_distribution(n)
+  k = np.arange(n + 1)
+  assert d["counts"] == [math.comb(n, i) for i in k] and sum(d["counts"]) == 2 ** n
+  assert np.all(np.isfinite(d["frequency"])) and np.all(np.isfinite(d["log_frequency"]))
+  np.testing.assert_allclose(d["frequency"], stats.binom.pmf(k, n, 0.5), rtol=1e-12, atol=0)
+  assert abs(d["frequency"].sum() - 1) < 1e-12
+  mid = n // 2  # the log frequency stays exact where the count itself overflows a float
+  assert abs(d["log_frequency"][mid] - (math.log(math.comb(n, mid)) - n * math.log(2))) < 1e-9
+
+
+def test_bad_inputs_are_clear():
+  with pytest.raises(ValueError, match="positive integer"):
+    paths.path_length_distribution(0)
+  with pytest.raises(ValueError, match="plain net"):
+    paths.check_model(models.PlainNet(8))
+  with pytest.raises(ValueError, match="0..3"):
+    paths.sample_routes(jax.random.PRNGKey(0), 3, [4])
+  with pytest.raises(ValueError, match="0..3"):
+    paths.sample_routes(jax.random.PRNGKey(0), 3, [-1])
+  with pytest.raises(ValueError, match="non-negative"):
+    paths.effective_range([1.0, -1.0])
+  with pytest.raises(ValueError, match="multiple"):
+    model, v = _net(8)
+    paths.sample_path_gradients(model, v, np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int32),
+                                samples_per_length=3, num_batches=2, batch_size=2)
+
+
+def test_sampled_routes_have_exactly_k_residual_blocks():
+  lengths = np.repeat(np.arange(10), 20)
+  routes = np.asarray(paths.sample_routes(jax.random.PRNGKey(1), 9, lengths))
+  assert set(np.unique(routes)) <= {0.0, 1.0}
+  np.testing.assert_array_equal(routes.sum(1), lengths)
+  assert len({tuple(r) for r in routes[lengths == 4]}) > 10  # random positions, not one fixed route
+
+
+def test_routed_forward_equals_unrouted_forward():
+  model, v = _net(14)
+  full = model.apply(v, X)
+  np.testing.assert_array_equal(paths.forward_tape(model, v, X, Y).logits, full)
+  np.testing.assert_array_equal(model.apply(v, X, grad_route=jnp.array([1., 0, 1, 1, 0, 0])), full)
+
+
+def test_one_block_routes_are_branch_and_skip_vjps():
+  model, v = _net(8)
+  tape = paths.forward_tape(model, v, X, Y)
+  h = model.apply(v, X, method=model.embed)
+  for pos in range(3):  # each block alone: all-residual = branch VJP, all-skip = shortcut VJP
+    out = model.apply(v, h, pos, method=model.block)
+    ct = jax.random.normal(jax.random.PRNGKey(pos), out.shape)
+    _, branch_vjp = jax.vjp(lambda h: model.apply(v, h, pos, method=model.branch), h)
+    _, skip_vjp = jax.vjp(lambda h: model.apply(v, h, pos, method=model.shortcut), h)
+    _close(tape.block_vjps[pos]((0 * ct, ct))[0], branch_vjp(ct)[0])
+    _close(tape.block_vjps[pos]((ct, 0 * ct))[0], skip_vjp(ct)[0])
+    h = out
+
+
+def test_all_residual_and_all_skip_routes():
+  model, v = _net(8)
+  tape = paths.forward_tape(model, v, X, Y)
+  hs = [model.apply(v, X, method=model.embed)]
+  for pos in range(3):
+    hs.append(model.apply(v, hs[-1], pos, method=model.block))
+  _, embed_vjp = jax.vjp(lambda x: model.apply(v, x, method=model.embed), X)
+  ct_branch = ct_skip = tape.top
+  for pos in reversed(range(3)):  # chain of branch VJPs at the full net's activations
+    ct_branch = jax.vjp(lambda h: model.apply(v, h, pos, method=model.branch), hs[pos])[1](ct_branch)[0]
+  skips = lambda h: model.apply(v, model.apply(v, model.apply(v, h, 0, method=model.shortcut), 1,
+                                                method=model.shortcut), 2, method=model.shortcut)
+  ct_skip = jax.vjp(skips, hs[0])[1](ct_skip)[0]  # the identity path
+  _close(paths.routed_gradient(tape, jnp.ones(3))[0], embed_vjp(ct_branch)[0])
+  _close(paths.routed_gradient(tape, jnp.zeros(3))[0], embed_vjp(ct_skip)[0])
+
+
+@pytest.mark.parametrize("variant", ["preact", "original"])
+def test_routed_gradient_is_the_models_grad_route(variant):
+  model, v = _net(14, variant)
+  tape = paths.forward_tape(model, v, X, Y)
+  for route in ([1., 0, 1, 1, 0, 0], [0., 1, 0, 0, 0, 1]):
+    route = jnp.array(route)
+    _close(paths.routed_gradient(tape, route)[0], jax.grad(lambda x: _loss(model, v, x, route))(X))
+  _close(paths.full_gradient(tape)[0], jax.grad(lambda x: _loss(model, v, x))(X))
+
+
+@pytest.mark.parametrize("depth,variant,train", [(14, "preact", False), (8, "original", False),
+                                                 (8, "preact", True)])
+def test_decomposition_sums_to_gradient_and_matches_brute_force(depth, variant, train):
+  model, v = _net(depth, variant)
+  n = model.layout.num_blocks
+  tape = paths.forward_tape(model, v, X, Y, train=train)
+  g_x, g_h = paths.decompose(tape)
+  assert g_x.shape == (n + 1,) + X.shape
+  routes = jnp.array(list(itertools.product([0.0, 1.0], repeat=n)))  # all 2^n paths
+  per_path = jax.vmap(jax.grad(lambda x, r: _loss(model, v, x, r, train)), in_axes=(None, 0))(X, routes)
+  brute = jnp.stack([per_path[routes.sum(1) == k].sum(0) for k in range(n + 1)])
+  _close(g_x, brute)
+  _close(g_x.sum(0), jax.grad(lambda x: _loss(model, v, x, None, train))(X))
+  _close(g_h.sum(0), paths.full_gradient(tape)[1])
+  _close(g_x[0], paths.routed_gradient(tape, jnp.zeros(n))[0])  # one path of each extreme length
+
+
+def test_decomposition_equals_models_path_groups():
+  model, v = _net(14)
+  n = model.layout.num_blocks
+
+  def loss0(xs):  # loss on copy 0 only; copy k's gradient is G_k
+    logits = model.apply(v, xs, path_groups=n + 1)[:len(X)]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, Y).sum()
+  grouped = jax.grad(loss0)(jnp.concatenate([X] * (n + 1))).reshape((n + 1,) + X.shape)
+  _close(paths.decompose(paths.forward_tape(model, v, X, Y))[0], grouped)
+
+
+def test_vmap_over_routes_equals_a_loop():
+  model, v = _net(14)
+  tape = paths.forward_tape(model, v, X, Y)
+  routes = paths.sample_routes(jax.random.PRNGKey(3), 6, np.arange(7))
+  img, blk = paths.routed_norms(tape, routes)
+  for i, r in enumerate(routes):
+    gx, gh = paths.routed_gradient(tape, r)
+    _close(img[i], paths.mean_norm(gx))
+    _close(blk[i], paths.mean_norm(gh))
+
+
+def test_effective_range_on_a_hand_made_curve():
+  curve = [0.0, 1.0, 5.0, 3.0, 0.5, 0.5]  # total 10
+  r = paths.effective_range(curve)
+  assert (r["lo"], r["hi"]) == (1, 3) and abs(r["carried"] - 0.9) < 1e-12
+  assert abs(r["path_fraction"] - sum(math.comb(5, k) for k in (1, 2, 3)) / 32) < 1e-12
+  assert (paths.effective_range(curve, 0.5)["lo"], paths.effective_range(curve, 0.5)["hi"]) == (2, 2)
+  assert (paths.effective_range(curve, 1.0)["lo"], paths.effective_range(curve, 1.0)["hi"]) == (1, 5)
+
+
+def test_sampling_and_exact_agree_on_the_unique_extreme_paths():
+  model, v = _net(8)
+  images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (6, 32, 32, 3), 0, 256), np.uint8)
+  labels = np.arange(6, dtype=np.int32)
+  kw = dict(num_batches=1, batch_size=4, seed=0)
+  s = paths.sample_path_gradients(model, v, images, labels, samples_per_length=5, chunk=8, **kw)
+  e = paths.exact_decomposition(model, v, images, labels, **kw)  # the same batch
+  assert len(s["image_mean"]) == 4 and e["sum_error"] < 1e-5
+  for k in (0, 3):  # one path of length 0 and one of length n: no sampling noise, equal to G_k
+    assert s["image_std"][k] < 1e-6 * s["image_mean"][k]
+    _close(s["image_mean"][k], e["image"][k], 1e-5)
+    _close(s["block0_mean"][k], e["block0"][k], 1e-5)
