@@ -109,6 +109,7 @@ def forward_tape(model, variables, x: Array, labels: Array, train: bool = False)
   return Tape(logits=logits, top=top, block_vjps=tuple(vjps), embed_vjp=embed_vjp)
 
 
+@jax.jit
 def routed_gradient(tape: Tape, route: Array) -> tuple[Array, Array]:
   """(d loss / d image, d loss / d block-0 input) along one route (1: residual branch, 0: skip)."""
   ct = tape.top
@@ -118,6 +119,7 @@ def routed_gradient(tape: Tape, route: Array) -> tuple[Array, Array]:
   return tape.embed_vjp(ct)[0], ct
 
 
+@jax.jit
 def full_gradient(tape: Tape) -> tuple[Array, Array]:
   """The ordinary gradient (every path): both halves of each block VJP get the whole cotangent."""
   ct = tape.top
@@ -126,6 +128,7 @@ def full_gradient(tape: Tape) -> tuple[Array, Array]:
   return tape.embed_vjp(ct)[0], ct
 
 
+@jax.jit
 def decompose(tape: Tape) -> tuple[Array, Array]:
   """G_k for k = 0..n, stacked [n+1, ...]: image gradients and block-0-input gradients.
 

@@ -6,8 +6,9 @@ The whole dataset lives in device memory; each step gathers its batch by index (
 from __future__ import annotations
 
 import functools
-import time
-from typing import Any, Callable, Optional
+import json
+import os
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -113,9 +114,18 @@ def _round_up(x: int, m: int) -> int:
   return -(-x // m) * m
 
 
-def load_data(config) -> dict[str, data_lib.Split]:
+def load_data(config, workdir: Optional[str] = None) -> dict[str, data_lib.Split]:
+  """Loads the configured splits; records in workdir/data.json which source was used."""
   d = config.data
   out = data_lib.load_cifar10(d.source, d.folder or None, d.cache_dir or None)
+  if workdir and jax.process_index() == 0:
+    kind, folder = data_lib.resolve_source(d.source, d.folder or None)
+    desc = "CIFAR-10 (TFDS cifar10)" if kind == "tfds" else f"CIFAR-10 (image folder {folder})"
+    if folder and "cifar10-jpeg" in folder:
+      desc = "CIFAR-10 (JPEG q75 copy)"
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "data.json"), "w") as f:
+      json.dump({"description": desc, "source": kind, "folder": folder}, f)
   out["train"] = data_lib.subset(out["train"], d.train_size, d.subset_seed)
   out["test"] = data_lib.subset(out["test"], d.test_size, d.subset_seed + 1)
   return out
@@ -139,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """Trains (resuming from the last checkpoint in `workdir`) and returns the final metrics."""
   validate_config(config)
   model = build_model_from_config(config)
-  data = data if data is not None else load_data(config)
+  data = data if data is not None else load_data(config, workdir)
   train_x, train_y = data["train"]
   if len(train_y) < config.batch_size:
     raise ValueError(f"training split has {len(train_y)} images, fewer than one batch ({config.batch_size})")

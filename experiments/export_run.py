@@ -1,0 +1,68 @@
+r"""Exports a finished training run for committing: parameters + BatchNorm statistics, config, curves.
+
+  python -m experiments.export_run --workdir=/work/runs/resnet32_cpu --out_dir=results/resnet32_cpu
+
+Writes variables.msgpack (loadable with `checkpoints.load_trained(out_dir)`), config.json (with the
+git commit, epochs, final test error and total training wall time), metrics.jsonl and curves.png.
+"""
+import json
+import os
+import platform
+import shutil
+import subprocess
+
+from absl import app, flags
+
+from resnet_ensembles import checkpoints, metrics
+from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.plots.training import plot_training_curves
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/resnet32_cpu).")
+_DATA = flags.DEFINE_string("data_description", None, "What the run trained on, where the workdir has no "
+                            "data.json (runs started before it was written).")
+flags.mark_flags_as_required(["workdir", "out_dir"])
+
+
+def data_description(workdir: str) -> str:
+  path = os.path.join(workdir, "data.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)["description"]
+  if not _DATA.value:
+    raise app.UsageError(f"{workdir} has no data.json: pass --data_description")
+  return _DATA.value
+
+
+def git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def main(argv):
+  del argv
+  setup_logging()
+  model, variables, config = checkpoints.load_trained(_WORKDIR.value)
+  rows = metrics.read_metrics(_WORKDIR.value)
+  evals = [r for r in rows if "eval/test_error" in r]
+  if not evals:
+    raise app.UsageError(f"{_WORKDIR.value} has no evaluation yet")
+  last = evals[-1]
+  steps_per_epoch = round(last["step"] / last["eval/epoch"])
+  extra = {"export": {"commit": git_commit(), "epochs": last["eval/epoch"], "step": last["step"],
+                      "test_error": last["eval/test_error"],
+                      "train_wall_s": max(r.get("train/wall_s", 0.0) for r in rows),
+                      "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                      "data": data_description(_WORKDIR.value)}}
+  checkpoints.export_variables(variables, config, _OUT.value, extra)
+  shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
+  m = config.model
+  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}), CIFAR-10 (JPEG q75 copy)",
+                       os.path.join(_OUT.value, "curves.png"))
+  print(f"exported {_OUT.value}: test error {100 * last['eval/test_error']:.2f}% after {last['eval/epoch']:.0f} epochs")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,131 @@
+r"""Lesion study of a trained network (Veit et al. Figs. 3, 5a, 5b): JSON + CSV of every lesion, then a PNG.
+
+  python -m experiments.lesion --workdir=runs/r110 --plain_workdir=runs/p110 --sweep=single
+  python -m experiments.lesion --workdir=runs/r110 --sweep=multi --num_samples=10 [--bn=recalibrate]
+  python -m experiments.lesion --workdir=runs/r110 --sweep=reorder
+
+Each network's full (unlesioned) error is evaluated in the same run, under the same BatchNorm mode.
+The figure is redrawn from the JSON alone (resnet_ensembles/plots/lesion.py).
+"""
+import csv
+import json
+import os
+import subprocess
+
+import numpy as np
+from absl import app, flags, logging
+
+from resnet_ensembles import checkpoints, lesion, masks, train
+from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.plots import lesion as lesion_plots
+
+SWEEPS = ("single", "multi", "reorder")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained ResNet: a training workdir or an exported folder.")
+_PLAIN = flags.DEFINE_string("plain_workdir", None, "Optional trained plain net, swept the same way.")
+_SWEEP = flags.DEFINE_enum("sweep", None, SWEEPS, "single: each block deleted; multi: k random deletions; "
+                           "reorder: k random within-stage swaps.")
+_BN = flags.DEFINE_enum("bn", "stored", lesion.BN_MODES, "BatchNorm statistics: stored or recalibrated per lesion.")
+_OUT = flags.DEFINE_string("output_dir", None, "Default: <workdir>/lesion.")
+_SAMPLES = flags.DEFINE_integer("num_samples", 10, "multi/reorder: random lesions per k.")
+_MAX_K = flags.DEFINE_integer("max_k", masks.PAPER_MAX_K, "multi/reorder: k = 1..max_k (capped by the blocks).")
+_OPENERS = flags.DEFINE_bool("include_openers", False, "multi: also delete stage openers.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the mask/order generators and the recalibration batches.")
+_TEST_SIZE = flags.DEFINE_integer("test_size", -1, "Test images (0: all; -1: as the training config).")
+_BATCH = flags.DEFINE_integer("batch_size", 500, "Test images per batch.")
+_BUDGET = flags.DEFINE_integer("memory_budget_mb", lesion.DEFAULT_BUDGET >> 20, "Activation memory per chunk.")
+_RECAL_BATCHES = flags.DEFINE_integer("recal_batches", 4, "bn=recalibrate: training batches per lesion.")
+_RECAL_BS = flags.DEFINE_integer("recal_batch_size", 128, "bn=recalibrate: images per training batch.")
+flags.mark_flags_as_required(["workdir", "sweep"])
+
+
+def git_commit() -> str:
+  try:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def lesions(layout, sweep: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+  """(masks, orders or None, row descriptions); the last row is always the full network."""
+  n, rows = layout.num_blocks, []
+  if sweep == "single":
+    m, deleted = masks.single_deletions(layout)
+    rows = [{"deleted": int(i), "stage": layout.stage_of_block[i], "opener": int(i) in layout.stage_openers}
+            for i in deleted]
+    return np.concatenate([m, np.ones((1, n), np.float32)]), None, rows + [{"full": True}]
+  if sweep == "multi":
+    ks = masks.default_ks(layout, _OPENERS.value)[:_MAX_K.value]
+    m, k = masks.random_deletions(layout, _SAMPLES.value, _SEED.value, ks, _OPENERS.value)
+    rows = [{"k": int(kk), "deleted": np.flatnonzero(mm == 0).tolist()} for mm, kk in zip(m, k)]
+    return np.concatenate([m, np.ones((1, n), np.float32)]), None, rows + [{"k": 0, "full": True}]
+  o, swaps, taus = masks.random_reorderings(layout, _SAMPLES.value, _SEED.value, range(1, _MAX_K.value + 1))
+  rows = [{"swaps": int(k), "kendall_tau": float(t), "order": oo.tolist()} for oo, k, t in zip(o, swaps, taus)]
+  o = np.concatenate([o, np.arange(n)[None]])
+  return np.ones(o.shape, np.float32), o, rows + [{"swaps": 0, "kendall_tau": 1.0, "full": True}]
+
+
+def sweep_network(path: str, label: str, data: dict) -> dict:
+  model, variables, config = checkpoints.load_trained(path)
+  m, o, rows = lesions(model.layout, _SWEEP.value)
+  budget = _BUDGET.value << 20
+  logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, _SWEEP.value, len(rows) - 1,
+               _BN.value, len(data["test"][1]))
+  if _SWEEP.value == "single" and _BN.value == "stored":  # prefix-shared wavefront
+    out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=_BATCH.value,
+                                       memory_budget=budget)
+    out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
+  else:
+    out = lesion.evaluate(model, variables, data["test"], m, o, bn=_BN.value, batch_size=_BATCH.value,
+                          memory_budget=budget, recal_split=data["train"], recal_batches=_RECAL_BATCHES.value,
+                          recal_batch_size=_RECAL_BS.value, seed=_SEED.value)
+  for i, row in enumerate(rows):
+    row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
+  return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
+          "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"],
+          "rows": rows[:-1]}
+
+
+def write_csv(result: dict, path: str) -> None:
+  keys = ["network", "index", "deleted", "stage", "k", "swaps", "kendall_tau", "order", "error", "top5_error"]
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(keys)
+    for net in result["networks"]:
+      w.writerow([net["label"], "full"] + [""] * 6 + [net["full_error"], ""])
+      for i, row in enumerate(net["rows"]):
+        cell = lambda k: " ".join(map(str, row[k])) if isinstance(row.get(k), list) else row.get(k, "")
+        w.writerow([net["label"], i] + [cell(k) for k in keys[2:]])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  setup_logging()
+  config = checkpoints.read_config(_WORKDIR.value)
+  if _TEST_SIZE.value >= 0:
+    config.data.test_size = _TEST_SIZE.value
+  data = train.load_data(config)
+  networks = [sweep_network(_WORKDIR.value, "ResNet", data)]
+  if _PLAIN.value:
+    networks.append(sweep_network(_PLAIN.value, "plain", data))
+  result = {"sweep": _SWEEP.value, "bn": _BN.value, "git_commit": git_commit(),
+            "flags": {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(__name__)},
+            "test_images": int(len(data["test"][1])), "networks": networks}
+  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, f"{_SWEEP.value}_{_BN.value}")
+  with open(stem + ".json", "w") as f:
+    json.dump(result, f, indent=1)
+  write_csv(result, stem + ".csv")
+  with open(stem + ".json") as f:  # the figure is a function of the JSON alone
+    lesion_plots.save(json.load(f), stem + ".png")
+  for net in networks:
+    errs = [r["error"] for r in net["rows"]]
+    print(f"{net['label']}: full error {100 * net['full_error']:.2f}%, lesions {100 * min(errs):.2f}-"
+          f"{100 * max(errs):.2f}% over {len(errs)} {_SWEEP.value} lesions")
+  print(f"wrote {stem}.json, .csv, .png")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,105 @@
+"""Figures of the lesion study (Veit et al. Figs. 3, 5a, 5b), each a pure function of the sweep's JSON.
+
+`paper` arguments take the paper's values ({"x": [...], "y": [...]} per network label) to overlay in
+PAPER_STYLE, so a reproduction and its target share one axis.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from resnet_ensembles.plots import PAPER_STYLE
+
+COLORS = {"ResNet": "tab:blue", "plain": "tab:orange"}
+
+
+def _color(label: str) -> str:
+  return COLORS.get(label, "tab:green")
+
+
+def _overlay(ax, paper: Optional[dict], label: str, scale: float = 100.0) -> None:
+  if paper and label in paper:
+    ax.plot(paper[label]["x"], np.asarray(paper[label]["y"]) * scale / 100.0, **PAPER_STYLE)
+
+
+def single_figure(result: dict, paper: Optional[dict] = None) -> Figure:
+  """Fig. 3: test error when each block is deleted, one panel per network, full network as a line."""
+  nets = result["networks"]
+  fig, axes = plt.subplots(1, len(nets), figsize=(5.5 * len(nets), 3.8), squeeze=False, sharey=True)
+  for ax, net in zip(axes[0], nets):
+    blocks = np.array([r["deleted"] for r in net["rows"]]) + 1  # the paper numbers blocks from 1
+    errors = 100 * np.array([r["error"] for r in net["rows"]])
+    openers = np.isin(blocks - 1, net["stage_openers"])
+    ax.plot(blocks, errors, "o-", ms=3.5, color=_color(net["label"]), label=f"{net['label']}: one block deleted")
+    ax.plot(blocks[openers], errors[openers], "s", mfc="none", ms=8, color="k", label="downsampling / stage opener")
+    ax.axhline(100 * net["full_error"], ls="--", color="0.3", label=f"full network ({100 * net['full_error']:.1f}%)")
+    _overlay(ax, paper, net["label"])
+    ax.set(title=f"{net['label']} (depth {net['model']['depth']})", xlabel="dropped layer index",
+           ylim=(0, 100))
+    ax.legend(fontsize=8, loc="upper right")
+  axes[0][0].set_ylabel("test error (%)")
+  fig.suptitle(f"Deleting individual layers ({result['bn']} BN statistics, {result['test_images']} test images)")
+  fig.tight_layout()
+  return fig
+
+
+def multi_figure(result: dict, paper: Optional[dict] = None) -> Figure:
+  """Fig. 5a: error vs number of deleted blocks, mean +- one standard deviation over random sets."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for net in result["networks"]:
+    ks = np.array([r["k"] for r in net["rows"]])
+    errors = 100 * np.array([r["error"] for r in net["rows"]])
+    x = np.unique(ks)
+    mean = np.array([errors[ks == k].mean() for k in x])
+    std = np.array([errors[ks == k].std() for k in x])
+    x, mean, std = np.r_[0, x], np.r_[100 * net["full_error"], mean], np.r_[0, std]
+    c = _color(net["label"])
+    ax.plot(x, mean, "o-", ms=3.5, color=c, label=f"{net['label']} (mean)")
+    ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.25, lw=0, label="± 1 std")
+    _overlay(ax, paper, net["label"])
+  ax.set(xlabel="number of layers deleted", ylabel="test error (%)", ylim=(0, 100),
+         title=f"Deleting random sets of layers ({result['bn']} BN)")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def reorder_figure(result: dict, paper: Optional[dict] = None) -> Figure:
+  """Fig. 5b: error vs Kendall tau of random within-stage reorderings (mean per swap count as a line)."""
+  fig, ax = plt.subplots(figsize=(5.5, 3.8))
+  for net in result["networks"]:
+    taus = np.array([r["kendall_tau"] for r in net["rows"]])
+    errors = 100 * np.array([r["error"] for r in net["rows"]])
+    swaps = np.array([r["swaps"] for r in net["rows"]])
+    c = _color(net["label"])
+    ax.scatter(taus, errors, s=8, alpha=0.5, color=c, label=f"{net['label']}: one reordering")
+    x = np.unique(swaps)
+    ax.plot([taus[swaps == k].mean() for k in x], [errors[swaps == k].mean() for k in x], "-", color=c,
+            label=f"{net['label']}: mean per number of swaps")
+    ax.plot([1.0], [100 * net["full_error"]], "*", ms=12, color=c, mec="k", label=f"{net['label']}: original order")
+    _overlay(ax, paper, net["label"])
+  ax.set(xlabel="Kendall tau", ylabel="test error (%)", ylim=(0, 100),
+         title=f"Reordering layers ({result['bn']} BN)")
+  ax.invert_xaxis()  # more reordering to the right, as in the paper
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+FIGURES = {"single": single_figure, "multi": multi_figure, "reorder": reorder_figure}
+
+
+def figure(result: dict, paper: Optional[dict] = None) -> Figure:
+  if result.get("sweep") not in FIGURES:
+    raise ValueError(f"sweep must be one of {sorted(FIGURES)}, got {result.get('sweep')!r}")
+  return FIGURES[result["sweep"]](result, paper)
+
+
+def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
+  fig = figure(result, paper)
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+  return path

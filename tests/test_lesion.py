@@ -1,0 +1,240 @@
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from resnet_ensembles import data, lesion, masks, models
+from resnet_ensembles.layout import check_block_order
+from tests.reference import reference_forward
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_IMAGES = 40
+
+
+def _net(model, seed=0):
+  """He-style random weights, perturbed BN statistics (so stored-statistics bugs cannot hide) and a head
+  bias centring the logits so that predictions vary by image. Filled with numpy: eager `init` is slow."""
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, a):
+    name, noise = path[-1].key, rng.standard_normal(a.shape)
+    if name == "kernel":
+      return noise * np.sqrt(2.0 / np.prod(a.shape[:-1]))
+    return {"var": np.exp(0.2 * noise), "scale": 1 + 0.1 * noise}.get(name, 0.1 * noise)
+  v = jax.tree.map(lambda a: np.asarray(a, np.float32), jax.tree_util.tree_map_with_path(fill, shapes))
+  x = data.normalize(_images(seed))
+  logits = jax.jit(model.apply)(v, x)
+  v["params"] = dict(v["params"], head=dict(v["params"]["head"], bias=-jnp.mean(logits, 0)))
+  return v
+
+
+def _images(seed=0, n=N_IMAGES):
+  return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def net14():
+  model = models.CifarResNet(14)  # 6 blocks, openers 0, 2, 4
+  v = _net(model)
+  x = _images(1)
+  y = np.asarray(jnp.argmax(jax.jit(model.apply)(v, data.normalize(x)), -1)).astype(np.int32)  # full net: 0 error
+  return model, v, (x, y)
+
+
+def _loop_errors(model, v, split, mask_stack, order_stack=None):
+  x, y = data.normalize(split[0]), split[1]
+  apply = jax.jit(lambda m, o: model.apply(v, x, block_mask=m, block_order=o))
+  errs, per_class = [], []
+  for i, m in enumerate(mask_stack):
+    o = None if order_stack is None else order_stack[i]
+    pred = np.argmax(np.asarray(apply(m, o)), -1)
+    errs.append(np.mean(pred != y))
+    per_class.append([np.mean(pred[y == c] == c) if np.any(y == c) else np.nan for c in range(10)])
+  return np.array(errs), np.array(per_class)
+
+
+def test_vmapped_sweep_equals_python_loop(net14):
+  model, v, split = net14
+  stack = np.concatenate([masks.single_deletions(model.layout)[0],
+                          masks.random_deletions(model.layout, 2, seed=3, ks=[2, 3], include_openers=True)[0]])
+  out = lesion.evaluate(model, v, split, stack, batch_size=16)  # 3 batches, the last padded
+  errs, per_class = _loop_errors(model, v, split, stack)
+  np.testing.assert_allclose(out["error"], errs, atol=1e-12)
+  np.testing.assert_allclose(out["class_accuracy"], per_class, atol=1e-12)
+  assert len(set(np.round(errs, 6))) > 3 and "top5_error" not in out
+
+
+def test_chunked_equals_one_chunk(net14):
+  model, v, split = net14
+  stack = masks.random_deletions(model.layout, 3, seed=0)[0]
+  assert lesion.masks_per_chunk(model, 16, 1, 1, len(stack)) == 1
+  one = lesion.evaluate(model, v, split, stack, batch_size=16)
+  chunked = lesion.evaluate(model, v, split, stack, batch_size=16, memory_budget=1)
+  for k in one:
+    np.testing.assert_array_equal(chunked[k], one[k])
+
+
+@pytest.mark.parametrize("cls,depth,variant", [(models.CifarResNet, 14, "preact"),
+                                               (models.CifarResNet, 8, "original"), (models.PlainNet, 8, "preact")])
+def test_prefix_shared_sweep_equals_vmapped_and_hand_built(cls, depth, variant):
+  model = cls(depth, variant)
+  v = _net(model)
+  x = _images(1, 24)
+  n = model.layout.num_blocks
+  logits = jax.jit(lambda v, x: lesion.wavefront_logits(model, v, x))(v, data.normalize(x))
+  np.testing.assert_allclose(logits[0], reference_forward(model, v, data.normalize(x)), rtol=1e-4, atol=1e-4)
+  for i in range(n):  # deleting block i == a network built without block i
+    np.testing.assert_allclose(logits[1 + i], reference_forward(model, v, data.normalize(x), deleted=(i,)),
+                               rtol=1e-4, atol=1e-4)
+  single = masks.single_deletions(model.layout)[0]
+  y = np.asarray(jnp.argmax(logits[1 + n // 2], -1)).astype(np.int32)  # labels that make errors differ
+  swept = lesion.single_deletion_sweep(model, v, (x, y), batch_size=16)
+  plain = lesion.evaluate(model, v, (x, y), np.concatenate([single, np.ones((1, n))]), batch_size=16)
+  np.testing.assert_array_equal(swept["error"], plain["error"][:n])
+  np.testing.assert_array_equal(swept["class_accuracy"], plain["class_accuracy"][:n])
+  assert swept["error"][n // 2] == 0 and swept["full_error"] == plain["error"][n]
+
+
+def test_orders_identity_and_swaps():
+  model = models.CifarResNet(20)  # movable: 1,2 | 4,5 | 7,8
+  v = _net(model)
+  x = _images(3)
+  y = np.random.default_rng(4).integers(0, 10, N_IMAGES).astype(np.int32)
+  orders, swaps, taus = masks.random_reorderings(model.layout, 3, seed=1, swaps=[0, 1, 2])
+  assert np.all(orders[:3] == np.arange(9)) and np.all(taus[:3] == 1)
+  out = lesion.evaluate(model, v, (x, y), orders=orders, batch_size=16)
+  unordered = np.argmax(np.asarray(jax.jit(model.apply)(v, data.normalize(x))), -1)
+  np.testing.assert_array_equal(out["error"][:3], np.mean(unordered != y))
+  assert len(set(out["error"].tolist())) > 2
+  for i in (3, 8):  # one and two swaps against the hand-built network
+    ref = np.argmax(np.asarray(reference_forward(model, v, data.normalize(x), order=orders[i])), -1)
+    assert out["error"][i] == pytest.approx(np.mean(ref != y), abs=1e-12)
+
+
+def test_generators_are_seeded_and_respect_stages():
+  lay = models.CifarResNet(56).layout  # 27 blocks, openers 0, 9, 18
+  a, ka = masks.random_deletions(lay, 5, seed=7)
+  b, kb = masks.random_deletions(lay, 5, seed=7)
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, masks.random_deletions(lay, 5, seed=8)[0])
+  assert list(np.unique(ka)) == list(range(1, 21)) and np.all((1 - a).sum(1) == ka)
+  assert np.all(a[:, list(lay.stage_openers)] == 1)
+  with_openers = masks.random_deletions(lay, 20, seed=0, ks=[20], include_openers=True)[0]
+  assert np.any(with_openers[:, list(lay.stage_openers)] == 0)
+  single, deleted = masks.single_deletions(lay)
+  assert single.shape == (27, 27) and np.all(np.diag(single) == 0) and list(deleted) == list(range(27))
+  assert masks.default_ks(models.CifarResNet(14).layout) == [1, 2, 3]
+  orders, swaps, taus = masks.random_reorderings(lay, 4, seed=5, swaps=[1, 3, 10])
+  again = masks.random_reorderings(lay, 4, seed=5, swaps=[1, 3, 10])
+  np.testing.assert_array_equal(orders, again[0])
+  for o, k, tau in zip(orders, swaps, taus):
+    check_block_order(o, lay)  # within stages, openers first
+    assert np.sum(o != np.arange(27)) <= 2 * k
+    n = len(o)
+    discordant = sum(o[i] > o[j] for i in range(n) for j in range(i + 1, n))
+    assert tau == pytest.approx(1 - 4 * discordant / (n * (n - 1)), abs=1e-12)
+    assert tau == pytest.approx(stats.kendalltau(np.arange(n), o).statistic, abs=1e-12)
+  assert np.all(np.sum(orders[:4] != np.arange(27), 1) == 2)
+
+
+def test_recalibration_averages_batch_statistics(net14):
+  model, v, _ = net14
+  xs = np.stack([_images(10 + i, 16) for i in range(3)])
+  full = np.ones(6, np.float32)
+  recal = jax.jit(lambda v, m, r: lesion.recalibrated_stats(model, v, m, None, r))
+  got = recal(v, full, xs)
+  # First BN layer (block 0's bn1 sees the stem output): average of per-batch mean / biased variance.
+  h = [model.apply(v, data.normalize(x), method=model.embed) for x in xs]
+  np.testing.assert_allclose(got["block_00"]["bn1"]["mean"], np.mean([a.mean((0, 1, 2)) for a in h], 0),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["block_00"]["bn1"]["var"], np.mean([a.var((0, 1, 2)) for a in h], 0),
+                             rtol=1e-4, atol=1e-6)
+  # Statistics recalibrated on copies of one batch make inference reproduce training mode on it.
+  same = recal(v, full, np.stack([xs[0]] * 3))
+  x0 = data.normalize(xs[0])
+  train_logits, _ = model.apply(v, x0, train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(model.apply({"params": v["params"], "batch_stats": same}, x0), train_logits,
+                             rtol=1e-3, atol=1e-4)
+  # A deleted block keeps its stored statistics; evaluate() uses exactly these statistics.
+  mask = full.copy()
+  mask[3] = 0
+  lesioned = recal(v, mask, xs)
+  np.testing.assert_array_equal(lesioned["block_03"]["bn1"]["var"], v["batch_stats"]["block_03"]["bn1"]["var"])
+  assert not np.allclose(lesioned["block_05"]["bn1"]["var"], got["block_05"]["bn1"]["var"])
+  y = np.random.default_rng(0).integers(0, 10, 16).astype(np.int32)
+  split = (xs[1], y)
+  out = lesion.evaluate(model, v, split, mask[None], bn="recalibrate", recal_split=(xs.reshape(48, 32, 32, 3), y),
+                        recal_batches=3, recal_batch_size=16, batch_size=16)
+  rx = data.subset((xs.reshape(48, 32, 32, 3), np.zeros(48)), 48, 0)[0].reshape(3, 16, 32, 32, 3)
+  ref = recal(v, mask, rx)
+  pred = np.argmax(np.asarray(model.apply({"params": v["params"], "batch_stats": ref}, data.normalize(xs[1]),
+                                          block_mask=mask)), -1)
+  assert out["error"][0] == pytest.approx(np.mean(pred != y), abs=1e-12)
+
+
+def test_recalibration_with_orders_equals_swapped_variables():
+  model = models.CifarResNet(20)
+  v = _net(model)
+  xs = np.stack([_images(20 + i, 8) for i in range(2)])
+  order = np.arange(9)
+  order[[7, 8]] = [8, 7]
+  mask = np.ones(9, np.float32)
+  mask[1] = 0
+  recal = jax.jit(lambda v, o: lesion.recalibrated_stats(model, v, mask, o, xs))
+  got = recal(v, order)
+  swapped = {c: dict(v[c], block_07=v[c]["block_08"], block_08=v[c]["block_07"]) for c in v}
+  ref = recal(swapped, None)
+  np.testing.assert_allclose(got["block_07"]["bn2"]["var"], ref["block_08"]["bn2"]["var"], rtol=1e-5)
+  np.testing.assert_allclose(got["head_bn"]["mean"], ref["head_bn"]["mean"], rtol=1e-4, atol=1e-6)
+
+
+def test_bad_inputs_fail_clearly(net14):
+  model, v, split = net14
+  lay = model.layout
+  with pytest.raises(ValueError, match=r"masks must have shape \[M, 6\]"):
+    lesion.evaluate(model, v, split, np.ones((2, 5)))
+  with pytest.raises(ValueError, match="bn must be one of"):
+    lesion.evaluate(model, v, split, np.ones((2, 6)), bn="running")
+  with pytest.raises(ValueError, match="needs recal_split"):
+    lesion.evaluate(model, v, split, np.ones((2, 6)), bn="recalibrate")
+  with pytest.raises(ValueError, match="within stages"):
+    lesion.evaluate(model, v, split, orders=np.array([0, 2, 1, 3, 4, 5]))
+  with pytest.raises(ValueError, match="cannot delete k=4 blocks"):
+    masks.random_deletions(lay, 2, seed=0, ks=[4])
+  with pytest.raises(ValueError, match="no two non-opener blocks"):
+    masks.random_reorderings(lay, 2, seed=0)
+
+
+def _sharded_results() -> dict:
+  """Errors of all three engines on whatever devices this process has (6 masks: padded for 4 devices)."""
+  model = models.CifarResNet(8)
+  v = _net(model)
+  x, y = _images(1), np.random.default_rng(2).integers(0, 10, N_IMAGES).astype(np.int32)
+  stack = masks.random_deletions(model.layout, 3, seed=0, ks=[1, 2], include_openers=True)[0]
+  return {"devices": jax.device_count(),
+          "vmapped": lesion.evaluate(model, v, (x, y), stack, batch_size=16)["error"].tolist(),
+          "recal": lesion.evaluate(model, v, (x, y), stack[:3], bn="recalibrate", recal_split=(x, y),
+                                   recal_batches=2, recal_batch_size=8, batch_size=16)["error"].tolist(),
+          "prefix": lesion.single_deletion_sweep(model, v, (x, y), batch_size=18)["error"].tolist()}
+
+
+_SHARDED = "import json, sys; sys.path.insert(0, %r); from tests.test_lesion import _sharded_results; " \
+           "print(json.dumps(_sharded_results()))"
+
+
+def test_four_fake_devices_match_one_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  four, one = json.loads(res.stdout.strip().splitlines()[-1]), _sharded_results()
+  assert four["devices"] == 4 and one["devices"] == 1
+  for k in ("vmapped", "recal", "prefix"):
+    np.testing.assert_allclose(four[k], one[k], atol=1e-12)

@@ -1,0 +1,80 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import cifar10
+from resnet_ensembles import data, models, samplers, train
+from resnet_ensembles.layout import cifar_layout
+
+
+def _cfg(kind, **kw):
+  return ml_collections.ConfigDict(dict(kind=kind, p_L=0.5, num_active=0, scale_at_test=False, **kw))
+
+
+def test_stochastic_depth_survival_rates():
+  lay = cifar_layout(56)  # 27 blocks
+  p = samplers.survival_probabilities(27, 0.5)
+  assert p[0] == pytest.approx(1 - 0.5 / 27) and p[-1] == pytest.approx(0.5)
+  sample = jax.jit(jax.vmap(samplers.make_sampler(_cfg("stochastic_depth"), lay)))
+  masks = np.asarray(sample(jax.random.split(jax.random.PRNGKey(0), 4000))[0])
+  assert set(np.unique(masks)) <= {0.0, 1.0}
+  # 4000 draws: 4 standard errors of a Bernoulli(0.5) mean is 0.032.
+  np.testing.assert_allclose(masks.mean(0), p, atol=0.032)
+
+
+@pytest.mark.parametrize("kind", ["short_path_forward", "short_path_route"])
+def test_short_path_has_exactly_k(kind):
+  lay = cifar_layout(110)
+  assert samplers.default_num_active(54) == 23
+  sample = jax.vmap(samplers.make_sampler(_cfg(kind), lay))
+  mask, route = sample(jax.random.split(jax.random.PRNGKey(1), 200))
+  drawn = np.asarray(mask if kind == "short_path_forward" else route)
+  assert (mask is None) == (kind == "short_path_route")
+  np.testing.assert_array_equal(drawn.sum(1), 23)
+  assert drawn.mean(0).min() > 0.2  # every block gets trained sometimes
+
+
+def test_bad_sampler_configs_are_clear():
+  lay = cifar_layout(20)
+  with pytest.raises(ValueError, match="train_mask.kind"):
+    samplers.make_sampler(_cfg("dropout"), lay)
+  with pytest.raises(ValueError, match="num_active must be in 1..9"):
+    cfg = _cfg("short_path_forward")
+    cfg.num_active = 10
+    samplers.make_sampler(cfg, lay)
+
+
+def test_all_ones_sampler_trains_identically(cifar, tmp_path):
+  small = {"train": data.subset(cifar["train"], 128), "test": data.subset(cifar["test"], 100, 1)}
+  results = []
+  for i, kind in enumerate(["none", "stochastic_depth"]):
+    c = cifar10.get_config("resnet8")
+    c.batch_size, c.num_epochs, c.progress = 32, 1, False
+    c.train_mask.kind, c.train_mask.p_L = kind, 1.0  # p_L = 1: every block always survives
+    results.append(train.train_and_evaluate(c, str(tmp_path / str(i)), data=small))
+  # Same arithmetic, but a different compiled program (the traced 1.0 factors change XLA's fusion),
+  # so equality holds to float rounding rather than bit for bit.
+  for a, b in zip(jax.tree.leaves(results[0]["state"]), jax.tree.leaves(results[1]["state"])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert results[0]["test_error"] == results[1]["test_error"]
+
+
+def test_test_time_scaling_is_the_expectation_of_a_block():
+  model = models.CifarResNet(8)
+  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  h = model.apply(v, x, method=model.embed)
+  p = 0.7
+  expectation = p * model.apply(v, h, 1, mask=1.0, method=model.block) + (1 - p) * model.apply(
+      v, h, 1, mask=0.0, method=model.block)
+  np.testing.assert_allclose(model.apply(v, h, 1, mask=p, method=model.block), expectation, rtol=1e-5, atol=1e-6)
+  mask = samplers.test_time_mask(_cfg("stochastic_depth"), model.layout)
+  np.testing.assert_allclose(mask, [1 - 0.5 / 3, 1 - 1 / 3, 0.5], rtol=1e-6)
+  # The whole network with the scaled mask is the block-wise expectation composed.
+  g = h
+  for pos in range(3):
+    g = mask[pos] * model.apply(v, g, pos, mask=1.0, method=model.block) + (1 - mask[pos]) * g
+  np.testing.assert_allclose(model.apply(v, x, block_mask=mask), model.apply(v, g, method=model.readout),
+                             rtol=1e-5, atol=1e-5)
