@@ -7,7 +7,11 @@ He et al. 2016a blocks, e.g. resnet56_original) followed by comma-separated modi
   quick   a short CPU smoke run: 1 epoch on 5,000 training images, 2,000 test images;
   cpu     the CPU defaults of this project (fastest measured settings, see benchmarks/): 40 epochs;
           the arg "cpu" alone means resnet32,cpu (the ResNet every CPU experiment studies);
-  sd      stochastic depth (Huang et al.), p_L = 0.5.
+  sd      stochastic depth (Huang et al.): p_l decays linearly to p_L = 0.5, branches scaled by p_l at test;
+  sp_forward / sp_route   short-path training (Veit et al. Sec. 5.3): each mini-batch trains a random
+          K = round(23/54 n) blocks, (a) running only those blocks, or (b) running all blocks forward and
+          backpropagating through the K branches only; `train_mask.num_active` sets K,
+          `train_mask.scale_at_test` scales branches by K/n at test time for (a).
 Any field can be overridden: --config.num_epochs=3 --config.data.folder=/path/to/cifar10-jpeg.
 Data: config.data.folder (or the CIFAR10_DIR environment variable) points at a folder copy laid out
 <root>/<split>/<class>/*.jpg; otherwise TFDS `cifar10` is used.
@@ -21,6 +25,9 @@ def _parse(arg: str):
   parts = [p for p in (arg or "resnet20").split(",") if p]
   if parts and parts[0] == "cpu":  # the networks every CPU experiment studies
     parts = ["resnet32", "cpu"] + parts[1:]
+  for old, new in (("_sd", "sd"), ("_sp_forward", "sp_forward"), ("_sp_route", "sp_route")):
+    if parts and parts[0].endswith(old):  # resnet110_sd == resnet110,sd
+      parts = [parts[0][: -len(old)], new] + parts[1:]
   base, mods = parts[0], parts[1:]
   variant = "preact"
   if base.endswith("_original"):
@@ -69,6 +76,10 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
       c.num_epochs = 40
     elif mod == "sd":
       c.train_mask.kind = "stochastic_depth"
+    elif mod == "sp_forward":
+      c.train_mask.kind = "short_path_forward"
+    elif mod == "sp_route":
+      c.train_mask.kind = "short_path_route"
     else:
-      raise ValueError(f"unknown config modifier {mod!r} (known: quick, cpu, sd)")
+      raise ValueError(f"unknown config modifier {mod!r} (known: quick, cpu, sd, sp_forward, sp_route)")
   return c
