@@ -14,7 +14,7 @@ import subprocess
 from absl import app, flags
 
 from resnet_ensembles import checkpoints, metrics
-from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots.training import plot_training_curves
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -41,6 +41,7 @@ def git_commit() -> str:
     return "unknown"
 
 
+@one_line_errors
 def main(argv):
   del argv
   setup_logging()

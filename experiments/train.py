@@ -6,13 +6,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_ensembles import train
-from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.logs import one_line_errors, setup_logging
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events go here.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+@one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")

@@ -7,3 +7,17 @@ _QUIET = ("orbax", "etils", "tensorflow", "jax/_src")
 def setup_logging() -> None:
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(lambda r: not any(q in r.pathname for q in _QUIET))
+
+
+def one_line_errors(main):
+  """Wraps an absl main: bad input (config, data, files) ends with one line, not a traceback."""
+  import functools
+  import sys
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (ValueError, FileNotFoundError, FloatingPointError, ImportError, RuntimeError) as e:
+      sys.exit(f"error: {type(e).__name__}: {e}")
+  return wrapped
