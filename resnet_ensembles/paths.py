@@ -91,6 +91,7 @@ def check_model(model) -> None:
 @functools.partial(jax.jit, static_argnames=("model", "train"))
 def forward_tape(model, variables, x: Array, labels: Array, train: bool = False) -> Tape:
   """Runs `model` once on normalized inputs x, keeping each block's VJP (BN in batch mode if `train`)."""
+  check_model(model)
   def call(method, *args, **kw):
     if not train:
       return model.apply(variables, *args, method=method, **kw)
@@ -157,7 +158,7 @@ def routed_norms(tape: Tape, routes: Array) -> tuple[Array, Array]:
 def decomposition_norms(tape: Tape) -> dict:
   g_x, g_h = decompose(tape)
   full_x, full_h = full_gradient(tape)
-  rel = lambda parts, full: jnp.max(jnp.abs(parts.sum(0) - full)) / jnp.max(jnp.abs(full))
+  rel = lambda parts, full: jnp.max(jnp.abs(parts.sum(0) - full)) / jnp.maximum(jnp.max(jnp.abs(full)), 1e-30)
   return dict(image=mean_norm(g_x), block0=mean_norm(g_h), full_image=mean_norm(full_x),
               full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
 
@@ -183,6 +184,7 @@ def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarr
                      f"({num_batches})")
   per_batch = samples_per_length // num_batches
   lengths = np.repeat(np.arange(n + 1), per_batch)
+  chunk = -(-len(lengths) // -(-len(lengths) // chunk))  # equal chunks of at most `chunk` routes
   pad = -len(lengths) % chunk
   out = {name: np.zeros((n + 1, samples_per_length)) for name in ("image", "block0")}
   key, t0 = jax.random.PRNGKey(seed), time.time()
@@ -215,3 +217,31 @@ def exact_decomposition(model, variables, images: np.ndarray, labels: np.ndarray
   return dict(image=mean["image"].tolist(), block0=mean["block0"].tolist(),
               full_image=float(mean["full_image"]), full_block0=float(mean["full_block0"]),
               sum_error=float(max(a["sum_error"] for a in acc)))
+
+
+def analyze(model, variables, images: np.ndarray, labels: np.ndarray, config) -> dict:
+  """Fig. 6 from a config (experiments/configs/paths.py): distribution, sampled curves, totals, range, G_k."""
+  check_model(model)
+  if config.bn not in ("inference", "batch"):
+    raise ValueError(f"bn must be 'inference' or 'batch', got {config.bn!r}")
+  if min(config.num_batches, config.exact_batches, config.route_chunk) < 1 or not 0 < config.share <= 1:
+    raise ValueError("num_batches, exact_batches and route_chunk must be >= 1 and share in (0, 1]")
+  if config.samples_per_length < 1 or config.samples_per_length % config.num_batches:
+    raise ValueError(f"samples_per_length ({config.samples_per_length}) must be a positive multiple of "
+                     f"num_batches ({config.num_batches})")
+  if not 1 <= config.batch_size <= len(images):
+    raise ValueError(f"batch_size must be in 1..{len(images)} (the images given), got {config.batch_size}")
+  train_bn, n = config.bn == "batch", model.layout.num_blocks
+  t0 = time.time()
+  sampled = sample_path_gradients(model, variables, images, labels, samples_per_length=config.samples_per_length,
+                                  num_batches=config.num_batches, batch_size=config.batch_size,
+                                  seed=config.seed, train_bn=train_bn, chunk=config.route_chunk)
+  t1 = time.time()
+  exact = exact_decomposition(model, variables, images, labels, num_batches=config.exact_batches,
+                              batch_size=config.batch_size, seed=config.seed, train_bn=train_bn)
+  dist = path_length_distribution(n)
+  total = {w: (dist["frequency"] * np.asarray(sampled[f"{w}_mean"])).tolist() for w in ("image", "block0")}
+  return dict(num_blocks=n, distribution={k: np.asarray(v).tolist() for k, v in dist.items()},
+              sampled=sampled, total=total, exact=exact,
+              effective_range={w: effective_range(total[w], config.share) for w in total},
+              seconds={"sampled": t1 - t0, "exact": time.time() - t1})

@@ -1,6 +1,8 @@
 """Path analysis: distribution, routed gradients and the exact per-length decomposition on tiny nets."""
 import itertools
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,9 @@ import optax
 import pytest
 from scipy import stats
 
+from experiments.configs.paths import get_config
 from resnet_ensembles import models, paths
+from resnet_ensembles.plots import paths as plots
 
 X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))
 Y = jnp.array([3, 8])
@@ -61,6 +65,8 @@ def test_bad_inputs_are_clear():
     paths.path_length_distribution(0)
   with pytest.raises(ValueError, match="plain net"):
     paths.check_model(models.PlainNet(8))
+  with pytest.raises(ValueError, match="plain net"):
+    paths.forward_tape(models.PlainNet(8), {}, X, Y)
   with pytest.raises(ValueError, match="0..3"):
     paths.sample_routes(jax.random.PRNGKey(0), 3, [4])
   with pytest.raises(ValueError, match="0..3"):
@@ -189,15 +195,41 @@ def test_effective_range_on_a_hand_made_curve():
   assert (paths.effective_range(curve, 1.0)["lo"], paths.effective_range(curve, 1.0)["hi"]) == (1, 5)
 
 
-def test_sampling_and_exact_agree_on_the_unique_extreme_paths():
+def test_analysis_sampled_and_exact_agree_on_the_unique_extreme_paths(tmp_path):
   model, v = _net(8)
   images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (6, 32, 32, 3), 0, 256), np.uint8)
-  labels = np.arange(6, dtype=np.int32)
-  kw = dict(num_batches=1, batch_size=4, seed=0)
-  s = paths.sample_path_gradients(model, v, images, labels, samples_per_length=5, chunk=8, **kw)
-  e = paths.exact_decomposition(model, v, images, labels, **kw)  # the same batch
+  config = get_config("quick")
+  config.update(samples_per_length=5, num_batches=1, batch_size=4, route_chunk=8)
+  result = json.loads(json.dumps(paths.analyze(model, v, images, np.arange(6, dtype=np.int32), config)))
+  s, e = result["sampled"], result["exact"]  # both on the same batch (same seed)
   assert len(s["image_mean"]) == 4 and e["sum_error"] < 1e-5
   for k in (0, 3):  # one path of length 0 and one of length n: no sampling noise, equal to G_k
     assert s["image_std"][k] < 1e-6 * s["image_mean"][k]
     _close(s["image_mean"][k], e["image"][k], 1e-5)
     _close(s["block0_mean"][k], e["block0"][k], 1e-5)
+  _close(result["total"]["image"], np.array(s["image_mean"]) * stats.binom.pmf(np.arange(4), 3, 0.5), 1e-12)
+  assert 0 <= result["effective_range"]["image"]["lo"] <= result["effective_range"]["image"]["hi"] <= 3
+  out = plots.save(result, str(tmp_path / "paths.png"))  # the figure is a function of the JSON
+  assert os.path.getsize(out) > 10_000
+  config.bn = "train"
+  with pytest.raises(ValueError, match="bn must be"):
+    paths.analyze(model, v, images, np.arange(6), config)
+
+
+def test_figure_of_a_54_block_result_overlays_the_paper(tmp_path):
+  d = paths.path_length_distribution(54)
+  mean = np.exp(-0.3 * np.arange(55))  # a hand-made decaying one-path curve
+  total = (d["frequency"] * mean).tolist()
+  result = {"num_blocks": 54, "distribution": {k: np.asarray(v).tolist() for k, v in d.items()},
+            "sampled": {"samples_per_length": 1, "image_mean": mean, "image_std": 0 * mean,
+                        "block0_mean": 2 * mean, "block0_std": 0 * mean},
+            "total": {"image": total}, "effective_range": {"image": paths.effective_range(total)},
+            "exact": {"image": mean, "block0": mean, "sum_error": 0.0}}
+  assert os.path.getsize(plots.save(result, str(tmp_path / "p.png"))) > 10_000
+
+
+def test_config_variants():
+  assert get_config().samples_per_length == 100 and get_config("paper").samples_per_length == 1000
+  assert get_config("quick,batch_bn").bn == "batch"
+  with pytest.raises(ValueError, match="unknown paths config modifier"):
+    get_config("fast")
