@@ -149,7 +149,8 @@ class CifarResNet(nn.Module):
       x = nn.relu(self.head_bn(x, use_running_average=not train))
     return self.head(jnp.mean(x, axis=(1, 2))).astype(jnp.float32)
 
-  def shortcut(self, x: Array, pos: int) -> Array:
+  def shortcut(self, x: Array, pos: int, train: bool = False) -> Array:
+    del train  # parameter-free here; subclasses with projection shortcuts (BatchNorm) need it
     return type_a_shortcut(x, self.layout.block_features[pos], self.layout.block_strides[pos])
 
   def branch(self, x: Array, pos: int, train: bool = False, order: Optional[Array] = None) -> Array:
@@ -168,11 +169,13 @@ class CifarResNet(nn.Module):
   def block(self, x: Array, pos: int, train: bool = False, mask: Optional[Array] = None,
             route: Optional[Array] = None, order: Optional[Array] = None, path_groups: int = 0) -> Array:
     """One block at position `pos`; `mask`/`route` are this block's scalars (traced is fine)."""
-    shortcut = self.shortcut(x, pos)
+    shortcut = self.shortcut(x, pos, train)
     branch = self.branch(x, pos, train, order)
     if path_groups:
       branch = _shift_cotangent(branch, jnp.zeros((path_groups,), self.dtype))
     m = None if mask is None else jnp.asarray(mask, self.dtype)
+    if route is not None and not self.residual:
+      raise ValueError("grad_route needs skip connections; a plain net has none")
     if not self.residual:
       out = self._post(branch)
       return out if m is None else m * out + (1 - m) * shortcut

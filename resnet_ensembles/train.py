@@ -1,7 +1,11 @@
 """train_and_evaluate(config, workdir): SGD on CIFAR-10, data-parallel, resumable, with masks.
 
-The whole dataset lives in device memory; each step gathers its batch by index (sharded over the
-`data` mesh axis), augments it on device from `fold_in(key, step)`, and runs `train_step`.
+The (small) CIFAR-10 training set lives in device memory, replicated on every device of every process.
+Each step all processes hold the same global batch of indices; a jitted gather produces the batch
+sharded over the `data` mesh axis (each device keeps only its rows), and it is augmented on device from
+`fold_in(key, step)`. The batch composition therefore does not depend on the number of processes or
+devices: 1 process x 4 devices and 2 processes x 2 devices train identically. Only process 0 writes
+metrics; all processes save/restore the orbax checkpoints together.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from absl import logging
 from flax import struct
 
 from resnet_ensembles import checkpoints, data as data_lib, metrics as metrics_lib, models, samplers
-from resnet_ensembles.sharding import data_mesh, replicate, shard_batch_spec
+from resnet_ensembles.sharding import data_mesh, replicate, replicated_spec, shard_batch_spec, shard_host_batch
 
 
 class TrainState(struct.PyTreeNode):
@@ -97,14 +101,15 @@ def evaluate(variables, split: data_lib.Split, *, model, batch_size: int, mesh,
   """Test error and loss over a whole split, in padded batches sharded over the mesh."""
   images, labels = split
   bs = _round_up(min(batch_size, len(labels)), mesh.size)
-  fn = jax.jit(functools.partial(eval_step, model=model, block_mask=block_mask))
+  fn = jax.jit(functools.partial(eval_step, model=model, block_mask=block_mask),
+               out_shardings=replicated_spec(mesh))
   totals = {"wrong": 0.0, "loss": 0.0, "count": 0.0}
   for start in range(0, len(labels), bs):
     x, y = images[start:start + bs], labels[start:start + bs]
     pad = bs - len(y)
     batch = {"image": np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))), "label": np.pad(y, (0, pad)),
              "weight": np.pad(np.ones(len(y), np.float32), (0, pad))}
-    out = fn(variables, jax.device_put(batch, shard_batch_spec(mesh)))
+    out = fn(variables, shard_host_batch(batch, mesh))
     for k in totals:
       totals[k] += float(out[k])
   return {"test_error": totals["wrong"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
@@ -134,6 +139,9 @@ def load_data(config, workdir: Optional[str] = None) -> dict[str, data_lib.Split
 def validate_config(config) -> None:
   """Clear one-line errors before anything is compiled."""
   from resnet_ensembles.layout import cifar_layout
+  if config.model.name not in ("resnet", "plain"):
+    raise ValueError(f"train.py trains the CIFAR-10 networks (model resnet/plain); model {config.model.name!r} "
+                     "needs its own input loop (see experiments/configs/imagenet.py)")
   cifar_layout(config.model.depth, config.model.width)
   if config.model.variant not in ("preact", "original"):
     raise ValueError(f"config.model.variant must be 'preact' or 'original', got {config.model.variant!r}")
@@ -162,15 +170,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   test_mask = samplers.test_time_mask(config.train_mask, model.layout)
 
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.keep_checkpoints)
-  state = create_state(config, model, tx, jax.random.PRNGKey(config.seed))
-  state = replicate(ckpt.restore_or(state), mesh)
+  # Replicated first, so that orbax restores straight into the global (multi-host) layout.
+  state = replicate(create_state(config, model, tx, jax.random.PRNGKey(config.seed)), mesh)
+  state = ckpt.restore_or(state)
   start_step = int(state.step)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step)
   if start_step:
     logging.info("Resumed from step %d (epoch %d) in %s", start_step, start_step // steps_per_epoch, workdir)
 
   step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, sampler=sampler), donate_argnums=0)
-  train_data = replicate({"image": train_x, "label": train_y}, mesh)
+  train_data = replicate({"image": train_x, "label": train_y}, mesh)  # decoded once, kept on device
   gather = jax.jit(lambda d, idx: jax.tree.map(lambda a: a[idx], d), out_shardings=shard_batch_spec(mesh))
   key = jax.random.PRNGKey(config.seed + 1)
   last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
@@ -183,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if offset == 0 or step == start_step:
       order = np.random.default_rng([config.seed, epoch]).permutation(len(train_y))
     idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
-    state, m = step_fn(state, gather(train_data, idx), key)
+    state, m = step_fn(state, gather(train_data, replicate(idx, mesh)), key)
     pending.append(m)
     done = step + 1
     if done % config.log_every_steps == 0 or done % steps_per_epoch == 0 or done == last_steps:

@@ -1,0 +1,183 @@
+"""ImageNet input pipeline: JPEG decoding and augmentation on each host with tf.data, one share per process.
+
+ImageNet does not fit in device memory like CIFAR, so every process streams only its own part of a split
+(TFDS `split_for_jax_process`, or every P-th file of a folder) and yields per-process uint8 batches that
+`sharding.global_batch` assembles into the global batch (local batch = global batch / process count; with
+`sharding.data_mesh` process p holds rows [p * local, (p + 1) * local)). Normalisation happens on device.
+
+Preprocessing (Inception-style, as in the TF/Flax ImageNet examples): training takes a random crop of
+8%-100% of the area with aspect ratio 3/4-4/3, resized to image_size, and a random horizontal flip;
+evaluation resizes the central crop of side image_size / (image_size + 32) * min(h, w). Randomness is
+stateless, seeded by (seed, process, element index), so a pipeline is reproducible. Both sources share
+these functions. TensorFlow is imported lazily: the models and configs never need it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STDDEV_RGB = np.array([0.229, 0.224, 0.225], np.float32) * 255
+CROP_PADDING = 32
+SOURCES = ("tfds", "folder")
+_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@functools.lru_cache(maxsize=None)
+def _tf():
+  import tensorflow as tf  # lazy: only the input pipeline needs TensorFlow
+  try:
+    tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
+  except RuntimeError:
+    pass  # already initialised
+  return tf
+
+
+def _shape(image_bytes):
+  tf = _tf()
+  return tf.cond(tf.io.is_jpeg(image_bytes), lambda: tf.image.extract_jpeg_shape(image_bytes),
+                 lambda: tf.shape(tf.io.decode_image(image_bytes, channels=3, expand_animations=False)))
+
+
+def _decode_crop(image_bytes, window):
+  """Decodes only the crop [y, x, h, w] of a JPEG (any other format: decode, then crop)."""
+  tf = _tf()
+  return tf.cond(
+      tf.io.is_jpeg(image_bytes), lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
+      lambda: tf.image.crop_to_bounding_box(tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
+                                            window[0], window[1], window[2], window[3]))
+
+
+def _resize(image, image_size: int):
+  tf = _tf()
+  image = tf.image.resize(image, [image_size, image_size], method="bicubic")
+  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+
+def preprocess_train(image_bytes, seed, image_size: int = 224):
+  """Random-resized crop + flip of one encoded image -> uint8 [image_size, image_size, 3]."""
+  tf = _tf()
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      _shape(image_bytes), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed, min_object_covered=0.1,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)  # after 10 failed attempts: the whole image
+  window = tf.stack([begin[0], begin[1], size[0], size[1]])
+  image = _resize(_decode_crop(image_bytes, window), image_size)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
+def preprocess_eval(image_bytes, image_size: int = 224):
+  """Central crop (padded by CROP_PADDING), resized -> uint8 [image_size, image_size, 3]."""
+  tf = _tf()
+  shape = _shape(image_bytes)
+  h, w = shape[0], shape[1]
+  side = tf.cast(image_size / (image_size + CROP_PADDING) * tf.cast(tf.minimum(h, w), tf.float32), tf.int32)
+  window = tf.stack([(h - side + 1) // 2, (w - side + 1) // 2, side, side])
+  return _resize(_decode_crop(image_bytes, window), image_size)
+
+
+def normalize(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+  """uint8 [..., 3] -> per-channel standardised (on device)."""
+  return ((images.astype(jnp.float32) - MEAN_RGB) / STDDEV_RGB).astype(dtype)
+
+
+def folder_files(root: str, split: str) -> tuple[list[str], np.ndarray, list[str]]:
+  """(files, labels, class names) of `<root>/<split>/<class>/*.jpg|jpeg|png`, classes sorted by name."""
+  split_dir = os.path.join(root, split)
+  if not os.path.isdir(split_dir):
+    raise FileNotFoundError(f"image folder split not found: {split_dir} (expected <root>/{split}/<class>/*.JPEG)")
+  classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+  files, labels = [], []
+  for label, name in enumerate(classes):
+    names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(_SUFFIXES))
+    files += [os.path.join(split_dir, name, f) for f in names]
+    labels += [label] * len(names)
+  if not files:
+    raise ValueError(f"{split_dir} holds no .jpg/.jpeg/.png images in class folders")
+  return files, np.asarray(labels, np.int32), classes
+
+
+def _tfds_builder(data):
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise ImportError("ImageNet from TFDS needs tensorflow-datasets; or set config.data.source='folder'") from e
+  builder = tfds.builder("imagenet2012", data_dir=data.tfds_data_dir or None)
+  if not builder.is_prepared():
+    if not data.manual_dir:
+      raise RuntimeError(f"TFDS imagenet2012 is not prepared in {builder.data_dir}; set config.data.manual_dir "
+                         "to the folder holding ILSVRC2012_img_{train,val}.tar (or use source='folder')")
+    _tf()
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=data.manual_dir))
+  return tfds, builder
+
+
+def _source(data, split: str, process_index: int, process_count: int, shuffle_files: bool, seed: int):
+  """(dataset of (image bytes, label) holding this process's share, size of the whole split)."""
+  tf = _tf()
+  if data.source not in SOURCES:
+    raise ValueError(f"config.data.source must be one of {SOURCES}, got {data.source!r}")
+  if data.source == "folder":
+    if not data.folder:
+      raise ValueError("config.data.source='folder' needs config.data.folder=<root>/<split>/<class>/*.JPEG")
+    files, labels, _ = folder_files(data.folder, split)
+    ds = tf.data.Dataset.from_tensor_slices((files[process_index::process_count],
+                                             labels[process_index::process_count]))
+    return ds.map(lambda f, y: (tf.io.read_file(f), y), num_parallel_calls=tf.data.AUTOTUNE), len(files)
+  tfds, builder = _tfds_builder(data)
+  ds = builder.as_dataset(
+      split=tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count),
+      decoders={"image": tfds.decode.SkipDecoding()}, shuffle_files=shuffle_files,
+      read_config=tfds.ReadConfig(shuffle_seed=seed))
+  return ds.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32))), builder.info.splits[split].num_examples
+
+
+def _process(process_index: Optional[int], process_count: Optional[int]) -> tuple[int, int]:
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if not 0 <= index < count:
+    raise ValueError(f"process_index must be in [0, {count}), got {index}")
+  return index, count
+
+
+def train_batches(data, split: str, local_batch_size: int, *, seed: int = 0, image_size: int = 224,
+                  shuffle_buffer: int = 16_384, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> Iterator[dict]:
+  """Endless shuffled, augmented {"image": uint8 [B, S, S, 3], "label": int32 [B]} of this process."""
+  tf = _tf()
+  index, count = _process(process_index, process_count)
+  ds, _ = _source(data, split, index, count, shuffle_files=True, seed=seed + index)
+  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + 7919 * index).enumerate()
+  base = tf.constant(seed * 1024 + index, tf.int64)
+  ds = ds.map(lambda i, xy: {"image": preprocess_train(xy[0], tf.stack([base, i]), image_size), "label": xy[1]},
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  yield from ds.batch(local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def eval_batches(data, split: str, local_batch_size: int, *, image_size: int = 224,
+                 process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[dict]:
+  """One pass over this process's share, {"image", "label", "weight"} in batches of exactly
+  `local_batch_size`; padding rows weigh 0 and every process yields the same number of batches."""
+  tf = _tf()
+  index, count = _process(process_index, process_count)
+  ds, total = _source(data, split, index, count, shuffle_files=False, seed=0)
+  num_batches = -(-(-(-total // count)) // local_batch_size)
+  ds = ds.map(lambda b, y: {"image": preprocess_eval(b, image_size), "label": y, "weight": tf.constant(1.0)},
+              num_parallel_calls=tf.data.AUTOTUNE)
+  pad = tf.data.Dataset.from_tensors({"image": tf.zeros([image_size, image_size, 3], tf.uint8),
+                                      "label": tf.constant(0, tf.int32), "weight": tf.constant(0.0)}).repeat()
+  ds = ds.concatenate(pad).batch(local_batch_size).take(num_batches)
+  yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def num_examples(data, split: str) -> int:
+  """Size of a whole split (all processes)."""
+  if data.source == "folder":
+    return len(folder_files(data.folder, split)[0])
+  return _tfds_builder(data)[1].info.splits[split].num_examples

@@ -1,0 +1,206 @@
+"""ImageNet bottleneck ResNets (pinned sizes, masks/orders as on CIFAR), their config, and the input
+pipeline on a tiny generated image folder (no TFDS download)."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import imagenet as imagenet_config
+from resnet_ensembles import imagenet_data, imagenet_models as im, models, sharding, train
+
+X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))
+
+
+def _shapes(model, size=64):
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+
+
+@pytest.mark.parametrize("depth,variant,count", [(50, "original", 25_557_032), (101, "original", 44_549_160),
+                                                 (152, "original", 60_192_808), (200, "preact", 64_673_960)])
+def test_pinned_parameter_counts(depth, variant, count):
+  assert models.num_params(_shapes(im.ImageNetResNet(depth, variant))["params"]) == count
+
+
+def test_layout_of_resnet200():
+  lay = im.imagenet_layout(200)
+  assert lay.num_blocks == 66 and lay.stage_openers == (0, 3, 27, 63)  # the paper's blocks 1, 4, 28, 64
+  assert lay.downsampling_blocks == (3, 27, 63) and len(lay.deletable_blocks) == 62
+  assert lay.block_features[0] == 256 and lay.block_features[-1] == 2048 and lay.block_strides[27] == 2
+  assert abs(im.imagenet_forward_macs(50) / 4.09e9 - 1) < 0.02
+
+
+def test_bad_input_is_clear_before_tracing():
+  with pytest.raises(ValueError, match="one of 50, 101, 152, 200, got 34"):
+    im.ImageNetResNet(34)
+  with pytest.raises(ValueError, match="variant must be"):
+    im.ImageNetResNet(50, "v2")
+  with pytest.raises(ValueError, match="config arg must be"):
+    imagenet_config.get_config("resnet18")
+  with pytest.raises(ValueError, match="trains the CIFAR-10 networks"):
+    train.validate_config(imagenet_config.get_config("resnet50"))
+
+
+def test_variable_names():
+  v = _shapes(im.ImageNetResNet(50, "preact"))
+  assert sorted(k for k in v["params"] if not k.startswith("block_")) == [
+      "head", "head_bn", "proj_00", "proj_03", "proj_07", "proj_13", "stem_bn", "stem_conv"]
+  assert sorted(v["params"]["block_05"]) == ["bn1", "bn2", "bn3", "conv1", "conv2", "conv3"]
+  assert sorted(v["batch_stats"]["proj_03"]) == ["bn"] and len(models.block_names(im.imagenet_layout(50))) == 16
+
+
+def test_config_builds_the_model():
+  c = imagenet_config.get_config("resnet50")
+  assert (c.model.variant, c.learning_rate, c.num_epochs, c.weight_decay) == ("original", 0.4, 90, 1e-4)
+  assert imagenet_config.get_config("resnet200").model.variant == "preact"
+  assert imagenet_config.get_config("resnet101_preact").model.variant == "preact"
+  model = im.build_from_config(c)
+  assert model.dtype == jnp.bfloat16 and models.num_params(_shapes(model)["params"]) == 25_557_032
+
+
+# --- masks and orders on a narrow ResNet-50 (16 blocks; openers 0, 3, 7, 13) -------------------------
+
+def _init(model, seed=0):
+  """He-scaled random variables with non-trivial BatchNorm statistics, drawn with numpy: compiling the
+  network's own initialiser costs ~15 s of CPU, these tests only need distinct, well-scaled values."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    name = path[-1].key
+    if name == "kernel":
+      return rng.normal(0, np.sqrt(2 / np.prod(s.shape[:-1])), s.shape).astype(np.float32)
+    if name in ("scale", "var"):
+      return np.exp(0.2 * rng.normal(size=s.shape)).astype(np.float32)
+    return (0.1 * rng.normal(size=s.shape)).astype(np.float32)  # bias, mean
+  return jax.tree_util.tree_map_with_path(draw, _shapes(model, 32))
+
+
+def _reference(model, v, x, deleted=(), order=None):
+  """Hand-built forward from the stored variables of each piece."""
+  p, s = v["params"], v["batch_stats"]
+  lay = model.layout
+  sub = lambda mod, name, h, **kw: mod.apply({"params": p[name], "batch_stats": s[name]}, h, **kw)
+  h = model.apply(v, x, method=model.embed)
+  for pos in range(lay.num_blocks):
+    blk = pos if order is None else int(order[pos])
+    sc = sub(im.Projection(lay.block_features[pos], lay.block_strides[pos]), f"proj_{pos:02d}", h, train=False) \
+        if pos in lay.stage_openers else h
+    f = 0 if pos in deleted else sub(im.Bottleneck(lay.block_features[pos], lay.block_strides[pos], model.variant),
+                                     f"block_{blk:02d}", h, train=False)
+    h = sc + f
+    h = nn.relu(h) if model.variant == "original" else h
+  return model.apply(v, h, method=model.readout)
+
+
+@pytest.fixture(scope="module", params=["preact", "original"])
+def small(request):
+  model = im.ImageNetResNet(50, request.param, num_classes=10, width=8)
+  return model, _init(model)
+
+
+def test_masks_delete_branches_and_keep_projections(small):
+  model, v = small
+  full = model.apply(v, X)
+  np.testing.assert_allclose(full, _reference(model, v, X), rtol=1e-3, atol=1e-3)
+  np.testing.assert_array_equal(model.apply(v, X, block_mask=jnp.ones(16)), full)
+  apply = jax.jit(lambda m: model.apply(v, X, block_mask=m))
+  for i in (0, 1, 3, 8):  # openers 0 (stride 1) and 3 (downsampling) keep proj(x); 1, 8 become identity
+    mask = np.ones(16, np.float32)
+    mask[i] = 0
+    np.testing.assert_allclose(apply(mask), _reference(model, v, X, deleted=(i,)), rtol=1e-3, atol=1e-3)
+  masks = (jax.random.uniform(jax.random.PRNGKey(3), (4, 16)) > 0.5).astype(jnp.float32)
+  batched = jax.jit(jax.vmap(lambda m: model.apply(v, X, block_mask=m)))(masks)
+  for m, out in zip(masks, batched):
+    np.testing.assert_allclose(out, apply(m), rtol=1e-5, atol=1e-5)
+  assert not np.allclose(batched[0], full)
+
+
+def test_orders_move_block_parameters(small):
+  model, v = small
+  full = model.apply(v, X)
+  np.testing.assert_array_equal(model.apply(v, X, block_order=np.arange(16)), full)
+  order = np.arange(16)
+  order[[4, 6]] = [6, 4]  # stage 1 is blocks 3..6 (3 is its opener)
+  swapped = model.apply(v, X, block_order=order)
+  assert not np.allclose(swapped, full)
+  v2 = {c: dict(v[c]) for c in v}
+  for c in v2:
+    v2[c]["block_04"], v2[c]["block_06"] = v[c]["block_06"], v[c]["block_04"]
+  np.testing.assert_allclose(swapped, model.apply(v2, X), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(swapped, _reference(model, v, X, order=order), rtol=1e-3, atol=1e-3)
+  with pytest.raises(ValueError, match="stage opener"):
+    model.apply(v, X, block_order=np.array([0, 1, 2, 4, 3] + list(range(5, 16))))
+
+
+def test_training_with_a_deleted_opener_updates_only_its_projection_statistics(small):
+  model, v = small
+  mask = np.ones(16, np.float32)
+  mask[3] = 0
+  _, new = model.apply(v, X, train=True, block_mask=mask, mutable=["batch_stats"])
+  kept = models.keep_stats_of_inactive_blocks(v["batch_stats"], new["batch_stats"], mask)
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  assert same(kept["block_03"], v["batch_stats"]["block_03"])
+  assert not same(kept["proj_03"], v["batch_stats"]["proj_03"]) and not same(kept["block_04"], v["batch_stats"]["block_04"])
+
+
+# --- input pipeline ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+  from PIL import Image
+  root = tmp_path_factory.mktemp("imagenet")
+  rng = np.random.default_rng(0)
+  for split in ("train", "validation"):
+    for c, name in enumerate(("n01", "n02", "n03")):
+      (root / split / name).mkdir(parents=True)
+      for j, (h, w) in enumerate([(48, 64), (80, 60), (50, 50)]):
+        img = np.clip(rng.normal(80 * c + 40, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / split / name / f"img{j}.JPEG", quality=90)
+  return ml_collections.ConfigDict(dict(source="folder", folder=str(root), tfds_data_dir="", manual_dir=""))
+
+
+def test_train_batches_are_augmented_per_process_and_reproducible(image_folder):
+  take = lambda seed, index=0: [b for _, b in zip(range(3), imagenet_data.train_batches(
+      image_folder, "train", 4, seed=seed, image_size=32, shuffle_buffer=16, process_index=index, process_count=2))]
+  a, b, other = take(0), take(0), take(1)
+  assert a[0]["image"].shape == (4, 32, 32, 3) and a[0]["image"].dtype == np.uint8
+  assert all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, b))
+  assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, other))
+  labels = np.concatenate([x["label"] for x in take(0, 1)])
+  assert set(labels) <= {0, 1, 2} and len(labels) == 12
+  # The global batch of a 1-process mesh, normalised on device, runs the model.
+  mesh = sharding.data_mesh()
+  batch = sharding.global_batch(a[0], mesh, 4)
+  model = im.ImageNetResNet(50, num_classes=3, width=8)
+  v = _init(model)
+  assert np.isfinite(model.apply(v, imagenet_data.normalize(batch["image"]))).all()
+
+
+def test_eval_batches_cover_the_split_once_across_processes(image_folder):
+  parts = [list(imagenet_data.eval_batches(image_folder, "validation", 2, image_size=32, process_index=p,
+                                           process_count=2)) for p in range(2)]
+  assert len(parts[0]) == len(parts[1]) == 3  # ceil(ceil(9 / 2) / 2): every process steps together
+  w = np.concatenate([b["weight"] for part in parts for b in part])
+  y = np.concatenate([b["label"] for part in parts for b in part])
+  assert w.sum() == 9 and sorted(y[w > 0]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  assert imagenet_data.num_examples(image_folder, "validation") == 9
+
+
+def test_eval_crop_is_central(tmp_path):
+  from PIL import Image
+  import tensorflow as tf
+  ramp = np.broadcast_to((2 * np.arange(96))[None, :, None], (64, 96, 3)).astype(np.uint8)
+  Image.fromarray(ramp).save(tmp_path / "ramp.png")  # lossless: the non-JPEG decode path
+  out = imagenet_data.preprocess_eval(tf.io.read_file(str(tmp_path / "ramp.png")), 32).numpy()
+  # side 32 / (32 + 32) * 64 = 32 centred: columns 32..63, values 64..126 (resized 32 -> 32: unchanged)
+  assert out.shape == (32, 32, 3) and out.min() == 64 and out.max() == 126
+
+
+def test_unprepared_tfds_and_bad_source_are_clear(tmp_path):
+  c = ml_collections.ConfigDict(dict(source="tfds", folder="", tfds_data_dir=str(tmp_path), manual_dir=""))
+  with pytest.raises(RuntimeError, match="not prepared"):
+    next(imagenet_data.eval_batches(c, "validation", 2, process_index=0, process_count=1))
+  c.source = "s3"
+  with pytest.raises(ValueError, match="source must be one of"):
+    next(imagenet_data.eval_batches(c, "validation", 2, process_index=0, process_count=1))
