@@ -14,7 +14,7 @@ holding the ILSVRC2012 tars) or of an image folder `data.folder/<split>/<class>/
 Status: `resnet_ensembles.train.train_and_evaluate` trains the in-memory CIFAR pipeline only and refuses
 this config with a one-line error; the config builds the model (`imagenet_models.build_from_config`) and
 parameterises the input pipeline (`imagenet_data.train_batches`/`eval_batches`) of an ImageNet loop. The
-command it is meant for, run on every host of a pod slice (docs/running_on_a_pod.md), is
+command it is meant for, run on every host of a pod slice (README, "Running on a pod"), is
 
   python -m experiments.train --config=experiments/configs/imagenet.py:resnet200 --workdir=/mnt/runs/r200 \
       --config.data.tfds_data_dir=/mnt/tfds
