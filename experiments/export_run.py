@@ -9,13 +9,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 
 from absl import app, flags
 
 from resnet_ensembles import checkpoints, metrics
 from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots.training import plot_training_curves
+from resnet_ensembles.provenance import git_commit
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/resnet32_cpu).")
@@ -33,12 +33,6 @@ def data_description(workdir: str) -> str:
     raise app.UsageError(f"{workdir} has no data.json: pass --data_description")
   return _DATA.value
 
-
-def git_commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 @one_line_errors

@@ -7,14 +7,14 @@ figure is redrawn from the JSON alone (resnet_ensembles/plots/paths.py).
 """
 import json
 import os
-import subprocess
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from resnet_ensembles import checkpoints, paths, train
-from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import paths as paths_plots
+from resnet_ensembles.provenance import git_commit
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "paths.py"),
@@ -24,14 +24,8 @@ _OUT = flags.DEFINE_string("output_dir", None, "Default: <workdir>/paths.")
 flags.mark_flags_as_required(["workdir"])
 
 
-def git_commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
-
+@one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
