@@ -19,6 +19,7 @@ import time
 from typing import Any, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
@@ -91,6 +92,14 @@ def _summary(correct: np.ndarray, top5: np.ndarray, labels: np.ndarray, num_clas
   return out
 
 
+def balanced_batch(limit: int, total: int, multiple: int = 1) -> int:
+  """A batch size (a multiple of `multiple`, at most `limit` unless that is below `multiple`) that
+  covers `total` items with the least padding, then the fewest batches: padding is wasted work."""
+  limit = max(multiple, min(limit, -(-total // multiple) * multiple))
+  sizes = range(multiple, limit // multiple * multiple + 1, multiple)
+  return min(sizes, key=lambda b: (-(-total // b) * b, -(-total // b)))
+
+
 def _batches(split, batch_size: int):
   """Fixed-size uint8 batches (the last zero-padded, weight 0) so one program serves every batch."""
   images, labels = split
@@ -138,12 +147,56 @@ def _check(model, split, masks, orders, bn, recal_split):
   return masks, orders
 
 
+def _over_stack(fn, stack, vectorize: bool):
+  """fn over the leading axis of `stack`: vmapped for masks; a sequential lax.map for orders, whose
+  per-network convolution weights XLA would otherwise lower to grouped convolutions (3-4x slower on CPU)."""
+  return jax.vmap(fn)(stack) if vectorize else jax.lax.map(fn, stack)
+
+
 def masks_per_chunk(model, batch_size: int, memory_budget: int, num_devices: int, total: int) -> int:
-  """How many networks run at once: the most that fit `memory_budget` bytes of activations
-  (at least one per device), a multiple of the device count, no more than the padded stack."""
+  """How many networks run at once: at most what fits `memory_budget` bytes of activations (but at
+  least one per device), a multiple of the device count, balanced so that padding the stack wastes little."""
   fit = max(1, memory_budget // max(1, activation_bytes(model) * batch_size))
-  fit = max(num_devices, fit // num_devices * num_devices)
-  return min(fit, -(-total // num_devices) * num_devices)
+  return balanced_batch(fit, total, num_devices)
+
+
+def _shard(f, mesh, in_specs, out_specs):
+  return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
+
+
+def _cached(build):
+  """Programs cached per (model, mesh devices, flags) so repeated sweeps of one network compile once."""
+  cache = {}
+
+  def get(model, mesh, *args):
+    key = (model, tuple(d.id for d in mesh.devices.flat), mesh.axis_names) + args
+    if key not in cache:
+      cache[key] = build(model, mesh, *args)
+    return cache[key]
+  return get
+
+
+@_cached
+def _evaluate_fns(model, mesh, recal: bool):
+  """(counts, recalibrate) programs of `evaluate`."""
+  num_classes = model.num_classes
+
+  def counts(params, stats, m, o, x, y, w):
+    x = data_lib.normalize(x)
+
+    def net(a):
+      s, m, o = a
+      logits = model.apply({"params": params, "batch_stats": stats if s is None else s}, x, block_mask=m,
+                           block_order=o)
+      return _counts(logits, y, w, num_classes)
+    return _over_stack(net, (stats if recal else None, m, o), vectorize=o is None)
+
+  count_fn = _shard(counts, mesh, (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P()),
+                    P("data"))
+  recal_fn = _shard(lambda v, m, o, r: _over_stack(lambda a: recalibrated_stats(model, v, a[0], a[1], r), (m, o),
+                                                   vectorize=o is None),
+                    mesh, (P(), P("data"), P("data"), P()), P("data"))
+  return count_fn, recal_fn
 
 
 def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.ndarray] = None,
@@ -159,7 +212,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   masks, orders = _check(model, split, masks, orders, bn, recal_split)
   mesh = mesh if mesh is not None else data_mesh()
   total, num_classes, labels = len(masks), model.num_classes, np.asarray(split[1])
-  batch_size = min(batch_size, len(labels))
+  batch_size = balanced_batch(batch_size, len(labels))
   chunk = masks_per_chunk(model, max(batch_size, recal_batch_size if bn == "recalibrate" else 0),
                           memory_budget, mesh.size, total)
   padded = -(-total // chunk) * chunk  # pad with full networks so every chunk has the same shape
@@ -167,23 +220,12 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   if orders is not None:
     orders = np.concatenate([orders, np.tile(np.arange(masks.shape[1], dtype=np.int32), (padded - total, 1))])
   recal = bn == "recalibrate"
-  shard = lambda f, ins, out: jax.jit(jax.shard_map(f, mesh=mesh, in_specs=ins, out_specs=out, check_vma=False))
-
-  def counts(params, stats, m, o, x, y, w):
-    net = lambda s, m, o: _counts(model.apply({"params": params, "batch_stats": s}, x, block_mask=m,
-                                              block_order=o), y, w, num_classes)
-    return jax.vmap(net, in_axes=(0 if recal else None, 0, None if o is None else 0))(stats, m, o)
-
-  count_fn = shard(lambda p, s, m, o, x, y, w: counts(p, s, m, o, data_lib.normalize(x), y, w),
-                   (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P()), P("data"))
+  count_fn, recal_fn = _evaluate_fns(model, mesh, recal)
   if recal:
     rx, _ = data_lib.subset(recal_split, recal_batches * recal_batch_size, seed)
     if len(rx) < recal_batches * recal_batch_size:
       raise ValueError(f"recal_split has {len(rx)} images, fewer than {recal_batches} x {recal_batch_size}")
     rx = rx.reshape((recal_batches, recal_batch_size) + rx.shape[1:])
-    recal_fn = shard(lambda v, m, o, r: jax.vmap(
-        lambda m, o: recalibrated_stats(model, v, m, o, r), in_axes=(0, None if o is None else 0))(m, o),
-        (P(), P("data"), P("data"), P()), P("data"))
   batches = [jax.device_put(b) for b in _batches((split[0], labels), batch_size)]
   correct, top5 = np.zeros((padded, num_classes)), np.zeros(padded)
   progress = _Progress(f"lesion sweep ({bn} BN)", total * len(labels))
@@ -195,16 +237,15 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
     for x, y, w in batches:
       out = count_fn(variables["params"], stats, m, o, x, y, w)
       acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
-    correct[start:start + chunk], top5[start:start + chunk] = jax.device_get(acc)
+    # allgather: on several processes the mask axis is spread over devices no one process holds
+    correct[start:start + chunk], top5[start:start + chunk] = multihost_utils.process_allgather(acc, tiled=True)
     progress.update(min(start + chunk, total) * len(labels), force=start + chunk >= padded)
   return _summary(correct[:total], top5[:total], labels, num_classes)
 
 
 def deleted_block_output(model, variables: dict, h: Any, pos: int) -> Any:
-  """What `model.block(h, pos, mask=0)` returns, without running the branch it would zero:
-  post(shortcut + 0 * f) for a ResNet (ReLU post only in the original variant), shortcut for a plain net."""
-  out = model.apply(variables, h, pos, method=model.shortcut)
-  return jax.nn.relu(out) if model.residual and model.variant == "original" else out
+  """What `model.block(h, pos, mask=0)` returns, without running the branch it would zero."""
+  return model.apply(variables, h, pos, method=model.deleted)
 
 
 def wavefront_logits(model, variables: dict, x: Any) -> Any:
@@ -223,6 +264,15 @@ def wavefront_logits(model, variables: dict, x: Any) -> Any:
   return apply(streams.reshape((s * b,) + streams.shape[2:]), method=model.readout).reshape(s, b, -1)
 
 
+@_cached
+def _sweep_fn(model, mesh):
+  def counts(v, x, y, w):
+    logits = wavefront_logits(model, v, data_lib.normalize(x))
+    out = jax.vmap(lambda l: _counts(l, y, w, model.num_classes))(logits)
+    return jax.lax.psum(out, "data")
+  return _shard(counts, mesh, (P(), P("data"), P("data"), P("data")), P())
+
+
 def single_deletion_sweep(model, variables: dict, split: data_lib.Split, *, batch_size: int = 500,
                           memory_budget: int = DEFAULT_BUDGET, mesh=None) -> dict:
   """Every single deletion (stored BN) by the prefix-shared wavefront; equals `evaluate` on
@@ -233,15 +283,9 @@ def single_deletion_sweep(model, variables: dict, split: data_lib.Split, *, batc
   if len(labels) == 0:
     raise ValueError("the evaluation split is empty")
   fit = memory_budget // activation_bytes(model, num_streams=n + 1)
-  batch_size = max(mesh.size, min(batch_size, len(labels), fit) // mesh.size * mesh.size)
+  batch_size = balanced_batch(min(batch_size, fit), len(labels), mesh.size)
 
-  def counts(v, x, y, w):
-    logits = wavefront_logits(model, v, data_lib.normalize(x))
-    out = jax.vmap(lambda l: _counts(l, y, w, num_classes))(logits)
-    return jax.lax.psum(out, "data")
-
-  fn = jax.jit(jax.shard_map(counts, mesh=mesh, in_specs=(P(), P("data"), P("data"), P("data")), out_specs=P(),
-                                check_vma=False))
+  fn = _sweep_fn(model, mesh)
   progress = _Progress("prefix-shared single-deletion sweep", (n + 1) * len(labels))
   acc, done = None, 0
   for x, y, w in _batches((split[0], labels), batch_size):
@@ -249,7 +293,7 @@ def single_deletion_sweep(model, variables: dict, split: data_lib.Split, *, batc
     acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
     done = min(done + batch_size, len(labels))
     progress.update((n + 1) * done, force=done == len(labels))
-  correct, top5 = jax.device_get(acc)
+  correct, top5 = multihost_utils.process_allgather(acc, tiled=True)
   full = _summary(correct[:1], np.asarray(top5)[:1], labels, num_classes)
   out = _summary(correct[1:], np.asarray(top5)[1:], labels, num_classes)
   out.update({f"full_{k}": v[0] for k, v in full.items()})

@@ -185,6 +185,11 @@ class CifarResNet(nn.Module):
       branch = r * branch + (1 - r) * jax.lax.stop_gradient(branch)
     return self._post(shortcut + (branch if m is None else m * branch))
 
+  def deleted(self, x: Array, pos: int) -> Array:
+    """What `block(x, pos, mask=0)` returns, without computing the branch it would zero."""
+    shortcut = self.shortcut(x, pos)
+    return self._post(shortcut) if self.residual else shortcut
+
   def _post(self, y: Array) -> Array:
     return nn.relu(y) if self.variant == "original" else y
 

@@ -40,8 +40,7 @@ state = result["state"]
 variables = {"params": state.params, "batch_stats": state.batch_stats}
 model = train.build_model_from_config(c)
 deletions = masks.single_deletions(model.layout)[0]
-# lesion.evaluate fetches a data-sharded result with device_get (one process only, for now).
-les = lesion.evaluate(model, variables, data["test"], deletions, batch_size=20) if nproc == 1 else {"error": []}
+les = lesion.evaluate(model, variables, data["test"], deletions, batch_size=20)
 wave = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=20)
 if jax.process_index() == 0:
   rows = metrics.read_metrics(workdir)
@@ -105,6 +104,7 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose(two["head"], one["head"], rtol=1e-5)
   np.testing.assert_allclose(two["wave"], one["wave"], atol=1e-9)
   np.testing.assert_allclose(one["wave"], one["lesion"], atol=1e-9)
+  np.testing.assert_allclose(two["lesion"], one["lesion"], atol=1e-9)  # masks spread over both processes
   # Both processes wrote the same checkpoint directory; only process 0 wrote metrics.
   assert sorted(os.listdir(tmp_path / "run2" / "checkpoints")) == ["4", "8"]
 

@@ -20,9 +20,10 @@ def _color(label: str) -> str:
   return COLORS.get(label, "tab:green")
 
 
-def _overlay(ax, paper: Optional[dict], label: str, scale: float = 100.0) -> None:
+def _overlay(ax, paper: Optional[dict], label: str) -> None:
+  """The paper's values for this network (y in percent), if given."""
   if paper and label in paper:
-    ax.plot(paper[label]["x"], np.asarray(paper[label]["y"]) * scale / 100.0, **PAPER_STYLE)
+    ax.plot(paper[label]["x"], paper[label]["y"], **PAPER_STYLE)
 
 
 def single_figure(result: dict, paper: Optional[dict] = None) -> Figure:
@@ -39,7 +40,7 @@ def single_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     _overlay(ax, paper, net["label"])
     ax.set(title=f"{net['label']} (depth {net['model']['depth']})", xlabel="dropped layer index",
            ylim=(0, 100))
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower right")
   axes[0][0].set_ylabel("test error (%)")
   fig.suptitle(f"Deleting individual layers ({result['bn']} BN statistics, {result['test_images']} test images)")
   fig.tight_layout()
@@ -76,9 +77,8 @@ def reorder_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     swaps = np.array([r["swaps"] for r in net["rows"]])
     c = _color(net["label"])
     ax.scatter(taus, errors, s=8, alpha=0.5, color=c, label=f"{net['label']}: one reordering")
-    x = np.unique(swaps)
-    ax.plot([taus[swaps == k].mean() for k in x], [errors[swaps == k].mean() for k in x], "-", color=c,
-            label=f"{net['label']}: mean per number of swaps")
+    means = sorted((taus[swaps == k].mean(), errors[swaps == k].mean()) for k in np.unique(swaps))
+    ax.plot(*zip(*means), "-", color=c, label=f"{net['label']}: mean per number of swaps")
     ax.plot([1.0], [100 * net["full_error"]], "*", ms=12, color=c, mec="k", label=f"{net['label']}: original order")
     _overlay(ax, paper, net["label"])
   ax.set(xlabel="Kendall tau", ylabel="test error (%)", ylim=(0, 100),
