@@ -10,14 +10,14 @@ The figure is redrawn from the JSON alone (resnet_ensembles/plots/lesion.py).
 import csv
 import json
 import os
-import subprocess
 
 import numpy as np
 from absl import app, flags, logging
 
 from resnet_ensembles import checkpoints, lesion, masks, train
-from resnet_ensembles.logs import setup_logging
+from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import lesion as lesion_plots
+from resnet_ensembles.provenance import git_commit
 
 SWEEPS = ("single", "multi", "reorder")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained ResNet: a training workdir or an exported folder.")
@@ -37,13 +37,6 @@ _RECAL_BATCHES = flags.DEFINE_integer("recal_batches", 4, "bn=recalibrate: train
 _RECAL_BS = flags.DEFINE_integer("recal_batch_size", 128, "bn=recalibrate: images per training batch.")
 flags.mark_flags_as_required(["workdir", "sweep"])
 
-
-def git_commit() -> str:
-  try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
 
 
 def lesions(layout, sweep: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -98,6 +91,7 @@ def write_csv(result: dict, path: str) -> None:
         w.writerow([net["label"], i] + [cell(k) for k in keys[2:]])
 
 
+@one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
