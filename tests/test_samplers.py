@@ -75,6 +75,7 @@ def test_test_time_scaling_is_the_expectation_of_a_block():
   # The whole network with the scaled mask is the block-wise expectation composed.
   g = h
   for pos in range(3):
-    g = mask[pos] * model.apply(v, g, pos, mask=1.0, method=model.block) + (1 - mask[pos]) * g
+    g = mask[pos] * model.apply(v, g, pos, mask=1.0, method=model.block) + (1 - mask[pos]) * model.apply(
+        v, g, pos, mask=0.0, method=model.block)
   np.testing.assert_allclose(model.apply(v, x, block_mask=mask), model.apply(v, g, method=model.readout),
                              rtol=1e-5, atol=1e-5)
