@@ -1,0 +1,60 @@
+"""Fig. 8: lesion resilience of differently trained networks on the same axes.
+
+Pure functions of the lesion JSONs (`experiments/lesion.py` output): one single-deletion result and one
+k-deletion result per training variant (normal, stochastic depth, short-path ...)."""
+from __future__ import annotations
+
+import collections
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _first_net(result: dict) -> dict:
+  return result["networks"][0]  # the ResNet (a plain net, if swept alongside, comes second)
+
+
+def summarize(single: dict, multi: dict, ks=(1, 5, 10, 20)) -> dict:
+  """Full error, mean single-deletion error (non-openers / openers) and mean error at a few k."""
+  s, m = _first_net(single), _first_net(multi)
+  rows = s["rows"]
+  typical = [r["error"] for r in rows if not r["opener"]]
+  openers = [r["error"] for r in rows if r["opener"]]
+  by_k = collections.defaultdict(list)
+  for r in m["rows"]:
+    by_k[r["k"]].append(r["error"])
+  return {"full_error": s["full_error"], "single_mean_error": float(np.mean(typical)),
+          "single_opener_mean_error": float(np.mean(openers)) if openers else None,
+          "k_mean_error": {k: float(np.mean(by_k[k])) for k in ks if k in by_k}}
+
+
+def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:
+  """variants: label -> (single-deletion JSON, k-deletion JSON)."""
+  fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  for label, (single, multi) in variants.items():
+    s = _first_net(single)
+    blocks = np.array([r["deleted"] for r in s["rows"]]) + 1
+    line, = ax1.plot(blocks, [100 * r["error"] for r in s["rows"]], marker=".", label=label)
+    ax1.axhline(100 * s["full_error"], color=line.get_color(), ls=":", lw=1)
+    by_k = collections.defaultdict(list)
+    for r in _first_net(multi)["rows"]:
+      by_k[r["k"]].append(100 * r["error"])
+    ks = sorted(by_k)
+    mean, std = np.array([np.mean(by_k[k]) for k in ks]), np.array([np.std(by_k[k]) for k in ks])
+    ax2.plot(ks, mean, marker=".", color=line.get_color(), label=label)
+    ax2.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+  ax1.set(xlabel="deleted block", ylabel="test error (%)", title="one block deleted (dotted: full network)")
+  ax2.set(xlabel="number of deleted blocks k", ylabel="test error (%)", title="k random blocks deleted (mean ± std)")
+  for ax in (ax1, ax2):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def save(variants: dict[str, tuple[dict, dict]], path: str) -> str:
+  fig = figure(variants)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
