@@ -11,10 +11,9 @@ import csv
 import json
 import os
 
-import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from resnet_ensembles import checkpoints, lesion, masks, train
+from resnet_ensembles import checkpoints, lesion, lesion_study, masks, train
 from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
@@ -39,46 +38,6 @@ flags.mark_flags_as_required(["workdir", "sweep"])
 
 
 
-def lesions(layout, sweep: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-  """(masks, orders or None, row descriptions); the last row is always the full network."""
-  n, rows = layout.num_blocks, []
-  if sweep == "single":
-    m, deleted = masks.single_deletions(layout)
-    rows = [{"deleted": int(i), "stage": layout.stage_of_block[i], "opener": int(i) in layout.stage_openers}
-            for i in deleted]
-    return np.concatenate([m, np.ones((1, n), np.float32)]), None, rows + [{"full": True}]
-  if sweep == "multi":
-    ks = masks.default_ks(layout, _OPENERS.value)[:_MAX_K.value]
-    m, k = masks.random_deletions(layout, _SAMPLES.value, _SEED.value, ks, _OPENERS.value)
-    rows = [{"k": int(kk), "deleted": np.flatnonzero(mm == 0).tolist()} for mm, kk in zip(m, k)]
-    return np.concatenate([m, np.ones((1, n), np.float32)]), None, rows + [{"k": 0, "full": True}]
-  o, swaps, taus = masks.random_reorderings(layout, _SAMPLES.value, _SEED.value, range(1, _MAX_K.value + 1))
-  rows = [{"swaps": int(k), "kendall_tau": float(t), "order": oo.tolist()} for oo, k, t in zip(o, swaps, taus)]
-  o = np.concatenate([o, np.arange(n)[None]])
-  return np.ones(o.shape, np.float32), o, rows + [{"swaps": 0, "kendall_tau": 1.0, "full": True}]
-
-
-def sweep_network(path: str, label: str, data: dict) -> dict:
-  model, variables, config = checkpoints.load_trained(path)
-  m, o, rows = lesions(model.layout, _SWEEP.value)
-  budget = _BUDGET.value << 20
-  logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, _SWEEP.value, len(rows) - 1,
-               _BN.value, len(data["test"][1]))
-  if _SWEEP.value == "single" and _BN.value == "stored":  # prefix-shared wavefront
-    out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=_BATCH.value,
-                                       memory_budget=budget)
-    out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
-  else:
-    out = lesion.evaluate(model, variables, data["test"], m, o, bn=_BN.value, batch_size=_BATCH.value,
-                          memory_budget=budget, recal_split=data["train"], recal_batches=_RECAL_BATCHES.value,
-                          recal_batch_size=_RECAL_BS.value, seed=_SEED.value)
-  for i, row in enumerate(rows):
-    row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
-  return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
-          "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"],
-          "rows": rows[:-1]}
-
-
 def write_csv(result: dict, path: str) -> None:
   keys = ["network", "index", "deleted", "stage", "k", "swaps", "kendall_tau", "order", "error", "top5_error"]
   with open(path, "w", newline="") as f:
@@ -100,9 +59,13 @@ def main(argv):
   if _TEST_SIZE.value >= 0:
     config.data.test_size = _TEST_SIZE.value
   data = train.load_data(config)
-  networks = [sweep_network(_WORKDIR.value, "ResNet", data)]
+  sweep = lambda path, label: lesion_study.sweep_network(
+      path, label, data, _SWEEP.value, bn=_BN.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
+      seed=_SEED.value, include_openers=_OPENERS.value, batch_size=_BATCH.value,
+      memory_budget_mb=_BUDGET.value, recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
+  networks = [sweep(_WORKDIR.value, "ResNet")]
   if _PLAIN.value:
-    networks.append(sweep_network(_PLAIN.value, "plain", data))
+    networks.append(sweep(_PLAIN.value, "plain"))
   result = {"sweep": _SWEEP.value, "bn": _BN.value, "git_commit": git_commit(),
             "flags": {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(__name__)},
             "test_images": int(len(data["test"][1])), "networks": networks}

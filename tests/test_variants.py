@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from resnet_ensembles.plots import variants
@@ -21,7 +19,7 @@ def test_summary_and_figure(tmp_path):
   assert row["single_mean_error"] == pytest.approx(0.2)        # blocks 1, 2, 4
   assert row["single_opener_mean_error"] == pytest.approx(0.55)  # blocks 0, 3
   assert row["k_mean_error"] == {1: pytest.approx(0.3), 5: pytest.approx(0.6)}
-  path = variants.save({"normal": (single, multi), "sd": (_single([0.1] * 5), multi)}, str(tmp_path / "f.png"))
+  variants.save({"normal": (single, multi), "sd": (_single([0.1] * 5), multi)}, str(tmp_path / "f.png"))
   assert (tmp_path / "f.png").stat().st_size > 10_000
 
 

@@ -1,0 +1,54 @@
+r"""The whole Veit et al. study as one staged run (experiments/reproduce.py).
+
+  python -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu --workdir=runs/repro
+
+Presets:
+  cpu    ResNet-32 / plain-32 (+ stochastic depth, short-path route) with the `cpu` settings of
+         experiments/configs/cifar10.py (40 epochs), data from the JPEG folder in $CIFAR10_DIR,
+         10 random lesions per k, the `cpu` path-analysis preset;
+  paper  pre-activation ResNet-110 / plain-110, 164 epochs, TFDS cifar10, the `paper` path preset;
+  tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
+         2 lesions per k, k <= 2, the `quick` path preset.
+Note on `tiny`: the brief asked for depth 8, but a depth-8 CIFAR ResNet has 3 blocks that are all stage
+openers, so the k-deletion sweep (openers excluded) and the reordering sweep (two non-openers in one stage
+needed) cannot run on it; depth 20 (9 blocks, 2 movable per stage) is the smallest depth that runs all sweeps.
+Any field can be overridden: --config.train.num_epochs=2 --config.lesion.num_samples=5.
+"""
+import os
+
+import ml_collections
+
+from experiments.configs import paths as paths_config
+
+
+def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
+  if arg not in ("cpu", "paper", "tiny"):
+    raise ValueError(f"reproduce config arg must be cpu, paper or tiny; got {arg!r}")
+  c = ml_collections.ConfigDict()
+  c.preset = arg
+  t = c.train = ml_collections.ConfigDict()
+  depth = {"cpu": 32, "paper": 110, "tiny": 20}[arg]
+  mod = "" if arg == "paper" else ",cpu"   # experiments/configs/cifar10.py modifiers
+  # label -> experiments/configs/cifar10.py:get_config argument
+  t.runs = ml_collections.ConfigDict({"resnet": f"resnet{depth}{mod}", "plain": f"plain{depth}{mod}",
+                                      "sd": f"resnet{depth}{mod},sd", "short": f"resnet{depth}{mod},sp_route"})
+  t.source = "tfds" if arg == "paper" else "folder"
+  t.folder = "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
+  t.num_epochs = {"cpu": 40, "paper": 164, "tiny": 1}[arg]
+  t.batch_size = 32 if arg == "tiny" else 128
+  t.train_size = 256 if arg == "tiny" else 0
+  t.test_size = 100 if arg == "tiny" else 0
+  t.progress = arg != "tiny"
+
+  le = c.lesion = ml_collections.ConfigDict()
+  le.bn = "stored"
+  le.num_samples = 2 if arg == "tiny" else 10
+  le.max_k = 2 if arg == "tiny" else 20
+  le.seed = 0
+  le.batch_size = 100 if arg == "tiny" else 500
+  le.memory_budget_mb = 512
+
+  c.paths = paths_config.get_config({"cpu": "cpu", "paper": "paper", "tiny": "quick"}[arg])
+  c.figures = ml_collections.ConfigDict(dict(version=1))
+  c.report = ml_collections.ConfigDict(dict(version=1))
+  return c

@@ -1,0 +1,265 @@
+r"""The whole Veit et al. study as resumable stages: train -> lesion sweeps -> paths -> figures -> report.
+
+  python -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu --workdir=runs/repro
+
+Each stage writes its outputs and `<workdir>/<stage>.done.json` (a hash of its config section). A stage is
+skipped when its outputs and done-file exist and the hash matches; once a stage reruns, every later stage
+reruns too. Training resumes from its own checkpoints, so a rerun after a kill continues where it stopped.
+Layout: train/{resnet,plain,sd,short}/, lesion/<run>/{single,multi,reorder}_<bn>.json (+ .csv, .png),
+paths/paths.json (+ .png), variants/variants.{json,png}, report.md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Callable, Optional
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments.configs import cifar10 as cifar10_config
+from resnet_ensembles import checkpoints, lesion_study, paper, paths, report, train
+from resnet_ensembles import data as data_lib
+from resnet_ensembles.plots import lesion as lesion_plots
+from resnet_ensembles.plots import paths as paths_plots
+from resnet_ensembles.plots import variants as variant_plots
+from resnet_ensembles.provenance import git_commit
+
+RUNS = ("resnet", "plain", "sd", "short")
+LABELS = {"resnet": "ResNet", "plain": "plain", "sd": "stochastic depth", "short": "short-path"}
+# sweep -> the runs it covers; a JSON per (first) run, the plain net rides along in the ResNet's single sweep
+SWEEP_RUNS = {"single": ("resnet", "sd", "short"), "multi": ("resnet", "sd", "short"), "reorder": ("resnet",)}
+STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
+TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "lesion multi",
+          "lesion_reorder": "lesion reorder", "paths": "paths", "figures": "figures", "report": "report"}
+
+
+# ---------------------------------------------------------------- configs and hashes
+
+def train_config(config, run: str):
+  """The training config of one run: experiments/configs/cifar10.py plus the reproduce overrides."""
+  t = config.train
+  c = cifar10_config.get_config(t.runs[run])
+  c.num_epochs = t.num_epochs
+  c.batch_size = t.batch_size
+  c.data.source = t.source
+  c.data.folder = t.folder
+  c.data.train_size = t.train_size
+  c.data.test_size = t.test_size
+  c.progress = t.progress
+  if t.batch_size < 128:
+    c.eval_batch_size = min(c.eval_batch_size, max(t.test_size, t.batch_size) if t.test_size else 500)
+  return c
+
+
+def section(config, stage: str) -> dict:
+  if stage == "train":
+    return {run: train_config(config, run).to_dict() for run in RUNS}
+  if stage.startswith("lesion_"):
+    return {"sweep": stage[len("lesion_"):], **config.lesion.to_dict()}
+  return getattr(config, stage).to_dict()
+
+
+def config_hash(config, stage: str) -> str:
+  blob = json.dumps(section(config, stage), sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_outputs(config, workdir: str, stage: str) -> list[str]:
+  bn = config.lesion.bn
+  if stage == "train":
+    return [os.path.join(workdir, "train", run, "metrics.jsonl") for run in RUNS]
+  if stage.startswith("lesion_"):
+    sweep = stage[len("lesion_"):]
+    return [os.path.join(workdir, "lesion", run, f"{sweep}_{bn}.json") for run in SWEEP_RUNS[sweep]]
+  if stage == "paths":
+    return [os.path.join(workdir, "paths", "paths.json")]
+  if stage == "figures":
+    figs = [os.path.join(workdir, "lesion", run, f"{sweep}_{bn}.png")
+            for sweep, runs in SWEEP_RUNS.items() for run in runs]
+    return figs + [os.path.join(workdir, "paths", "paths.png"), os.path.join(workdir, "variants", "variants.png"),
+                   os.path.join(workdir, "variants", "variants.json")]
+  return [os.path.join(workdir, "report.md")]
+
+
+def _done_path(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, f"{stage}.done.json")
+
+
+def is_done(config, workdir: str, stage: str) -> bool:
+  path = _done_path(workdir, stage)
+  if not os.path.exists(path) or not all(os.path.exists(p) for p in stage_outputs(config, workdir, stage)):
+    return False
+  with open(path) as f:
+    return json.load(f).get("hash") == config_hash(config, stage)
+
+
+def _json(obj, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+  os.replace(tmp, path)
+
+
+def _load(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+# ---------------------------------------------------------------- data
+
+class _Data:
+  """Decodes each CIFAR-10 source once per `run` (or takes the caller's full dataset) and subsets it."""
+
+  def __init__(self, full: Optional[dict] = None):
+    self.full = {} if full is None else {None: full}
+
+  def __call__(self, cfg) -> dict:
+    d = cfg.data
+    if None in self.full:
+      full = self.full[None]
+    else:
+      key = (d.source, d.folder, d.cache_dir)
+      if key not in self.full:
+        self.full[key] = data_lib.load_cifar10(d.source, d.folder or None, d.cache_dir or None)
+      full = self.full[key]
+    return {"train": data_lib.subset(full["train"], d.train_size, d.subset_seed),
+            "test": data_lib.subset(full["test"], d.test_size, d.subset_seed + 1)}
+
+
+# ---------------------------------------------------------------- stages
+
+def stage_train(config, workdir: str, data: _Data) -> None:
+  for run in RUNS:
+    cfg = train_config(config, run)
+    run_dir = os.path.join(workdir, "train", run)
+    logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
+    out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
+    print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
+
+
+def _lesion_args(lc) -> dict:
+  return dict(bn=lc.bn, num_samples=lc.num_samples, max_k=lc.max_k, seed=lc.seed, batch_size=lc.batch_size,
+              memory_budget_mb=lc.memory_budget_mb)
+
+
+def stage_lesion(sweep: str) -> Callable:
+  def run_stage(config, workdir: str, data: _Data) -> None:
+    lc = config.lesion
+    for run in SWEEP_RUNS[sweep]:
+      cfg = train_config(config, run)
+      d = data(cfg)
+      run_dir = os.path.join(workdir, "train", run)
+      nets = [lesion_study.sweep_network(run_dir, LABELS[run], d, sweep, **_lesion_args(lc))]
+      if sweep == "single" and run == "resnet":
+        nets.append(lesion_study.sweep_network(os.path.join(workdir, "train", "plain"), "plain", d, sweep,
+                                               **_lesion_args(lc)))
+      result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
+                "test_images": int(len(d["test"][1])), "networks": nets}
+      _json(result, os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json"))
+      for net in nets:
+        errs = [r["error"] for r in net["rows"]]
+        print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "
+              f"{100 * min(errs):.2f}-{100 * max(errs):.2f}%", flush=True)
+  return run_stage
+
+
+def stage_paths(config, workdir: str, data: _Data) -> None:
+  pc = config.paths
+  run_dir = os.path.join(workdir, "train", "resnet")
+  model, variables, trained = checkpoints.load_trained(run_dir)
+  images, labels = data(trained)[pc.split]
+  result = paths.analyze(model, variables, images, labels, pc)
+  result.update(config=pc.to_dict(), git_commit=git_commit(), workdir=run_dir, model=trained.model.to_dict())
+  _json(result, os.path.join(workdir, "paths", "paths.json"))
+  r = result["effective_range"]["image"]
+  print(f"  effective paths: lengths {r['lo']}-{r['hi']} of {result['num_blocks']}, "
+        f"{100 * r['path_fraction']:.2f}% of all paths", flush=True)
+
+
+def paper_overlays(num_blocks: int, plain_blocks: Optional[int] = None) -> dict:
+  """{sweep: {network label: {"x", "y"}}} from resnet_ensembles/paper_numbers.json (Veit et al., ResNet-110)."""
+  le = paper.numbers()["lesion"]
+  ks = sorted((int(k), v) for k, v in le["k_deleted_mean_error"].items())
+  lo, hi = le["single_deletion_typical_range"]
+  tau = le["reorder_median_error_by_tau"]
+  return {
+      "single": {"ResNet": {"x": [1, num_blocks], "y": [(lo + hi) / 2] * 2},
+                 "plain": {"x": [1, plain_blocks or num_blocks], "y": [le["plain_single_deletion"]] * 2}},
+      "multi": {"ResNet": {"x": [k for k, _ in ks], "y": [v for _, v in ks]}},
+      "reorder": {"ResNet": {"x": [0.975, 0.925], "y": [tau["tau>=0.95"], tau["0.90<=tau<0.95"]]}},
+  }
+
+
+def stage_figures(config, workdir: str, data: _Data) -> None:
+  del data
+  bn = config.lesion.bn
+  for sweep, runs in SWEEP_RUNS.items():
+    for run in runs:
+      stem = os.path.join(workdir, "lesion", run, f"{sweep}_{bn}")
+      result = _load(stem + ".json")
+      nets = {n["label"]: n["num_blocks"] for n in result["networks"]}
+      overlay = paper_overlays(nets.get("ResNet", 0), nets.get("plain"))[sweep] if run == "resnet" else None
+      lesion_plots.save(result, stem + ".png", paper=overlay)
+  paths_plots.save(_load(os.path.join(workdir, "paths", "paths.json")),
+                   os.path.join(workdir, "paths", "paths.png"))
+  variants = {LABELS[run]: tuple(_load(os.path.join(workdir, "lesion", run, f"{s}_{bn}.json"))
+                                 for s in ("single", "multi")) for run in SWEEP_RUNS["multi"]}
+  out = os.path.join(workdir, "variants")
+  os.makedirs(out, exist_ok=True)
+  table = {label: variant_plots.summarize(*pair) for label, pair in variants.items()}
+  _json({"bn": bn, "git_commit": git_commit(), "summary": table}, os.path.join(out, "variants.json"))
+  variant_plots.save(variants, os.path.join(out, "variants.png"))
+
+
+def stage_report(config, workdir: str, data: _Data) -> None:
+  del data
+  text = report.build(workdir, bn=config.lesion.bn)
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(text)
+
+
+STAGE_FNS = {"train": stage_train, "lesion_single": stage_lesion("single"), "lesion_multi": stage_lesion("multi"),
+             "lesion_reorder": stage_lesion("reorder"), "paths": stage_paths, "figures": stage_figures,
+             "report": stage_report}
+
+
+def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
+  """Runs every stage not already done for this config; returns the stages that ran.
+
+  `data`: optionally the full CIFAR-10 dataset ({"train", "test"} splits), so nothing is decoded again."""
+  os.makedirs(workdir, exist_ok=True)
+  loader, ran, rerun = _Data(data), [], False
+  for i, stage in enumerate(STAGES, 1):
+    if not rerun and is_done(config, workdir, stage):
+      print(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done, skipped", flush=True)
+      continue
+    rerun = True
+    print(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: running", flush=True)
+    done = _done_path(workdir, stage)
+    if os.path.exists(done):
+      os.remove(done)
+    STAGE_FNS[stage](config, workdir, loader)
+    _json({"stage": stage, "hash": config_hash(config, stage), "git_commit": git_commit()}, done)
+    ran.append(stage)
+  print(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}", flush=True)
+  return ran
+
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "reproduce.py"),
+    "Reproduce config file[:arg].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

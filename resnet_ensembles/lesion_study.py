@@ -1,0 +1,67 @@
+"""One lesion sweep of one trained network, as a row list in the JSON schema every figure reads.
+
+Shared by `experiments/lesion.py` (flags) and `experiments/reproduce.py` (config): builds the mask/order
+stack for a sweep, runs the prefix-shared wavefront (single deletions, stored BN) or the vmapped
+`lesion.evaluate`, and returns {"label", "workdir", "model", "num_blocks", "stage_openers", "full_error",
+"rows"}; every row carries its lesion (deleted block(s) or order) and its error and per-class accuracy.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from absl import logging
+
+from resnet_ensembles import checkpoints, lesion, masks
+from resnet_ensembles.layout import Layout
+
+SWEEPS = ("single", "multi", "reorder")
+
+
+def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: int = masks.PAPER_MAX_K,
+                 seed: int = 0, include_openers: bool = False
+                 ) -> tuple[np.ndarray, Optional[np.ndarray], list[dict]]:
+  """(masks, orders or None, row descriptions); the last row is always the full network."""
+  if sweep not in SWEEPS:
+    raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+  n = layout.num_blocks
+  full = np.ones((1, n), np.float32)
+  if sweep == "single":
+    m, deleted = masks.single_deletions(layout)
+    rows = [{"deleted": int(i), "stage": layout.stage_of_block[i], "opener": int(i) in layout.stage_openers}
+            for i in deleted]
+    return np.concatenate([m, full]), None, rows + [{"full": True}]
+  if sweep == "multi":
+    ks = masks.default_ks(layout, include_openers)[:max_k]
+    m, k = masks.random_deletions(layout, num_samples, seed, ks, include_openers)
+    rows = [{"k": int(kk), "deleted": np.flatnonzero(mm == 0).tolist()} for mm, kk in zip(m, k)]
+    return np.concatenate([m, full]), None, rows + [{"k": 0, "full": True}]
+  o, swaps, taus = masks.random_reorderings(layout, num_samples, seed, range(1, max_k + 1))
+  rows = [{"swaps": int(k), "kendall_tau": float(t), "order": oo.tolist()} for oo, k, t in zip(o, swaps, taus)]
+  o = np.concatenate([o, np.arange(n)[None]])
+  return np.ones(o.shape, np.float32), o, rows + [{"swaps": 0, "kendall_tau": 1.0, "full": True}]
+
+
+def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "stored", num_samples: int = 10,
+                  max_k: int = masks.PAPER_MAX_K, seed: int = 0, include_openers: bool = False,
+                  batch_size: int = 500, memory_budget_mb: int = 512, recal_batches: int = 4,
+                  recal_batch_size: int = 128) -> dict:
+  """Loads the trained network at `path` and sweeps it on data["test"] (recalibrating on data["train"])."""
+  model, variables, config = checkpoints.load_trained(path)
+  m, o, rows = lesion_stack(model.layout, sweep, num_samples=num_samples, max_k=max_k, seed=seed,
+                            include_openers=include_openers)
+  budget = memory_budget_mb << 20
+  logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, sweep, len(rows) - 1, bn,
+               len(data["test"][1]))
+  if sweep == "single" and bn == "stored":  # prefix-shared wavefront
+    out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=batch_size,
+                                       memory_budget=budget)
+    out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
+  else:
+    out = lesion.evaluate(model, variables, data["test"], m, o, bn=bn, batch_size=batch_size,
+                          memory_budget=budget, recal_split=data["train"], recal_batches=recal_batches,
+                          recal_batch_size=recal_batch_size, seed=seed)
+  for i, row in enumerate(rows):
+    row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
+  return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
+          "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}

@@ -1,0 +1,221 @@
+"""report.md of a reproduction (experiments/reproduce.py): a pure function of the stage JSONs + paper.numbers().
+
+`render(inputs, numbers)` builds the markdown from already-loaded JSONs; `build(workdir)` loads them.
+Every row of every table states its claim, the paper's number, this run's number and whether the claim
+holds under a simple rule that is written out in the report itself (RULES).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from typing import Optional
+
+import numpy as np
+
+from resnet_ensembles import paper
+
+RUNS = ("resnet", "sd", "short")
+TAU_BINS = (("tau>=0.95", 0.95, 1.01), ("0.90<=tau<0.95", 0.90, 0.95), ("tau<0.90", -1.01, 0.90))
+RULES = [
+    "Full-network error: this run's ResNet error is at most 2x the published one (He et al.'s number for "
+    "this depth where it exists, else Veit et al.'s ResNet-110). If the ResNet's full error is above 50% "
+    "(not trained), every other verdict reads n/a: lesion claims mean nothing at chance level.",
+    "Single deletion, typical block (non-opener): the worst typical single-deletion error stays within 2x "
+    "the full-network error.",
+    "Single deletion, stage openers: deleting an opener hurts more than deleting a typical block (mean).",
+    "Single deletion, plain net: mean single-deletion error of the plain net is above 50%.",
+    "k deleted: k = 1 within 2x the full error; k = 5, 10 below 50% error and not below the error at the "
+    "previous k (smooth degradation); k = 20 not below the error at k = 10.",
+    "Reordering: median error in the tau >= 0.95 bin is at most 3x the full error; in the 0.90-0.95 bin "
+    "below 50% (graceful); other bins are reported only.",
+    "Effective paths: the effective range's upper end is at most n/2 (paths carrying most gradient are "
+    "shorter than the typical path); their share of all paths is below 50%.",
+    "Short-path training: its full error is within 1 point (absolute) of the normally trained network.",
+    "Stochastic depth: its mean typical single-deletion error rises over its own full error by no more "
+    "than the normally trained network's does.",
+]
+NA = "n/a"
+
+
+def _pct(x: Optional[float]) -> str:
+  return NA if x is None else f"{100 * x:.2f}%"
+
+
+def _ppct(x) -> str:
+  if x is None:
+    return NA
+  if isinstance(x, (list, tuple)):
+    return "-".join(f"{v:g}%" for v in x)
+  return f"{x:g}%"
+
+
+_UNTRAINED = [False]  # set by render: lesion verdicts are meaningless for a network at chance level
+
+
+def _yes(b: Optional[bool]) -> str:
+  if b is not None and _UNTRAINED[0]:
+    return f"{NA} (ResNet not trained: full error > 50%)"
+  return NA if b is None else ("yes" if b else "**no**")
+
+
+def _table(rows: list[tuple]) -> str:
+  lines = ["| claim | paper's number | this run | holds? |", "|---|---|---|---|"]
+  lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def _net(result: dict, label: Optional[str] = None) -> dict:
+  nets = result["networks"]
+  return nets[0] if label is None else next(n for n in nets if n["label"] == label)
+
+
+def single_stats(net: dict) -> dict:
+  typical = [r["error"] for r in net["rows"] if not r.get("opener")]
+  openers = [r["error"] for r in net["rows"] if r.get("opener")]
+  return {"full": net["full_error"], "typical_mean": float(np.mean(typical)) if typical else None,
+          "typical_max": float(np.max(typical)) if typical else None,
+          "typical_min": float(np.min(typical)) if typical else None,
+          "opener_mean": float(np.mean(openers)) if openers else None,
+          "all_mean": float(np.mean([r["error"] for r in net["rows"]]))}
+
+
+def k_means(net: dict) -> dict:
+  by_k = collections.defaultdict(list)
+  for r in net["rows"]:
+    by_k[int(r["k"])].append(r["error"])
+  return {k: float(np.mean(v)) for k, v in sorted(by_k.items())}
+
+
+def tau_medians(net: dict) -> dict:
+  out = {}
+  for name, lo, hi in TAU_BINS:
+    errs = [r["error"] for r in net["rows"] if lo <= r["kendall_tau"] < hi]
+    out[name] = (float(np.median(errs)), len(errs)) if errs else (None, 0)
+  return out
+
+
+def render(inputs: dict, numbers: dict) -> str:
+  """inputs: {"lesion": {run: {sweep: JSON}}, "paths": paths JSON, "figures": [relative png paths], "bn"}."""
+  le, pn = numbers["lesion"], numbers["paths"]
+  lesion = inputs["lesion"]
+  res_single = _net(lesion["resnet"]["single"], "ResNet")
+  plain_single = _net(lesion["resnet"]["single"], "plain")
+  s, p = single_stats(res_single), single_stats(plain_single)
+  full = s["full"]
+  _UNTRAINED[0] = False
+  depth = res_single["model"]["depth"]
+  n = res_single["num_blocks"]
+  out = [f"# Reproduction of Veit et al. 2016: ResNet-{depth} ({n} blocks) vs the paper's ResNet-110 (54 blocks)",
+         "",
+         f"Lesions use {inputs['bn']} BatchNorm statistics on {lesion['resnet']['single']['test_images']} test "
+         "images. Paper numbers come from resnet_ensembles/paper_numbers.json (Veit et al. 2016 unless noted); "
+         "they are for a deeper network, so the comparison is about the qualitative claim, judged by the rules "
+         "below.", "", "## Rules for \"holds?\"", ""]
+  out += [f"{i}. {r}" for i, r in enumerate(RULES, 1)]
+
+  he = numbers.get("he2016a_cifar10_error", {}).get(f"resnet{depth}")
+  rows = [(f"full-network error (ResNet-{depth})",
+           _ppct(le["full_error"]) + " (ResNet-110)" + (f"; He et al. ResNet-{depth}: {he:g}%" if he else ""),
+           _pct(full), _yes(full * 100 <= 2 * (he or le["full_error"]))),
+          (f"full-network error (plain-{depth})", NA, _pct(p["full"]), NA)]
+  out += ["", "## Full network", "", _table(rows)]
+  _UNTRAINED[0] = full > 0.5
+
+  rows = [("single deletion, typical block: mean (max)", _ppct(le["single_deletion_typical_range"]),
+           f"{_pct(s['typical_mean'])} ({_pct(s['typical_max'])})",
+           _yes(None if s["typical_max"] is None else s["typical_max"] <= 2 * full)),
+          ("single deletion, stage openers: mean", _ppct(le["single_deletion_stage_opener"]), _pct(s["opener_mean"]),
+           _yes(None if s["opener_mean"] is None or s["typical_mean"] is None
+                else s["opener_mean"] > s["typical_mean"])),
+          ("single deletion, plain net: mean", _ppct(le["plain_single_deletion"]), _pct(p["all_mean"]),
+           _yes(p["all_mean"] > 0.5))]
+  out += ["", "## Deleting individual blocks (Fig. 3)", "", _table(rows)]
+
+  km = k_means(_net(lesion["resnet"]["multi"]))
+  paper_k = {int(k): v for k, v in le["k_deleted_mean_error"].items()}
+  rows, prev = [], None
+  for k in (1, 5, 10, 20):
+    e = km.get(k)
+    if e is None:
+      holds = None
+    elif k == 1:
+      holds = e <= 2 * full
+    elif k == 20:
+      holds = None if km.get(10) is None else e >= km[10]
+    else:
+      holds = e < 0.5 and (prev is None or e >= prev)
+    rows.append((f"mean error with k = {k} random blocks deleted", _ppct(paper_k.get(k)),
+                 _pct(e) if e is not None else f"{NA} (not run: max k {max(km) if km else 0})", _yes(holds)))
+    prev = e if e is not None else prev
+  extra = ", ".join(f"k={k}: {_pct(v)}" for k, v in km.items())
+  out += ["", "## Deleting several blocks (Fig. 5a)", "", _table(rows), "", f"All k run: {extra}."]
+
+  tm = tau_medians(_net(lesion["resnet"]["reorder"]))
+  paper_tau = le["reorder_median_error_by_tau"]
+  rows = []
+  for name, _, _ in TAU_BINS:
+    med, cnt = tm[name]
+    if med is None:
+      holds = None
+    elif name == "tau>=0.95":
+      holds = med <= 3 * full
+    elif name == "0.90<=tau<0.95":
+      holds = med < 0.5
+    else:
+      holds = None
+    rows.append((f"median error of reorderings, Kendall {name}", _ppct(paper_tau.get(name)),
+                 f"{_pct(med)} ({cnt} orders)", _yes(holds)))
+  out += ["", "## Reordering blocks (Fig. 5b)", "", _table(rows)]
+
+  pj = inputs["paths"]
+  r, nb = pj["effective_range"]["image"], pj["num_blocks"]
+  rows = [("effective path lengths (share of gradient " f"{100 * r['share']:.0f}%)",
+           f"{pn['effective_path_lengths'][0]}-{pn['effective_path_lengths'][1]} of 54",
+           f"{r['lo']}-{r['hi']} of {nb}", _yes(r["hi"] <= nb / 2)),
+          ("share of all paths that are effective", f"{100 * pn['effective_share_of_paths']:.2f}%",
+           f"{100 * r['path_fraction']:.2f}%", _yes(r["path_fraction"] < 0.5))]
+  out += ["", "## Effective paths (Fig. 6)", "", _table(rows)]
+
+  sp, sd_n = numbers["short_paths"], numbers["stochastic_depth"]
+  short_full = _net(lesion["short"]["single"])["full_error"]
+  rows = [("short-path training: full error", _ppct(sp["short_path_training_error"]), _pct(short_full),
+           _yes(abs(short_full - full) <= 0.01)),
+          ("normal training: full error", _ppct(sp["normal_training_error"]), _pct(full), NA)]
+  out += ["", "## Short-path vs normal training (Sec. 5.3)", "", _table(rows)]
+
+  sd = single_stats(_net(lesion["sd"]["single"]))
+  sd_rise = None if sd["typical_mean"] is None else sd["typical_mean"] - sd["full"]
+  res_rise = None if s["typical_mean"] is None else s["typical_mean"] - full
+  rows = [("stochastic depth: full error", _ppct(sd_n["veit_sd_network_error"]), _pct(sd["full"]), NA),
+          ("stochastic depth: typical single-deletion error, mean (max)",
+           _ppct(sd_n["veit_sd_single_deletion_range"]), f"{_pct(sd['typical_mean'])} ({_pct(sd['typical_max'])})",
+           _yes(None if sd_rise is None or res_rise is None else sd_rise <= res_rise)),
+          ("rise of mean single-deletion error over full error: SD vs normal", NA,
+           f"{_pct(sd_rise)} vs {_pct(res_rise)}", NA)]
+  sdk, shk = k_means(_net(lesion["sd"]["multi"])), k_means(_net(lesion["short"]["multi"]))
+  for k in sorted(set(km) | set(sdk) | set(shk)):
+    rows.append((f"mean error at k = {k}: normal / SD / short-path", NA,
+                 f"{_pct(km.get(k))} / {_pct(sdk.get(k))} / {_pct(shk.get(k))}", NA))
+  out += ["", "## Stochastic depth and short-path resilience (Fig. 8)", "", _table(rows)]
+
+  out += ["", "## Figures", ""]
+  out += [f"![{f}]({f})" for f in inputs["figures"]]
+  src = numbers.get("sources", {})
+  out += ["", "## Sources", ""] + [f"- {k}: {v}" for k, v in src.items()]
+  _UNTRAINED[0] = False
+  return "\n".join(out) + "\n"
+
+
+def build(workdir: str, bn: str = "stored") -> str:
+  """Loads the stage JSONs under `workdir` and renders the report."""
+  def load(*parts):
+    with open(os.path.join(workdir, *parts)) as f:
+      return json.load(f)
+
+  sweeps = {"resnet": ("single", "multi", "reorder"), "sd": ("single", "multi"), "short": ("single", "multi")}
+  lesion = {run: {s: load("lesion", run, f"{s}_{bn}.json") for s in ss} for run, ss in sweeps.items()}
+  figures = [os.path.join("lesion", run, f"{s}_{bn}.png") for run, ss in sweeps.items() for s in ss]
+  figures += [os.path.join("paths", "paths.png"), os.path.join("variants", "variants.png")]
+  return render({"lesion": lesion, "paths": load("paths", "paths.json"), "figures": figures, "bn": bn},
+                paper.numbers())
