@@ -34,9 +34,11 @@ class Checkpointer:
       if saved.get("model") != _model_fields(config):
         raise ValueError(f"{workdir} holds a run of model {saved.get('model')}, not {_model_fields(config)}; "
                          "use another --workdir")
-    if jax.process_index() == 0:
-      with open(path, "w") as f:
+    if jax.process_index() == 0:  # temp file + rename: other processes never read half a file
+      tmp = f"{path}.tmp{os.getpid()}"
+      with open(tmp, "w") as f:
         f.write(config.to_json_best_effort(indent=2))
+      os.replace(tmp, path)
     self.manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "checkpoints")),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
