@@ -15,15 +15,21 @@ def _first_net(result: dict) -> dict:
   return result["networks"][0]  # the ResNet (a plain net, if swept alongside, comes second)
 
 
+def errors_by_k(net: dict) -> dict[int, list[float]]:
+  """A k-deletion network entry's errors grouped by the number of deleted blocks."""
+  by_k = collections.defaultdict(list)
+  for r in net["rows"]:
+    by_k[r["k"]].append(r["error"])
+  return dict(by_k)
+
+
 def summarize(single: dict, multi: dict, ks=(1, 5, 10, 20)) -> dict:
   """Full error, mean single-deletion error (non-openers / openers) and mean error at a few k."""
   s, m = _first_net(single), _first_net(multi)
   rows = s["rows"]
   typical = [r["error"] for r in rows if not r["opener"]]
   openers = [r["error"] for r in rows if r["opener"]]
-  by_k = collections.defaultdict(list)
-  for r in m["rows"]:
-    by_k[r["k"]].append(r["error"])
+  by_k = errors_by_k(m)
   return {"full_error": s["full_error"], "single_mean_error": float(np.mean(typical)),
           "single_opener_mean_error": float(np.mean(openers)) if openers else None,
           "k_mean_error": {k: float(np.mean(by_k[k])) for k in ks if k in by_k}}
@@ -37,11 +43,9 @@ def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:
     blocks = np.array([r["deleted"] for r in s["rows"]]) + 1
     line, = ax1.plot(blocks, [100 * r["error"] for r in s["rows"]], marker=".", label=label)
     ax1.axhline(100 * s["full_error"], color=line.get_color(), ls=":", lw=1)
-    by_k = collections.defaultdict(list)
-    for r in _first_net(multi)["rows"]:
-      by_k[r["k"]].append(100 * r["error"])
+    by_k = errors_by_k(_first_net(multi))
     ks = sorted(by_k)
-    mean, std = np.array([np.mean(by_k[k]) for k in ks]), np.array([np.std(by_k[k]) for k in ks])
+    mean, std = (100 * np.array([f(by_k[k]) for k in ks]) for f in (np.mean, np.std))
     ax2.plot(ks, mean, marker=".", color=line.get_color(), label=label)
     ax2.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
   ax1.set(xlabel="deleted block", ylabel="test error (%)", title="one block deleted (dotted: full network)")
