@@ -4,6 +4,7 @@ r"""Lesion study of a trained network (Veit et al. Figs. 3, 5a, 5b): JSON + CSV 
   python -m experiments.lesion --workdir=runs/r110 --sweep=multi --num_samples=10 [--bn=recalibrate]
   python -m experiments.lesion --workdir=runs/r110 --sweep=reorder
 
+On several hosts run the same command on every host (README, "Running on a pod"); process 0 writes.
 Each network's full (unlesioned) error is evaluated in the same run, under the same BatchNorm mode.
 The figure is redrawn from the JSON alone (resnet_ensembles/plots/lesion.py).
 """
@@ -13,7 +14,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, lesion, lesion_study, masks, train
+from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, train
 from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
@@ -35,6 +36,7 @@ _BUDGET = flags.DEFINE_integer("memory_budget_mb", lesion.DEFAULT_BUDGET >> 20, 
 _RECAL_BATCHES = flags.DEFINE_integer("recal_batches", 4, "bn=recalibrate: training batches per lesion.")
 _RECAL_BS = flags.DEFINE_integer("recal_batch_size", 128, "bn=recalibrate: images per training batch.")
 flags.mark_flags_as_required(["workdir", "sweep"])
+distributed.define_flags()
 
 
 
@@ -55,6 +57,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
+  distributed.initialize_from_flags()  # several processes: masks spread over all of their devices
   config = checkpoints.read_config(_WORKDIR.value)
   if _TEST_SIZE.value >= 0:
     config.data.test_size = _TEST_SIZE.value
@@ -69,6 +72,8 @@ def main(argv):
   result = {"sweep": _SWEEP.value, "bn": _BN.value, "git_commit": git_commit(),
             "flags": {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(__name__)},
             "test_images": int(len(data["test"][1])), "networks": networks}
+  if not distributed.is_main_process():
+    return
   out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f"{_SWEEP.value}_{_BN.value}")

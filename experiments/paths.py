@@ -3,7 +3,8 @@ r"""Path analysis of a trained ResNet (Veit et al. Sec. 5.2, Fig. 6): a JSON, th
   python -m experiments.paths --workdir=runs/r110 [--config=experiments/configs/paths.py:paper]
 
 Writes <output_dir>/paths.json (config, git commit, every curve) and paths.png (Fig. 6 a-d); the
-figure is redrawn from the JSON alone (resnet_ensembles/plots/paths.py).
+figure is redrawn from the JSON alone (resnet_ensembles/plots/paths.py). On several hosts run the same
+command on every host (README, "Running on a pod"); process 0 writes.
 """
 import json
 import os
@@ -11,7 +12,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from resnet_ensembles import checkpoints, paths, train
+from resnet_ensembles import checkpoints, distributed, paths, train
 from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.provenance import git_commit
@@ -22,6 +23,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained ResNet: a training workdir or an exported folder.")
 _OUT = flags.DEFINE_string("output_dir", None, "Default: <workdir>/paths.")
 flags.mark_flags_as_required(["workdir"])
+distributed.define_flags()
 
 
 
@@ -30,6 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
+  distributed.initialize_from_flags()  # several processes: routes spread over all of their devices
   config = _CONFIG.value
   if config.split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")
@@ -41,6 +44,8 @@ def main(argv):
   result = paths.analyze(model, variables, images, labels, config)
   result.update(config=config.to_dict(), git_commit=git_commit(), workdir=_WORKDIR.value,
                 model=trained.model.to_dict())
+  if not distributed.is_main_process():
+    return
   out_dir = _OUT.value or os.path.join(_WORKDIR.value, "paths")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, "paths")

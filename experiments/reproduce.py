@@ -19,8 +19,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.configs import cifar10 as cifar10_config
-from resnet_ensembles import checkpoints, lesion_study, paper, paths, report, train
+from resnet_ensembles import checkpoints, distributed, lesion_study, paper, paths, report, train
 from resnet_ensembles import data as data_lib
+from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.plots import variants as variant_plots
@@ -96,6 +97,8 @@ def is_done(config, workdir: str, stage: str) -> bool:
 
 
 def _json(obj, path: str) -> None:
+  if not distributed.is_main_process():  # every process computes, process 0 writes
+    return
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -221,6 +224,7 @@ def stage_report(config, workdir: str, data: _Data) -> None:
     f.write(text)
 
 
+HOST_STAGES = ("figures", "report")  # no devices involved: process 0 alone
 STAGE_FNS = {"train": stage_train, "lesion_single": stage_lesion("single"), "lesion_multi": stage_lesion("multi"),
              "lesion_reorder": stage_lesion("reorder"), "paths": stage_paths, "figures": stage_figures,
              "report": stage_report}
@@ -229,22 +233,30 @@ STAGE_FNS = {"train": stage_train, "lesion_single": stage_lesion("single"), "les
 def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
   """Runs every stage not already done for this config; returns the stages that ran.
 
-  `data`: optionally the full CIFAR-10 dataset ({"train", "test"} splits), so nothing is decoded again."""
+  `data`: optionally the full CIFAR-10 dataset ({"train", "test"} splits), so nothing is decoded again.
+  On several processes (a shared workdir) every process runs the device stages, process 0 alone writes,
+  and all of them meet at a barrier before and after each stage, so they take the same decisions."""
+  main = distributed.is_main_process()
   os.makedirs(workdir, exist_ok=True)
   loader, ran, rerun = _Data(data), [], False
+  say = lambda text: print(text, flush=True) if main else None
   for i, stage in enumerate(STAGES, 1):
-    if not rerun and is_done(config, workdir, stage):
-      print(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done, skipped", flush=True)
+    skip = not rerun and is_done(config, workdir, stage)
+    distributed.barrier(f"reproduce_check_{stage}")  # nobody deletes a done-file another is reading
+    if skip:
+      say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done, skipped")
       continue
     rerun = True
-    print(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: running", flush=True)
+    say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: running")
     done = _done_path(workdir, stage)
-    if os.path.exists(done):
+    if main and os.path.exists(done):
       os.remove(done)
-    STAGE_FNS[stage](config, workdir, loader)
+    if main or stage not in HOST_STAGES:
+      STAGE_FNS[stage](config, workdir, loader)
     _json({"stage": stage, "hash": config_hash(config, stage), "git_commit": git_commit()}, done)
+    distributed.barrier(f"reproduce_done_{stage}")
     ran.append(stage)
-  print(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}", flush=True)
+  say(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}")
   return ran
 
 
@@ -253,11 +265,15 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Reproduce config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes.")
 flags.mark_flags_as_required(["workdir"])
+distributed.define_flags()
 
 
+@one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  setup_logging()
+  distributed.initialize_from_flags()  # before anything touches a device
   run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -1,8 +1,9 @@
-r"""Trains a CIFAR-10 network; rerunning the same command resumes from the last checkpoint.
+r"""Trains a CIFAR-10 (or ImageNet) network; rerunning the same command resumes from the last checkpoint.
 
   python -m experiments.train --config=experiments/configs/cifar10.py:resnet20,quick --workdir=runs/quick
+  python -m experiments.train --config=experiments/configs/imagenet.py:resnet50 --workdir=runs/r50
 
-On several hosts run the same command on every host (see docs/running_on_a_pod.md): jax.distributed is
+On several hosts run the same command on every host (README, "Running on a pod"): jax.distributed is
 initialized from --coordinator_address/--num_processes/--process_id, else auto-detected (TPU pod, SLURM).
 """
 from absl import app, flags

@@ -30,6 +30,7 @@ from scipy import stats
 
 from resnet_ensembles import data as data_lib
 from resnet_ensembles.samplers import exactly_k
+from resnet_ensembles.sharding import data_mesh, replicate, replicated_spec, shard_host_batch
 
 Array = Any
 
@@ -163,36 +164,52 @@ def decomposition_norms(tape: Tape) -> dict:
               full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
 
 
-def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int):
+def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int, mesh):
+  """Random batches (the same on every process: numpy, seeded), normalized and replicated on `mesh`."""
   if batch_size < 1 or num < 1 or batch_size > len(images):
     raise ValueError(f"need 1 <= batch_size <= {len(images)} images and >= 1 batch, got {batch_size}, {num}")
   rng = np.random.default_rng(seed)
   for _ in range(num):
     idx = rng.choice(len(images), batch_size, replace=False)
-    yield data_lib.normalize(jnp.asarray(images[idx])), jnp.asarray(labels[idx])
+    yield replicate((data_lib.normalize(np.asarray(images[idx])), np.asarray(labels[idx])), mesh)
+
+
+@functools.lru_cache(maxsize=None)
+def _on_mesh(mesh) -> tuple:
+  """routed_norms / decomposition_norms with outputs replicated, so every process can read them."""
+  repl = replicated_spec(mesh)
+  return (jax.jit(lambda tape, routes: routed_norms(tape, routes), out_shardings=repl),
+          jax.jit(lambda tape: decomposition_norms(tape), out_shardings=repl))
 
 
 def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarray, *, samples_per_length: int,
                           num_batches: int, batch_size: int, seed: int = 0, train_bn: bool = False,
-                          chunk: int = 64) -> dict:
+                          chunk: int = 64, mesh=None) -> dict:
   """The paper's estimate: `samples_per_length` random routes of every length 0..n, spread evenly
-  over `num_batches` random batches (one forward pass each). Returns per-length mean/std magnitudes."""
+  over `num_batches` random batches (one forward pass each). Returns per-length mean/std magnitudes.
+
+  Each batch's forward pass is replicated; its routes are spread over the devices of `mesh` (default:
+  all devices of all processes), so one process or many give the same numbers."""
   check_model(model)
   n = model.layout.num_blocks
   if samples_per_length < 1 or samples_per_length % num_batches:
     raise ValueError(f"samples_per_length ({samples_per_length}) must be a positive multiple of num_batches "
                      f"({num_batches})")
+  mesh = mesh if mesh is not None else data_mesh()
+  norms_fn = _on_mesh(mesh)[0]
+  variables = replicate(variables, mesh)
   per_batch = samples_per_length // num_batches
   lengths = np.repeat(np.arange(n + 1), per_batch)
-  chunk = -(-len(lengths) // -(-len(lengths) // chunk))  # equal chunks of at most `chunk` routes
+  chunk = -(-len(lengths) // -(-len(lengths) // chunk))  # equal chunks of at most `chunk` routes ...
+  chunk = -(-chunk // mesh.size) * mesh.size             # ... that split evenly over the devices
   pad = -len(lengths) % chunk
   out = {name: np.zeros((n + 1, samples_per_length)) for name in ("image", "block0")}
   key, t0 = jax.random.PRNGKey(seed), time.time()
-  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed)):
+  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed, mesh)):
     tape = forward_tape(model, variables, x, y, train=train_bn)
-    routes = sample_routes(jax.random.fold_in(key, b), n, np.concatenate([lengths, np.zeros(pad, int)]))
-    assert np.array_equal(np.asarray(routes.sum(1))[:len(lengths)], lengths)
-    norms = [routed_norms(tape, routes[i:i + chunk]) for i in range(0, len(routes), chunk)]
+    routes = np.asarray(sample_routes(jax.random.fold_in(key, b), n, np.concatenate([lengths, np.zeros(pad, int)])))
+    assert np.array_equal(routes.sum(1)[:len(lengths)], lengths)
+    norms = [norms_fn(tape, shard_host_batch(routes[i:i + chunk], mesh)) for i in range(0, len(routes), chunk)]
     for j, name in enumerate(("image", "block0")):
       vals = np.concatenate([np.asarray(nm[j]) for nm in norms])[:len(lengths)]
       out[name][:, b * per_batch:(b + 1) * per_batch] = vals.reshape(n + 1, per_batch)
@@ -206,12 +223,15 @@ def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarr
 
 
 def exact_decomposition(model, variables, images: np.ndarray, labels: np.ndarray, *, num_batches: int,
-                        batch_size: int, seed: int = 0, train_bn: bool = False) -> dict:
+                        batch_size: int, seed: int = 0, train_bn: bool = False, mesh=None) -> dict:
   """||G_k|| for k = 0..n (mean per-image norm, averaged over batches) and the check sum_k G_k == grad."""
   check_model(model)
+  mesh = mesh if mesh is not None else data_mesh()
+  norms_fn = _on_mesh(mesh)[1]
+  variables = replicate(variables, mesh)
   acc = []
-  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed)):
-    acc.append(jax.device_get(decomposition_norms(forward_tape(model, variables, x, y, train=train_bn))))
+  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed, mesh)):
+    acc.append(jax.device_get(norms_fn(forward_tape(model, variables, x, y, train=train_bn))))
     logging.info("paths: exact decomposition batch %d/%d", b + 1, num_batches)
   mean = {k: np.mean([a[k] for a in acc], axis=0) for k in acc[0]}
   return dict(image=mean["image"].tolist(), block0=mean["block0"].tolist(),

@@ -1,18 +1,20 @@
-"""train_and_evaluate(config, workdir): SGD on CIFAR-10, data-parallel, resumable, with masks.
+"""train_and_evaluate(config, workdir): SGD on CIFAR-10 (or ImageNet), data-parallel, resumable, with masks.
 
 The (small) CIFAR-10 training set lives in device memory, replicated on every device of every process.
 Each step all processes hold the same global batch of indices; a jitted gather produces the batch
 sharded over the `data` mesh axis (each device keeps only its rows), and it is augmented on device from
 `fold_in(key, step)`. The batch composition therefore does not depend on the number of processes or
 devices: 1 process x 4 devices and 2 processes x 2 devices train identically. Only process 0 writes
-metrics; all processes save/restore the orbax checkpoints together.
+metrics; all processes save/restore the orbax checkpoints together. ImageNet configs (model
+"imagenet_resnet") stream their data instead and run the same `train_step` in `train_imagenet.py`.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +41,21 @@ def build_model_from_config(config) -> models.CifarResNet:
 
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
-  """lr / 10 at each boundary fraction of training; optional constant warm-up (He et al.)."""
+  """Step (lr x lr_decay at each boundary fraction of training) or cosine decay; warm-up either constant
+  at warmup_lr for warmup_steps (He et al.'s ResNet-110) or linear from 0 over warmup_epochs (Goyal et al.)."""
   total = config.num_epochs * steps_per_epoch
-  bounds = {int(f * total): config.lr_decay for f in config.lr_boundaries}
-  main = optax.piecewise_constant_schedule(config.learning_rate, bounds)
-  if not config.warmup_steps:
+  kind = config.get("lr_schedule", "step")
+  if kind == "step":
+    bounds = {int(f * total): config.lr_decay for f in config.lr_boundaries}
+    main = optax.piecewise_constant_schedule(config.learning_rate, bounds)
+  elif kind == "cosine":
+    main = optax.cosine_decay_schedule(config.learning_rate, total)
+  else:
+    raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {kind!r}")
+  linear = int(config.get("warmup_epochs", 0) * steps_per_epoch)
+  if linear:
+    return lambda step: jnp.where(step < linear, config.learning_rate * step / linear, main(step))
+  if not config.get("warmup_steps", 0):
     return main
   return lambda step: jnp.where(step < config.warmup_steps, config.warmup_lr, main(step))
 
@@ -54,8 +66,8 @@ def make_optimizer(config, lr_fn: optax.Schedule) -> optax.GradientTransformatio
                      optax.sgd(lr_fn, momentum=config.momentum))
 
 
-def create_state(config, model, tx, key: jax.Array) -> TrainState:
-  variables = model.init(key, jnp.zeros((1, 32, 32, 3), jnp.float32))
+def create_state(config, model, tx, key: jax.Array, image_size: int = 32) -> TrainState:
+  variables = model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                     batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
 
@@ -65,16 +77,19 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
-               sampler: Optional[samplers.Sampler]) -> tuple[TrainState, dict]:
-  """One SGD step. Randomness: fold_in(key, step) -> augmentation and the block-mask sampler."""
+               sampler: Optional[samplers.Sampler],
+               preprocess: Callable[[jax.Array, jax.Array], jax.Array] = data_lib.augment) -> tuple[TrainState, dict]:
+  """One SGD step. Randomness: fold_in(key, step) -> `preprocess(key, uint8 images)` (CIFAR: the
+  paper's augmentation; ImageNet: normalisation only, augmented on the host) and the mask sampler."""
   step_key = jax.random.fold_in(key, state.step)
   aug_key, mask_key = jax.random.split(step_key)
-  images = data_lib.augment(aug_key, batch["image"])
+  images = preprocess(aug_key, batch["image"])
   mask, route = sampler(mask_key) if sampler is not None else (None, None)
 
   def loss_fn(params):
     logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                    train=True, block_mask=mask, grad_route=route, mutable=["batch_stats"])
+    logits = logits.astype(jnp.float32)  # a no-op in fp32; the loss of bf16 models in fp32
     return cross_entropy(logits, batch["label"]), (logits, new_vars["batch_stats"])
 
   (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -140,8 +155,8 @@ def validate_config(config) -> None:
   """Clear one-line errors before anything is compiled."""
   from resnet_ensembles.layout import cifar_layout
   if config.model.name not in ("resnet", "plain"):
-    raise ValueError(f"train.py trains the CIFAR-10 networks (model resnet/plain); model {config.model.name!r} "
-                     "needs its own input loop (see experiments/configs/imagenet.py)")
+    raise ValueError(f"config.model.name must be 'resnet', 'plain' (CIFAR-10) or 'imagenet_resnet', "
+                     f"got {config.model.name!r}")
   cifar_layout(config.model.depth, config.model.width)
   if config.model.variant not in ("preact", "original"):
     raise ValueError(f"config.model.variant must be 'preact' or 'original', got {config.model.variant!r}")
@@ -155,6 +170,9 @@ def validate_config(config) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: Optional[dict] = None) -> dict:
   """Trains (resuming from the last checkpoint in `workdir`) and returns the final metrics."""
+  if config.model.name == "imagenet_resnet":
+    from resnet_ensembles import train_imagenet
+    return train_imagenet.train_and_evaluate(config, workdir)
   validate_config(config)
   model = build_model_from_config(config)
   data = data if data is not None else load_data(config, workdir)
@@ -163,36 +181,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ValueError(f"training split has {len(train_y)} images, fewer than one batch ({config.batch_size})")
   mesh = data_mesh()
   steps_per_epoch = len(train_y) // config.batch_size
+  train_data = replicate({"image": train_x, "label": train_y}, mesh)  # decoded once, kept on device
+  gather = jax.jit(lambda d, idx: jax.tree.map(lambda a: a[idx], d), out_shardings=shard_batch_spec(mesh))
+
+  def batches(start_step: int):
+    """Epoch e visits a permutation seeded by (seed, e): the same batches however often the run resumes."""
+    for step in itertools.count(start_step):
+      epoch, offset = divmod(step, steps_per_epoch)
+      if offset == 0 or step == start_step:
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_y))
+      idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
+      yield gather(train_data, replicate(idx, mesh))
+
+  test_mask = samplers.test_time_mask(config.train_mask, model.layout)
+  evaluate_fn = lambda variables: evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size,
+                                           mesh=mesh, block_mask=test_mask)
+  return fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
+             evaluate_fn=evaluate_fn)
+
+
+def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Callable[[int], Iterator[dict]],
+        evaluate_fn: Callable[[dict], dict], preprocess: Callable = data_lib.augment, image_size: int = 32) -> dict:
+  """The loop every dataset shares: restore, step, log, evaluate and checkpoint every configured epoch.
+
+  `batches(start_step)` yields the global batches (sharded over `mesh`) from `start_step` on;
+  `evaluate_fn(variables)` returns a dict with at least "test_error"."""
   total_steps = config.num_epochs * steps_per_epoch
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   tx = make_optimizer(config, lr_fn)
   sampler = samplers.make_sampler(config.train_mask, model.layout)
-  test_mask = samplers.test_time_mask(config.train_mask, model.layout)
-
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.keep_checkpoints)
   # Replicated first, so that orbax restores straight into the global (multi-host) layout.
-  state = replicate(create_state(config, model, tx, jax.random.PRNGKey(config.seed)), mesh)
+  state = replicate(create_state(config, model, tx, jax.random.PRNGKey(config.seed), image_size), mesh)
   state = ckpt.restore_or(state)
   start_step = int(state.step)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step)
   if start_step:
     logging.info("Resumed from step %d (epoch %d) in %s", start_step, start_step // steps_per_epoch, workdir)
 
-  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, sampler=sampler), donate_argnums=0)
-  train_data = replicate({"image": train_x, "label": train_y}, mesh)  # decoded once, kept on device
-  gather = jax.jit(lambda d, idx: jax.tree.map(lambda a: a[idx], d), out_shardings=shard_batch_spec(mesh))
+  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, sampler=sampler, preprocess=preprocess),
+                    donate_argnums=0)
   key = jax.random.PRNGKey(config.seed + 1)
   last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
   progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress,
                                   previous_wall_s=writer.previous_wall_s)
   pending, result, window_start = [], {}, start_step
+  variables_of = lambda state: {"params": state.params, "batch_stats": state.batch_stats}
 
-  for step in range(start_step, last_steps):
-    epoch, offset = divmod(step, steps_per_epoch)
-    if offset == 0 or step == start_step:
-      order = np.random.default_rng([config.seed, epoch]).permutation(len(train_y))
-    idx = order[offset * config.batch_size:(offset + 1) * config.batch_size]
-    state, m = step_fn(state, gather(train_data, replicate(idx, mesh)), key)
+  for step, batch in zip(range(start_step, last_steps), batches(start_step)):
+    state, m = step_fn(state, batch, key)
     pending.append(m)
     done = step + 1
     if done % config.log_every_steps == 0 or done % steps_per_epoch == 0 or done == last_steps:
@@ -203,9 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       pending, window_start = [], done
     end_of_epoch = done % steps_per_epoch == 0
     if (end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0) or done == last_steps:
-      variables = {"params": state.params, "batch_stats": state.batch_stats}
-      result = evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size, mesh=mesh,
-                        block_mask=test_mask)
+      result = evaluate_fn(variables_of(state))
       result["epoch"] = done / steps_per_epoch
       writer.write(done, result, prefix="eval")
       logging.info("epoch %.2f  test error %.2f%%", result["epoch"], 100 * result["test_error"])
@@ -214,9 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   ckpt.close()
   writer.close()
   if not result:  # nothing left to train: report the restored network
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    result = evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size, mesh=mesh,
-                      block_mask=test_mask)
+    result = evaluate_fn(variables_of(state))
   result["step"] = int(state.step)
   result["state"] = state
   return result

@@ -1,5 +1,7 @@
 """ImageNet bottleneck ResNets (pinned sizes, masks/orders as on CIFAR), their config, and the input
 pipeline on a tiny generated image folder (no TFDS download)."""
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import imagenet as imagenet_config
-from resnet_ensembles import imagenet_data, imagenet_models as im, models, sharding, train
+from resnet_ensembles import imagenet_data, imagenet_models as im, metrics, models, sharding, train
 
 X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))
 
@@ -38,8 +40,14 @@ def test_bad_input_is_clear_before_tracing():
     im.ImageNetResNet(50, "v2")
   with pytest.raises(ValueError, match="config arg must be"):
     imagenet_config.get_config("resnet18")
-  with pytest.raises(ValueError, match="trains the CIFAR-10 networks"):
-    train.validate_config(imagenet_config.get_config("resnet50"))
+  c = imagenet_config.get_config("resnet50")
+  c.batch_size = 0
+  with pytest.raises(ValueError, match="batch_size .* is not a positive multiple"):
+    train.train_and_evaluate(c, "/nonexistent/never/written")  # fails before any data is read
+  c = imagenet_config.get_config("resnet50")
+  c.data.image_size = 16
+  with pytest.raises(ValueError, match="image_size must be >= 32"):
+    train.train_and_evaluate(c, "/nonexistent/never/written")
 
 
 def test_variable_names():
@@ -204,3 +212,38 @@ def test_unprepared_tfds_and_bad_source_are_clear(tmp_path):
   c.source = "s3"
   with pytest.raises(ValueError, match="source must be one of"):
     next(imagenet_data.eval_batches(c, "validation", 2, process_index=0, process_count=1))
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+def test_imagenet_config_trains_resumes_and_reports_top_k(image_folder, tmp_path):
+  c = imagenet_config.get_config("resnet50")
+  c.model.update(width=8, num_classes=3, dtype="float32")
+  c.data.update(source="folder", folder=image_folder.folder, image_size=32, shuffle_buffer=8)
+  c.batch_size, c.eval_batch_size, c.num_epochs, c.warmup_epochs = 4, 4, 2, 1
+  c.log_every_steps, c.progress, c.max_steps = 1, False, 3
+  first = train.train_and_evaluate(c, str(tmp_path))       # 9 images // 4 = 2 steps an epoch; stops at 3
+  assert first["step"] == 3 and 0 <= first["test_error"] <= 1
+  assert first["test_top3_error"] == 0  # 3 classes: the label is always among the top 3
+  c.max_steps = -1
+  second = train.train_and_evaluate(c, str(tmp_path))      # resumes at step 3, finishes epoch 2
+  assert second["step"] == 4 and second["epoch"] == 2
+  rows = metrics.read_metrics(str(tmp_path))
+  lrs = [r["train/lr"] for r in rows if "train/lr" in r]
+  np.testing.assert_allclose(lrs[:2], [0.0, 4 * 0.1 / 256 / 2], rtol=1e-6)  # linear warm-up over epoch 1
+  assert np.isfinite([r["train/loss"] for r in rows if "train/loss" in r]).all()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "4"]
+
+
+def test_learning_rate_schedules():
+  c = ml_collections.ConfigDict(dict(num_epochs=4, learning_rate=0.4, lr_schedule="cosine", warmup_epochs=1,
+                                     lr_boundaries=(0.5,), lr_decay=0.1))
+  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(20), lr(40)],
+                             [0.0, 0.2, 0.4 * (1 + np.cos(np.pi / 4)) / 2, 0.2, 0.0], atol=1e-6)
+  c.lr_schedule, c.warmup_epochs = "step", 0
+  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  np.testing.assert_allclose([lr(0), lr(19), lr(20)], [0.4, 0.4, 0.04], rtol=1e-6)
+  c.lr_schedule = "linear"
+  with pytest.raises(ValueError, match="lr_schedule must be"):
+    train.learning_rate_fn(c, steps_per_epoch=10)

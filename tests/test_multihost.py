@@ -1,6 +1,6 @@
 """Multi-host for real: 2 processes x 2 CPU devices (jax.distributed on 127.0.0.1, gloo collectives)
-train, checkpoint, resume, evaluate and run the prefix-shared lesion sweep exactly like 1 process x 4
-devices."""
+train, checkpoint, resume, evaluate, run the lesion sweeps and sample path gradients exactly like
+1 process x 4 devices."""
 import json
 import os
 import socket
@@ -25,7 +25,7 @@ if nproc > 1:
   assert distributed.initialize(coordinator_address="127.0.0.1:" + port, num_processes=nproc, process_id=pid)
 import jax, numpy as np
 from experiments.configs import cifar10
-from resnet_ensembles import lesion, masks, metrics, train
+from resnet_ensembles import lesion, masks, metrics, paths, train
 assert jax.process_count() == nproc and jax.device_count() == 4, (jax.process_count(), jax.device_count())
 rng = np.random.default_rng(0)
 split = lambda n: (rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8), rng.integers(0, 10, n).astype(np.int32))
@@ -42,13 +42,18 @@ model = train.build_model_from_config(c)
 deletions = masks.single_deletions(model.layout)[0]
 les = lesion.evaluate(model, variables, data["test"], deletions, batch_size=20)
 wave = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=20)
+images, labels = data["test"]
+sampled = paths.sample_path_gradients(model, variables, images, labels, samples_per_length=2, num_batches=2,
+                                      batch_size=6, chunk=4)  # 8 routes a batch: 2 per device
+exact = paths.exact_decomposition(model, variables, images, labels, num_batches=1, batch_size=6)
 if jax.process_index() == 0:
   rows = metrics.read_metrics(workdir)
   json.dump({"losses": [r["train/loss"] for r in rows if "train/loss" in r],
              "evals": [[r["step"], r["eval/test_error"], r["eval/test_loss"]] for r in rows if "eval/test_loss" in r],
              "step": result["step"], "test_loss": result["test_loss"],
              "head": float(np.abs(np.asarray(state.params["head"]["kernel"])).sum()),
-             "lesion": np.asarray(les["error"]).tolist(), "wave": np.asarray(wave["error"]).tolist()},
+             "lesion": np.asarray(les["error"]).tolist(), "wave": np.asarray(wave["error"]).tolist(),
+             "paths": sampled["image_mean"] + sampled["block0_std"] + exact["image"]},
             open(out, "w"))
 """
 
@@ -105,6 +110,7 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose(two["wave"], one["wave"], atol=1e-9)
   np.testing.assert_allclose(one["wave"], one["lesion"], atol=1e-9)
   np.testing.assert_allclose(two["lesion"], one["lesion"], atol=1e-9)  # masks spread over both processes
+  np.testing.assert_allclose(two["paths"], one["paths"], rtol=1e-4)    # routes spread over both processes
   # Both processes wrote the same checkpoint directory; only process 0 wrote metrics.
   assert sorted(os.listdir(tmp_path / "run2" / "checkpoints")) == ["4", "8"]
 

@@ -4,17 +4,16 @@ r"""ImageNet configs: bottleneck ResNet-50/101/152/200 with the standard recipe 
   get_config("resnet200")          He et al. 2016b pre-activation ResNet-200, the network Veit et al. lesion
   get_config("resnet101_preact"), get_config("resnet152_original"), ...: any depth with either variant
 
-Recipe: SGD, momentum 0.9, Nesterov off, lr 0.1 x batch_size / 256 (linear scaling), 5 warm-up epochs
-from 0 when batch_size > 256, weight decay 1e-4 (coupled, as in train.py), 90 epochs, lr / 10 after
+Recipe: SGD, momentum 0.9, Nesterov off, lr 0.1 x batch_size / 256 (linear scaling, follows
+--config.batch_size), 5 linear warm-up epochs from 0 (`warmup_epochs`), weight decay 1e-4 (coupled, as in train.py), 90 epochs, lr / 10 after
 epochs 30, 60 and 80 (`lr_schedule="step"`; `"cosine"` is the alternative), label smoothing off.
 Global batch 1024 (128 per chip on a v4-16 / v5e-8 pod slice of 8 chips), bfloat16 activations on
 accelerators; every process streams its share of TFDS imagenet2012 (prepared, or `data.manual_dir`
 holding the ILSVRC2012 tars) or of an image folder `data.folder/<split>/<class>/*.JPEG`.
 
-Status: `resnet_ensembles.train.train_and_evaluate` trains the in-memory CIFAR pipeline only and refuses
-this config with a one-line error; the config builds the model (`imagenet_models.build_from_config`) and
-parameterises the input pipeline (`imagenet_data.train_batches`/`eval_batches`) of an ImageNet loop. The
-command it is meant for, run on every host of a pod slice (README, "Running on a pod"), is
+`experiments/train.py` runs it through `resnet_ensembles.train_imagenet` (streamed tf.data input, the
+same train_step, top-1/top-5 evaluation every epoch). On every host of a pod slice (README, "Running on a
+pod"):
 
   python -m experiments.train --config=experiments/configs/imagenet.py:resnet200 --workdir=/mnt/runs/r200 \
       --config.data.tfds_data_dir=/mnt/tfds
@@ -43,7 +42,7 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
                                            num_classes=1000, dtype="bfloat16"))
   c.data = ml_collections.ConfigDict(dict(
       source="tfds", folder="", tfds_data_dir="", manual_dir="", train_split="train", eval_split="validation",
-      image_size=224, shuffle_buffer=16_384, num_train_examples=1_281_167, num_eval_examples=50_000))
+      image_size=224, shuffle_buffer=16_384))
   c.distributed = ml_collections.ConfigDict(dict(mode="auto", coordinator_address="", num_processes=0,
                                                  process_id=-1))
   c.seed = 0
@@ -51,15 +50,13 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.eval_batch_size = 1024
   c.num_epochs = 90
   c.base_learning_rate = 0.1     # per 256 images
-  c.learning_rate = c.base_learning_rate * c.batch_size / 256
+  c.learning_rate = c.get_ref("base_learning_rate") * c.get_ref("batch_size") / 256
   c.momentum = 0.9
   c.weight_decay = 1e-4
   c.lr_schedule = "step"         # or "cosine"
   c.lr_boundaries = (30 / 90, 60 / 90, 80 / 90)   # fractions of training, as in cifar10.py
   c.lr_decay = 0.1
-  c.warmup_epochs = 5 if c.batch_size > 256 else 0
-  c.warmup_steps = 0             # set from warmup_epochs once steps per epoch are known
-  c.warmup_lr = 0.0
+  c.warmup_epochs = 5            # linear from 0 (Goyal et al.); 0 turns it off
   c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False))
   c.log_every_steps = 100
   c.eval_every_epochs = 1
@@ -69,6 +66,3 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.progress = True
   return c
 
-
-def steps_per_epoch(config) -> int:
-  return config.data.num_train_examples // config.batch_size
