@@ -112,6 +112,14 @@ def normalize(images: jax.Array) -> jax.Array:
   return (images.astype(jnp.float32) - MEAN) / STD
 
 
+def normalize_for(model, images: jax.Array) -> jax.Array:
+  """`images` (uint8) standardised as `model` was trained: CIFAR-10 or ImageNet channel statistics."""
+  if getattr(model, "input_stats", "cifar10") == "imagenet":
+    from resnet_ensembles import imagenet_data
+    return imagenet_data.normalize(images)
+  return normalize(images)
+
+
 def augment(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
   """The paper's augmentation on device: 4-pixel zero pad (after normalisation, as in the authors'
   code), random 32x32 crop, random horizontal flip. Returns normalised float32 images."""

@@ -14,7 +14,7 @@ to `block_XX`. Deleting an opener (mask 0) therefore leaves `post(proj(x))`; ope
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -122,6 +122,7 @@ class ImageNetResNet(CifarResNet):
   num_classes: int = 1000
   width: int = 64
   dtype: Any = jnp.float32
+  input_stats: ClassVar[str] = "imagenet"
 
   def __post_init__(self):
     _check(self.depth, self.variant)  # one-line error at construction, before anything traces

@@ -63,8 +63,8 @@ def recalibrated_stats(model, variables: dict, mask: Any, order: Any, images: An
   zeros = jax.tree.map(jnp.zeros_like, stored)
 
   def add_batch(total, x):  # with zero running stats, the update returns 0.1 * batch statistics
-    _, new = model.apply({"params": params, "batch_stats": zeros}, data_lib.normalize(x), train=True,
-                         block_mask=mask, mutable=["batch_stats"])
+    _, new = model.apply({"params": params, "batch_stats": zeros}, data_lib.normalize_for(model, x),
+                         train=True, block_mask=mask, mutable=["batch_stats"])
     return jax.tree.map(jnp.add, total, new["batch_stats"]), None
 
   total, _ = jax.lax.scan(add_batch, zeros, images)
@@ -182,7 +182,7 @@ def _evaluate_fns(model, mesh, recal: bool):
   num_classes = model.num_classes
 
   def counts(params, stats, m, o, x, y, w):
-    x = data_lib.normalize(x)
+    x = data_lib.normalize_for(model, x)
 
     def net(a):
       s, m, o = a
@@ -267,7 +267,7 @@ def wavefront_logits(model, variables: dict, x: Any) -> Any:
 @_cached
 def _sweep_fn(model, mesh):
   def counts(v, x, y, w):
-    logits = wavefront_logits(model, v, data_lib.normalize(x))
+    logits = wavefront_logits(model, v, data_lib.normalize_for(model, x))
     out = jax.vmap(lambda l: _counts(l, y, w, model.num_classes))(logits)
     return jax.lax.psum(out, "data")
   return _shard(counts, mesh, (P(), P("data"), P("data"), P("data")), P())

@@ -14,7 +14,7 @@ Being arrays, masks/orders/routes can be stacked and `jax.vmap`ped with one comp
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
 import jax
@@ -91,6 +91,7 @@ class CifarResNet(nn.Module):
   width: int = 16
   dtype: Any = jnp.float32
   residual: bool = True
+  input_stats: ClassVar[str] = "cifar10"  # which standardisation its inputs get (data.normalize_for)
 
   @property
   def layout(self) -> Layout:

@@ -164,14 +164,14 @@ def decomposition_norms(tape: Tape) -> dict:
               full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
 
 
-def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int, mesh):
+def _batches(model, images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int, mesh):
   """Random batches (the same on every process: numpy, seeded), normalized and replicated on `mesh`."""
   if batch_size < 1 or num < 1 or batch_size > len(images):
     raise ValueError(f"need 1 <= batch_size <= {len(images)} images and >= 1 batch, got {batch_size}, {num}")
   rng = np.random.default_rng(seed)
   for _ in range(num):
     idx = rng.choice(len(images), batch_size, replace=False)
-    yield replicate((data_lib.normalize(np.asarray(images[idx])), np.asarray(labels[idx])), mesh)
+    yield replicate((data_lib.normalize_for(model, np.asarray(images[idx])), np.asarray(labels[idx])), mesh)
 
 
 @functools.lru_cache(maxsize=None)
@@ -205,7 +205,7 @@ def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarr
   pad = -len(lengths) % chunk
   out = {name: np.zeros((n + 1, samples_per_length)) for name in ("image", "block0")}
   key, t0 = jax.random.PRNGKey(seed), time.time()
-  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed, mesh)):
+  for b, (x, y) in enumerate(_batches(model, images, labels, batch_size, num_batches, seed, mesh)):
     tape = forward_tape(model, variables, x, y, train=train_bn)
     routes = np.asarray(sample_routes(jax.random.fold_in(key, b), n, np.concatenate([lengths, np.zeros(pad, int)])))
     assert np.array_equal(routes.sum(1)[:len(lengths)], lengths)
@@ -230,7 +230,7 @@ def exact_decomposition(model, variables, images: np.ndarray, labels: np.ndarray
   norms_fn = _on_mesh(mesh)[1]
   variables = replicate(variables, mesh)
   acc = []
-  for b, (x, y) in enumerate(_batches(images, labels, batch_size, num_batches, seed, mesh)):
+  for b, (x, y) in enumerate(_batches(model, images, labels, batch_size, num_batches, seed, mesh)):
     acc.append(jax.device_get(norms_fn(forward_tape(model, variables, x, y, train=train_bn))))
     logging.info("paths: exact decomposition batch %d/%d", b + 1, num_batches)
   mean = {k: np.mean([a[k] for a in acc], axis=0) for k in acc[0]}

@@ -247,3 +247,24 @@ def test_learning_rate_schedules():
   c.lr_schedule = "linear"
   with pytest.raises(ValueError, match="lr_schedule must be"):
     train.learning_rate_fn(c, steps_per_epoch=10)
+
+
+def test_lesion_sweeps_and_path_decomposition_run_on_a_bottleneck_net():
+  """The engines take an ImageNet model unchanged: top-5 above 10 classes, ImageNet input statistics,
+  the wavefront equals the vmapped sweep, and the G_k sum to the gradient through projection openers."""
+  from resnet_ensembles import data, lesion, masks, paths
+  model = im.ImageNetResNet(50, num_classes=12, width=4)
+  v = _init(model)
+  rng = np.random.default_rng(0)
+  split = (rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), rng.integers(0, 12, 6).astype(np.int32))
+  stack = masks.single_deletions(model.layout)[0]
+  out = lesion.evaluate(model, v, split, stack, batch_size=6)
+  wave = lesion.single_deletion_sweep(model, v, split, batch_size=6)
+  np.testing.assert_allclose(wave["error"], out["error"], atol=1e-12)
+  assert out["top5_error"].shape == (model.layout.num_blocks,)
+  x = data.normalize_for(model, split[0])
+  np.testing.assert_allclose(x, imagenet_data.normalize(split[0]))
+  tape = paths.forward_tape(model, v, x, split[1])
+  g_x, _ = paths.decompose(tape)
+  full = paths.full_gradient(tape)[0]
+  np.testing.assert_allclose(g_x.sum(0), full, atol=1e-5 * float(jnp.abs(full).max()))
