@@ -6,7 +6,8 @@ r"""Lesion study of a trained network (Veit et al. Figs. 3, 5a, 5b): JSON + CSV 
 
 On several hosts run the same command on every host (README, "Running on a pod"); process 0 writes.
 Each network's full (unlesioned) error is evaluated in the same run, under the same BatchNorm mode.
-The figure is redrawn from the JSON alone (resnet_ensembles/plots/lesion.py).
+The figure is drawn from the JSON (resnet_ensembles/plots/lesion.py), with the paper's ResNet-110 values
+(resnet_ensembles/paper_numbers.json) overlaid in a dashed grey style.
 """
 import csv
 import json
@@ -14,7 +15,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, train
+from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, train
 from resnet_ensembles.logs import one_line_errors, setup_logging
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
@@ -80,8 +81,10 @@ def main(argv):
   with open(stem + ".json", "w") as f:
     json.dump(result, f, indent=1)
   write_csv(result, stem + ".csv")
-  with open(stem + ".json") as f:  # the figure is a function of the JSON alone
-    lesion_plots.save(json.load(f), stem + ".png")
+  blocks = {net["label"]: net["num_blocks"] for net in networks}
+  overlay = paper.lesion_overlays(blocks["ResNet"], blocks.get("plain"))[_SWEEP.value]  # Veit et al.'s values
+  with open(stem + ".json") as f:  # the figure is a function of the JSON (and the paper's numbers)
+    lesion_plots.save(json.load(f), stem + ".png", paper=overlay)
   for net in networks:
     errs = [r["error"] for r in net["rows"]]
     print(f"{net['label']}: full error {100 * net['full_error']:.2f}%, lesions {100 * min(errs):.2f}-"

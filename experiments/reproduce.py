@@ -182,20 +182,6 @@ def stage_paths(config, workdir: str, data: _Data) -> None:
         f"{100 * r['path_fraction']:.2f}% of all paths", flush=True)
 
 
-def paper_overlays(num_blocks: int, plain_blocks: Optional[int] = None) -> dict:
-  """{sweep: {network label: {"x", "y"}}} from resnet_ensembles/paper_numbers.json (Veit et al., ResNet-110)."""
-  le = paper.numbers()["lesion"]
-  ks = sorted((int(k), v) for k, v in le["k_deleted_mean_error"].items())
-  lo, hi = le["single_deletion_typical_range"]
-  tau = le["reorder_median_error_by_tau"]
-  return {
-      "single": {"ResNet": {"x": [1, num_blocks], "y": [(lo + hi) / 2] * 2},
-                 "plain": {"x": [1, plain_blocks or num_blocks], "y": [le["plain_single_deletion"]] * 2}},
-      "multi": {"ResNet": {"x": [k for k, _ in ks], "y": [v for _, v in ks]}},
-      "reorder": {"ResNet": {"x": [0.975, 0.925], "y": [tau["tau>=0.95"], tau["0.90<=tau<0.95"]]}},
-  }
-
-
 def stage_figures(config, workdir: str, data: _Data) -> None:
   del data
   bn = config.lesion.bn
@@ -204,7 +190,7 @@ def stage_figures(config, workdir: str, data: _Data) -> None:
       stem = os.path.join(workdir, "lesion", run, f"{sweep}_{bn}")
       result = _load(stem + ".json")
       nets = {n["label"]: n["num_blocks"] for n in result["networks"]}
-      overlay = paper_overlays(nets.get("ResNet", 0), nets.get("plain"))[sweep] if run == "resnet" else None
+      overlay = paper.lesion_overlays(nets.get("ResNet", 0), nets.get("plain"))[sweep] if run == "resnet" else None
       lesion_plots.save(result, stem + ".png", paper=overlay)
   paths_plots.save(_load(os.path.join(workdir, "paths", "paths.json")),
                    os.path.join(workdir, "paths", "paths.png"))

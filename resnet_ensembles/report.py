@@ -6,7 +6,7 @@ holds under a simple rule that is written out in the report itself (RULES).
 """
 from __future__ import annotations
 
-import collections
+import functools
 import json
 import os
 from typing import Optional
@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from resnet_ensembles import paper
+from resnet_ensembles.lesion_summary import k_means, single_stats
 
 RUNS = ("resnet", "sd", "short")
 TAU_BINS = (("tau>=0.95", 0.95, 1.01), ("0.90<=tau<0.95", 0.90, 0.95), ("tau<0.90", -1.01, 0.90))
@@ -50,11 +51,9 @@ def _ppct(x) -> str:
   return f"{x:g}%"
 
 
-_UNTRAINED = [False]  # set by render: lesion verdicts are meaningless for a network at chance level
-
-
-def _yes(b: Optional[bool]) -> str:
-  if b is not None and _UNTRAINED[0]:
+def _yes(b: Optional[bool], untrained: bool = False) -> str:
+  """A verdict; n/a for every lesion claim when the ResNet is at chance level (`untrained`)."""
+  if b is not None and untrained:
     return f"{NA} (ResNet not trained: full error > 50%)"
   return NA if b is None else ("yes" if b else "**no**")
 
@@ -68,23 +67,6 @@ def _table(rows: list[tuple]) -> str:
 def _net(result: dict, label: Optional[str] = None) -> dict:
   nets = result["networks"]
   return nets[0] if label is None else next(n for n in nets if n["label"] == label)
-
-
-def single_stats(net: dict) -> dict:
-  typical = [r["error"] for r in net["rows"] if not r.get("opener")]
-  openers = [r["error"] for r in net["rows"] if r.get("opener")]
-  return {"full": net["full_error"], "typical_mean": float(np.mean(typical)) if typical else None,
-          "typical_max": float(np.max(typical)) if typical else None,
-          "typical_min": float(np.min(typical)) if typical else None,
-          "opener_mean": float(np.mean(openers)) if openers else None,
-          "all_mean": float(np.mean([r["error"] for r in net["rows"]]))}
-
-
-def k_means(net: dict) -> dict:
-  by_k = collections.defaultdict(list)
-  for r in net["rows"]:
-    by_k[int(r["k"])].append(r["error"])
-  return {k: float(np.mean(v)) for k, v in sorted(by_k.items())}
 
 
 def tau_medians(net: dict) -> dict:
@@ -103,7 +85,6 @@ def render(inputs: dict, numbers: dict) -> str:
   plain_single = _net(lesion["resnet"]["single"], "plain")
   s, p = single_stats(res_single), single_stats(plain_single)
   full = s["full"]
-  _UNTRAINED[0] = False
   depth = res_single["model"]["depth"]
   n = res_single["num_blocks"]
   out = [f"# Reproduction of Veit et al. 2016: ResNet-{depth} ({n} blocks) vs the paper's ResNet-110 (54 blocks)",
@@ -120,16 +101,16 @@ def render(inputs: dict, numbers: dict) -> str:
            _pct(full), _yes(full * 100 <= 2 * (he or le["full_error"]))),
           (f"full-network error (plain-{depth})", NA, _pct(p["full"]), NA)]
   out += ["", "## Full network", "", _table(rows)]
-  _UNTRAINED[0] = full > 0.5
+  yes = functools.partial(_yes, untrained=full > 0.5)  # from here on: claims about lesions and paths
 
   rows = [("single deletion, typical block: mean (max)", _ppct(le["single_deletion_typical_range"]),
            f"{_pct(s['typical_mean'])} ({_pct(s['typical_max'])})",
-           _yes(None if s["typical_max"] is None else s["typical_max"] <= 2 * full)),
+           yes(None if s["typical_max"] is None else s["typical_max"] <= 2 * full)),
           ("single deletion, stage openers: mean", _ppct(le["single_deletion_stage_opener"]), _pct(s["opener_mean"]),
-           _yes(None if s["opener_mean"] is None or s["typical_mean"] is None
+           yes(None if s["opener_mean"] is None or s["typical_mean"] is None
                 else s["opener_mean"] > s["typical_mean"])),
           ("single deletion, plain net: mean", _ppct(le["plain_single_deletion"]), _pct(p["all_mean"]),
-           _yes(p["all_mean"] > 0.5))]
+           yes(p["all_mean"] > 0.5))]
   out += ["", "## Deleting individual blocks (Fig. 3)", "", _table(rows)]
 
   km = k_means(_net(lesion["resnet"]["multi"]))
@@ -146,7 +127,7 @@ def render(inputs: dict, numbers: dict) -> str:
     else:
       holds = e < 0.5 and (prev is None or e >= prev)
     rows.append((f"mean error with k = {k} random blocks deleted", _ppct(paper_k.get(k)),
-                 _pct(e) if e is not None else f"{NA} (not run: max k {max(km) if km else 0})", _yes(holds)))
+                 _pct(e) if e is not None else f"{NA} (not run: max k {max(km) if km else 0})", yes(holds)))
     prev = e if e is not None else prev
   extra = ", ".join(f"k={k}: {_pct(v)}" for k, v in km.items())
   out += ["", "## Deleting several blocks (Fig. 5a)", "", _table(rows), "", f"All k run: {extra}."]
@@ -165,22 +146,22 @@ def render(inputs: dict, numbers: dict) -> str:
     else:
       holds = None
     rows.append((f"median error of reorderings, Kendall {name}", _ppct(paper_tau.get(name)),
-                 f"{_pct(med)} ({cnt} orders)", _yes(holds)))
+                 f"{_pct(med)} ({cnt} orders)", yes(holds)))
   out += ["", "## Reordering blocks (Fig. 5b)", "", _table(rows)]
 
   pj = inputs["paths"]
   r, nb = pj["effective_range"]["image"], pj["num_blocks"]
   rows = [("effective path lengths (share of gradient " f"{100 * r['share']:.0f}%)",
            f"{pn['effective_path_lengths'][0]}-{pn['effective_path_lengths'][1]} of 54",
-           f"{r['lo']}-{r['hi']} of {nb}", _yes(r["hi"] <= nb / 2)),
+           f"{r['lo']}-{r['hi']} of {nb}", yes(r["hi"] <= nb / 2)),
           ("share of all paths that are effective", f"{100 * pn['effective_share_of_paths']:.2f}%",
-           f"{100 * r['path_fraction']:.2f}%", _yes(r["path_fraction"] < 0.5))]
+           f"{100 * r['path_fraction']:.2f}%", yes(r["path_fraction"] < 0.5))]
   out += ["", "## Effective paths (Fig. 6)", "", _table(rows)]
 
   sp, sd_n = numbers["short_paths"], numbers["stochastic_depth"]
   short_full = _net(lesion["short"]["single"])["full_error"]
   rows = [("short-path training: full error", _ppct(sp["short_path_training_error"]), _pct(short_full),
-           _yes(abs(short_full - full) <= 0.01)),
+           yes(abs(short_full - full) <= 0.01)),
           ("normal training: full error", _ppct(sp["normal_training_error"]), _pct(full), NA)]
   out += ["", "## Short-path vs normal training (Sec. 5.3)", "", _table(rows)]
 
@@ -190,7 +171,7 @@ def render(inputs: dict, numbers: dict) -> str:
   rows = [("stochastic depth: full error", _ppct(sd_n["veit_sd_network_error"]), _pct(sd["full"]), NA),
           ("stochastic depth: typical single-deletion error, mean (max)",
            _ppct(sd_n["veit_sd_single_deletion_range"]), f"{_pct(sd['typical_mean'])} ({_pct(sd['typical_max'])})",
-           _yes(None if sd_rise is None or res_rise is None else sd_rise <= res_rise)),
+           yes(None if sd_rise is None or res_rise is None else sd_rise <= res_rise)),
           ("rise of mean single-deletion error over full error: SD vs normal", NA,
            f"{_pct(sd_rise)} vs {_pct(res_rise)}", NA)]
   sdk, shk = k_means(_net(lesion["sd"]["multi"])), k_means(_net(lesion["short"]["multi"]))
@@ -203,7 +184,6 @@ def render(inputs: dict, numbers: dict) -> str:
   out += [f"![{f}]({f})" for f in inputs["figures"]]
   src = numbers.get("sources", {})
   out += ["", "## Sources", ""] + [f"- {k}: {v}" for k, v in src.items()]
-  _UNTRAINED[0] = False
   return "\n".join(out) + "\n"
 
 

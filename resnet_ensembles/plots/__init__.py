@@ -3,4 +3,4 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 
-PAPER_STYLE = dict(color="0.35", linestyle="--", marker="x", label="paper")
+PAPER_STYLE = dict(color="0.35", linestyle="--", marker="x", label="paper (Veit et al., ResNet-110)")

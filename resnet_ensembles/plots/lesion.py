@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from resnet_ensembles.lesion_summary import errors_by_k
 from resnet_ensembles.plots import PAPER_STYLE
 
 COLORS = {"ResNet": "tab:blue", "plain": "tab:orange"}
@@ -51,11 +52,9 @@ def multi_figure(result: dict, paper: Optional[dict] = None) -> Figure:
   """Fig. 5a: error vs number of deleted blocks, mean +- one standard deviation over random sets."""
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for net in result["networks"]:
-    ks = np.array([r["k"] for r in net["rows"]])
-    errors = 100 * np.array([r["error"] for r in net["rows"]])
-    x = np.unique(ks)
-    mean = np.array([errors[ks == k].mean() for k in x])
-    std = np.array([errors[ks == k].std() for k in x])
+    by_k = errors_by_k(net)
+    x = np.array(list(by_k))
+    mean, std = (100 * np.array([f(v) for v in by_k.values()]) for f in (np.mean, np.std))
     x, mean, std = np.r_[0, x], np.r_[100 * net["full_error"], mean], np.r_[0, std]
     c = _color(net["label"])
     ax.plot(x, mean, "o-", ms=3.5, color=c, label=f"{net['label']} (mean)")

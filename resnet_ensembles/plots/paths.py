@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.plots import PAPER_STYLE
 
-PAPER = dict(num_blocks=54, lo=5, hi=17, path_fraction=0.0045)
 WHERE = {"image": ("input image", "tab:blue"), "block0": ("input of block 1", "tab:green")}
 
 
@@ -22,7 +22,9 @@ def _positive(y) -> np.ndarray:
   return np.where(y > 0, y, np.nan)  # log axes: a zero (e.g. an underflowed frequency) is left out
 
 
-def figure(result: dict, paper: Optional[dict] = PAPER) -> Figure:
+def figure(result: dict, paper: Optional[dict] = None) -> Figure:
+  """`paper`: the published window (default: paper.paths_window(), from paper_numbers.json)."""
+  paper = paper_lib.paths_window() if paper is None else paper
   n = result["num_blocks"]
   k = np.arange(n + 1)
   dist, s, e = result["distribution"], result["sampled"], result["exact"]
@@ -71,7 +73,7 @@ def figure(result: dict, paper: Optional[dict] = PAPER) -> Figure:
   return fig
 
 
-def save(result: dict, path: str, paper: Optional[dict] = PAPER) -> str:
+def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
   fig = figure(result, paper)
   fig.savefig(path, dpi=130)
   plt.close(fig)

@@ -4,35 +4,22 @@ Pure functions of the lesion JSONs (`experiments/lesion.py` output): one single-
 k-deletion result per training variant (normal, stochastic depth, short-path ...)."""
 from __future__ import annotations
 
-import collections
-
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+
+from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
 
 
 def _first_net(result: dict) -> dict:
   return result["networks"][0]  # the ResNet (a plain net, if swept alongside, comes second)
 
 
-def errors_by_k(net: dict) -> dict[int, list[float]]:
-  """A k-deletion network entry's errors grouped by the number of deleted blocks."""
-  by_k = collections.defaultdict(list)
-  for r in net["rows"]:
-    by_k[r["k"]].append(r["error"])
-  return dict(by_k)
-
-
 def summarize(single: dict, multi: dict, ks=(1, 5, 10, 20)) -> dict:
   """Full error, mean single-deletion error (non-openers / openers) and mean error at a few k."""
-  s, m = _first_net(single), _first_net(multi)
-  rows = s["rows"]
-  typical = [r["error"] for r in rows if not r["opener"]]
-  openers = [r["error"] for r in rows if r["opener"]]
-  by_k = errors_by_k(m)
-  return {"full_error": s["full_error"], "single_mean_error": float(np.mean(typical)),
-          "single_opener_mean_error": float(np.mean(openers)) if openers else None,
-          "k_mean_error": {k: float(np.mean(by_k[k])) for k in ks if k in by_k}}
+  s, km = single_stats(_first_net(single)), k_means(_first_net(multi))
+  return {"full_error": s["full"], "single_mean_error": s["typical_mean"],
+          "single_opener_mean_error": s["opener_mean"], "k_mean_error": {k: km[k] for k in ks if k in km}}
 
 
 def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:

@@ -1,0 +1,34 @@
+"""Summaries of a lesion sweep's rows (the JSON `lesion_study.sweep_network` writes), shared by the
+figures (plots/lesion.py, plots/variants.py) and the report (report.py), so they group alike."""
+from __future__ import annotations
+
+import collections
+from typing import Optional
+
+import numpy as np
+
+
+def errors_by_k(net: dict) -> dict[int, list[float]]:
+  """A k-deletion network entry's errors grouped by the number of deleted blocks, k ascending."""
+  by_k = collections.defaultdict(list)
+  for r in net["rows"]:
+    by_k[int(r["k"])].append(r["error"])
+  return dict(sorted(by_k.items()))
+
+
+def k_means(net: dict) -> dict[int, float]:
+  """Mean error per number of deleted blocks."""
+  return {k: float(np.mean(v)) for k, v in errors_by_k(net).items()}
+
+
+def _stat(fn, values: list) -> Optional[float]:
+  return float(fn(values)) if values else None
+
+
+def single_stats(net: dict) -> dict:
+  """Full error and single-deletion errors of typical blocks (non-openers) and of stage openers."""
+  typical = [r["error"] for r in net["rows"] if not r.get("opener")]
+  openers = [r["error"] for r in net["rows"] if r.get("opener")]
+  return {"full": net["full_error"], "typical_mean": _stat(np.mean, typical),
+          "typical_max": _stat(np.max, typical), "typical_min": _stat(np.min, typical),
+          "opener_mean": _stat(np.mean, openers), "all_mean": _stat(np.mean, [r["error"] for r in net["rows"]])}
