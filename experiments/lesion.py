@@ -59,6 +59,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
   distributed.initialize_from_flags()  # several processes: masks spread over all of their devices
+  lesion_study.check_sweep_args(_SWEEP.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
+                                batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
+                                recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
   config = checkpoints.read_config(_WORKDIR.value)
   if _TEST_SIZE.value >= 0:
     config.data.test_size = _TEST_SIZE.value

@@ -18,12 +18,23 @@ from resnet_ensembles.layout import Layout
 SWEEPS = ("single", "multi", "reorder")
 
 
+def check_sweep_args(sweep: str, *, num_samples: int = 10, max_k: int = masks.PAPER_MAX_K, batch_size: int = 500,
+                     memory_budget_mb: int = 512, recal_batches: int = 4, recal_batch_size: int = 128) -> None:
+  """One-line errors for a sweep's settings, before any data is read or anything compiles."""
+  if sweep not in SWEEPS:
+    raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+  for name, value in (("num_samples", num_samples), ("max_k", max_k), ("batch_size", batch_size),
+                      ("memory_budget_mb", memory_budget_mb), ("recal_batches", recal_batches),
+                      ("recal_batch_size", recal_batch_size)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: int = masks.PAPER_MAX_K,
                  seed: int = 0, include_openers: bool = False
                  ) -> tuple[np.ndarray, Optional[np.ndarray], list[dict]]:
   """(masks, orders or None, row descriptions); the last row is always the full network."""
-  if sweep not in SWEEPS:
-    raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+  check_sweep_args(sweep, num_samples=num_samples, max_k=max_k)
   n = layout.num_blocks
   full = np.ones((1, n), np.float32)
   if sweep == "single":
@@ -47,6 +58,8 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                   batch_size: int = 500, memory_budget_mb: int = 512, recal_batches: int = 4,
                   recal_batch_size: int = 128) -> dict:
   """Loads the trained network at `path` and sweeps it on data["test"] (recalibrating on data["train"])."""
+  check_sweep_args(sweep, num_samples=num_samples, max_k=max_k, batch_size=batch_size,
+                   memory_budget_mb=memory_budget_mb, recal_batches=recal_batches, recal_batch_size=recal_batch_size)
   model, variables, config = checkpoints.load_trained(path)
   m, o, rows = lesion_stack(model.layout, sweep, num_samples=num_samples, max_k=max_k, seed=seed,
                             include_openers=include_openers)

@@ -1,9 +1,13 @@
 """experiments/reproduce.py end to end on the `tiny` config: stages, skipping, partial reruns, the report."""
 import json
 import os
+import subprocess
+import sys
 
 from experiments import reproduce
 from experiments.configs import reproduce as reproduce_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
@@ -33,3 +37,20 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
 
   config.report.version = 2                                  # a changed config section reruns its stage
   assert reproduce.run(config, workdir, data=cifar) == ["report"]
+
+  # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
+  run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                                          timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  resnet, plain, out = (os.path.join(workdir, "train", r) for r in ("resnet", "plain", "mains"))
+  done = run_main("experiments.lesion", f"--workdir={resnet}", f"--plain_workdir={plain}", "--sweep=multi",
+                  "--num_samples=2", "--max_k=2", "--test_size=100", f"--output_dir={out}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(os.path.join(out, "multi_stored.json")) as f:
+    multi = json.load(f)
+  assert [len(n["rows"]) for n in multi["networks"]] == [4, 4] and multi["test_images"] == 100
+  assert os.path.getsize(os.path.join(out, "multi_stored.png")) > 10_000
+  done = run_main("experiments.paths", f"--workdir={resnet}", "--config=experiments/configs/paths.py:quick",
+                  f"--output_dir={out}")
+  assert done.returncode == 0 and "effective paths" in done.stdout, done.stderr[-2000:]
+  done = run_main("experiments.lesion", f"--workdir={resnet}", "--sweep=reorder", "--max_k=0")
+  assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr[-2000:]
