@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from resnet_ensembles import data, lesion, masks, models
+from resnet_ensembles import data, lesion, lesion_common, masks, models
 
 _DEPTH = flags.DEFINE_integer("depth", 32, "CIFAR ResNet depth (6n+2).")
 _IMAGES = flags.DEFINE_integer("images", 500, "Test images swept per mask.")
@@ -51,7 +51,7 @@ def main(argv):
   lay = model.layout
   n, bs, budget = lay.num_blocks, _BATCH.value, _BUDGET.value << 20
   stack, _ = masks.single_deletions(lay)
-  batches = [jax.device_put(b) for b in lesion._batches(split, bs)]
+  batches = [jax.device_put(b) for b in lesion_common.batches(split, bs)]
   one = jax.jit(lambda v, m, x, y: jnp.sum(jnp.argmax(model.apply(v, data.normalize(x), block_mask=m), -1) == y))
 
   def loop():

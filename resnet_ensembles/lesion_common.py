@@ -1,0 +1,89 @@
+"""What both lesion engines share (lesion.py's vmapped sweep, lesion_wavefront.py's prefix-shared one):
+padded fixed-size batches, per-network hit counts and their summary, batch sizing against a memory
+budget, progress lines, and shard_map programs cached per (model, mesh)."""
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+LIVE_ACTIVATIONS = 6       # rough number of block-sized tensors alive at once in a forward pass
+DEFAULT_BUDGET = 512 << 20
+
+
+def activation_bytes(model, num_streams: int = 1) -> int:
+  """Rough peak activation bytes of one image through `num_streams` copies of the network."""
+  itemsize = jnp.dtype(model.dtype).itemsize
+  return LIVE_ACTIVATIONS * num_streams * 32 * 32 * model.width * max(itemsize, 4)
+
+
+def counts(logits, y, w, num_classes: int):
+  """(correct per class [C], top-5 hits) of one network on one batch; weights drop padding."""
+  hit = (jnp.argmax(logits, -1) == y).astype(jnp.float32) * w
+  top5 = 0.0
+  if num_classes > 10:
+    top5 = jnp.sum(jnp.any(jax.lax.top_k(logits, 5)[1] == y[:, None], -1) * w)
+  return jax.ops.segment_sum(hit, y, num_classes), top5
+
+
+def summary(correct: np.ndarray, top5: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+  per_class = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  correct, top5 = np.asarray(correct, np.float64), np.asarray(top5, np.float64)
+  out = {"error": 1.0 - correct.sum(-1) / len(labels),
+         "class_accuracy": correct / np.where(per_class > 0, per_class, np.nan)}
+  if num_classes > 10:
+    out["top5_error"] = 1.0 - top5 / len(labels)
+  return out
+
+
+def balanced_batch(limit: int, total: int, multiple: int = 1) -> int:
+  """A batch size (a multiple of `multiple`, at most `limit` unless that is below `multiple`) that
+  covers `total` items with the least padding, then the fewest batches: padding is wasted work."""
+  limit = max(multiple, min(limit, -(-total // multiple) * multiple))
+  sizes = range(multiple, limit // multiple * multiple + 1, multiple)
+  return min(sizes, key=lambda b: (-(-total // b) * b, -(-total // b)))
+
+
+def batches(split, batch_size: int):
+  """Fixed-size uint8 batches (the last zero-padded, weight 0) so one program serves every batch."""
+  images, labels = split
+  for start in range(0, len(labels), batch_size):
+    x, y = images[start:start + batch_size], labels[start:start + batch_size]
+    pad = batch_size - len(y)
+    yield (np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))), np.pad(y, (0, pad)),
+           np.pad(np.ones(len(y), np.float32), (0, pad)))
+
+
+class Progress:
+  """A log line every `every_s` seconds: network-images done, rate and ETA."""
+
+  def __init__(self, what: str, total: int, every_s: float = 20.0):
+    self.what, self.total, self.every_s, self.t0, self.last = what, total, every_s, time.time(), time.time()
+
+  def update(self, done: int, force: bool = False) -> None:
+    now = time.time()
+    if (now - self.last < self.every_s and not force) or done == 0:
+      return
+    self.last, rate = now, done / max(now - self.t0, 1e-9)
+    logging.info("%s: %d/%d network-images  %.0f/s  ETA %s", self.what, done, self.total, rate,
+                 time.strftime("%H:%M:%S", time.gmtime((self.total - done) / max(rate, 1e-9))))
+
+
+def shard(f, mesh, in_specs, out_specs):
+  """jit(shard_map(f)) over `mesh`."""
+  return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
+
+
+def cached(build):
+  """Programs cached per (model, mesh devices, flags) so repeated sweeps of one network compile once."""
+  cache = {}
+
+  def get(model, mesh, *args):
+    key = (model, tuple(d.id for d in mesh.devices.flat), mesh.axis_names) + args
+    if key not in cache:
+      cache[key] = build(model, mesh, *args)
+    return cache[key]
+  return get
