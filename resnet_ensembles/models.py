@@ -119,8 +119,12 @@ class CifarResNet(nn.Module):
     layout = self.layout
     n = layout.num_blocks
     for name, arr in (("block_mask", block_mask), ("block_order", block_order), ("grad_route", grad_route)):
-      if arr is not None and jnp.shape(arr) != (n,):
-        raise ValueError(f"{name} must have shape ({n},) for depth {self.depth}, got {jnp.shape(arr)}")
+      if arr is None:
+        continue
+      per_example = name == "block_mask" and jnp.shape(arr) == (x.shape[0], n)
+      if jnp.shape(arr) != (n,) and not per_example:
+        raise ValueError(f"{name} must have shape ({n},){' or (batch, n)' if name == 'block_mask' else ''} "
+                         f"for depth {self.depth}, got {jnp.shape(arr)}")
     if grad_route is not None and not self.residual:
       raise ValueError("grad_route needs skip connections; a plain net has none")
     if path_groups and (train or not self.residual):
@@ -132,7 +136,7 @@ class CifarResNet(nn.Module):
     x = self.embed(x, train)
     for pos in range(n):
       x = self.block(x, pos, train,
-                     mask=None if block_mask is None else block_mask[pos],
+                     mask=None if block_mask is None else block_mask[..., pos],
                      route=None if grad_route is None else grad_route[pos],
                      order=block_order, path_groups=path_groups)
     return self.readout(x, train)
@@ -169,12 +173,15 @@ class CifarResNet(nn.Module):
 
   def block(self, x: Array, pos: int, train: bool = False, mask: Optional[Array] = None,
             route: Optional[Array] = None, order: Optional[Array] = None, path_groups: int = 0) -> Array:
-    """One block at position `pos`; `mask`/`route` are this block's scalars (traced is fine)."""
+    """One block at position `pos`; `mask`/`route` are this block's scalars (traced is fine), or
+    `mask` is one value per example [B] (per-example stochastic depth)."""
     shortcut = self.shortcut(x, pos, train)
     branch = self.branch(x, pos, train, order)
     if path_groups:
       branch = _shift_cotangent(branch, jnp.zeros((path_groups,), self.dtype))
     m = None if mask is None else jnp.asarray(mask, self.dtype)
+    if m is not None and m.ndim == 1:
+      m = m[:, None, None, None]
     if route is not None and not self.residual:
       raise ValueError("grad_route needs skip connections; a plain net has none")
     if not self.residual:

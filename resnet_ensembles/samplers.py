@@ -1,6 +1,7 @@
 """Training-time block masks: the only thing stochastic depth and short-path training add.
 
-A sampler maps a PRNG key to (block_mask, grad_route) for one mini-batch; either may be None. The
+A sampler maps a PRNG key to (block_mask, grad_route) for one mini-batch; either may be None. Masks
+are [n] (one draw per mini-batch, Huang et al.) or, for per-example stochastic depth, [batch, n]. The
 test-time mask says how each residual branch is scaled when every block runs (None: not scaled).
 """
 from __future__ import annotations
@@ -33,8 +34,9 @@ def default_num_active(num_blocks: int) -> int:
   return max(1, int(round(num_blocks * 23 / 54)))
 
 
-def make_sampler(cfg, layout: Layout) -> Optional[Sampler]:
-  """cfg: config.train_mask (kind, p_L, num_active)."""
+def make_sampler(cfg, layout: Layout, batch_size: Optional[int] = None) -> Optional[Sampler]:
+  """cfg: config.train_mask (kind, p_L, num_active, per_example); `batch_size` (global) is needed only
+  for per-example stochastic depth."""
   n, kind = layout.num_blocks, cfg.kind
   if kind not in KINDS:
     raise ValueError(f"train_mask.kind must be one of {KINDS}, got {kind!r}")
@@ -44,7 +46,13 @@ def make_sampler(cfg, layout: Layout) -> Optional[Sampler]:
     if not 0.0 < cfg.p_L <= 1.0:
       raise ValueError(f"train_mask.p_L must be in (0, 1], got {cfg.p_L}")
     p = jnp.asarray(survival_probabilities(n, cfg.p_L), jnp.float32)
+    if cfg.get("per_example", False):
+      if not batch_size or batch_size < 1:
+        raise ValueError("per-example stochastic depth needs the batch size")
+      return lambda key: (jax.random.bernoulli(key, p, (batch_size, n)).astype(jnp.float32), None)
     return lambda key: (jax.random.bernoulli(key, p).astype(jnp.float32), None)
+  if cfg.get("per_example", False):
+    raise ValueError(f"train_mask.per_example applies to stochastic_depth only, not {kind!r}")
   k = cfg.num_active or default_num_active(n)
   if not 0 < k <= n:
     raise ValueError(f"train_mask.num_active must be in 1..{n}, got {k}")

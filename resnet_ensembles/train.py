@@ -95,7 +95,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
     return cross_entropy(logits, batch["label"]), (logits, new_vars["batch_stats"])
 
   (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  if mask is not None:
+  if mask is not None and mask.ndim == 1:  # per-example masks: every block ran, on the whole batch
     stats = models.keep_stats_of_inactive_blocks(state.batch_stats, stats, mask)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -166,7 +166,7 @@ def validate_config(config) -> None:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.device_count()} devices")
   if config.num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1, got {config.num_epochs}")
-  samplers.make_sampler(config.train_mask, cifar_layout(config.model.depth))
+  samplers.make_sampler(config.train_mask, cifar_layout(config.model.depth), config.batch_size)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -210,7 +210,7 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   total_steps = config.num_epochs * steps_per_epoch
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   tx = make_optimizer(config, lr_fn)
-  sampler = samplers.make_sampler(config.train_mask, model.layout)
+  sampler = samplers.make_sampler(config.train_mask, model.layout, config.batch_size)
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.keep_checkpoints)
   # Replicated first, so that orbax restores straight into the global (multi-host) layout.
   state = replicate(create_state(config, model, tx, jax.random.PRNGKey(config.seed), image_size), mesh)

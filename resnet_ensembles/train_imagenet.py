@@ -34,7 +34,8 @@ def validate_config(config) -> None:
     raise ValueError(f"num_epochs must be >= 1, got {config.num_epochs}")
   if config.data.image_size < 32:
     raise ValueError(f"data.image_size must be >= 32 (five stride-2 stages), got {config.data.image_size}")
-  samplers.make_sampler(config.train_mask, imagenet_models.imagenet_layout(config.model.depth, config.model.width))
+  samplers.make_sampler(config.train_mask, imagenet_models.imagenet_layout(config.model.depth, config.model.width),
+                        config.batch_size)
 
 
 def eval_step(variables, batch: dict, *, model, top: int) -> dict:

@@ -79,3 +79,33 @@ def test_test_time_scaling_is_the_expectation_of_a_block():
         v, g, pos, mask=0.0, method=model.block)
   np.testing.assert_allclose(model.apply(v, x, block_mask=mask), model.apply(v, g, method=model.readout),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_per_example_stochastic_depth():
+  lay = cifar_layout(20)  # 9 blocks
+  cfg = _cfg("stochastic_depth", per_example=True)
+  masks = np.asarray(jax.jit(samplers.make_sampler(cfg, lay, batch_size=4000))(jax.random.PRNGKey(2))[0])
+  assert masks.shape == (4000, 9)
+  np.testing.assert_allclose(masks.mean(0), samplers.survival_probabilities(9, 0.5), atol=0.032)
+  with pytest.raises(ValueError, match="needs the batch size"):
+    samplers.make_sampler(cfg, lay)
+  with pytest.raises(ValueError, match="stochastic_depth only"):
+    samplers.make_sampler(_cfg("short_path_forward", per_example=True), lay, batch_size=8)
+  # Row i of a [B, n] mask acts on example i alone: the same as that example with its own [n] mask.
+  model = models.CifarResNet(8)
+  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
+  rows = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+  apply = jax.jit(lambda x, m: model.apply(v, x, block_mask=m))
+  one_by_one = jnp.concatenate([apply(x[i:i + 1], rows[i]) for i in range(3)])
+  np.testing.assert_allclose(apply(x, rows), one_by_one, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r"block_mask must have shape \(3,\) or \(batch, n\)"):
+    model.apply(v, x, block_mask=rows[:2])
+
+
+def test_per_example_stochastic_depth_trains(cifar, tmp_path):
+  small = {"train": data.subset(cifar["train"], 64), "test": data.subset(cifar["test"], 50, 1)}
+  c = cifar10.get_config("resnet8,sd")
+  c.batch_size, c.num_epochs, c.progress, c.train_mask.per_example = 32, 1, False, True
+  result = train.train_and_evaluate(c, str(tmp_path), data=small)
+  assert result["step"] == 2 and np.isfinite(result["test_loss"])

@@ -8,6 +8,7 @@ He et al. 2016a blocks, e.g. resnet56_original) followed by comma-separated modi
   cpu     the CPU defaults of this project (fastest measured settings, see benchmarks/): 40 epochs;
           the arg "cpu" alone means resnet32,cpu (the ResNet every CPU experiment studies);
   sd      stochastic depth (Huang et al.): p_l decays linearly to p_L = 0.5, branches scaled by p_l at test;
+          one mask per mini-batch as in Huang et al., or per example with train_mask.per_example=True;
   sp_forward / sp_route   short-path training (Veit et al. Sec. 5.3): each mini-batch trains a random
           K = round(23/54 n) blocks, (a) running only those blocks, or (b) running all blocks forward and
           backpropagating through the K branches only; `train_mask.num_active` sets K,
@@ -57,7 +58,8 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
   c.lr_decay = 0.1
   c.warmup_steps = 400 if depth >= 110 else 0   # He et al.: lr 0.01 until training starts to converge
   c.warmup_lr = 0.01
-  c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False))
+  c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False,
+                                                        per_example=False))
   c.log_every_steps = 50
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1

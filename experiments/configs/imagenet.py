@@ -57,7 +57,8 @@ def get_config(arg: str = "resnet50") -> ml_collections.ConfigDict:
   c.lr_boundaries = (30 / 90, 60 / 90, 80 / 90)   # fractions of training, as in cifar10.py
   c.lr_decay = 0.1
   c.warmup_epochs = 5            # linear from 0 (Goyal et al.); 0 turns it off
-  c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False))
+  c.train_mask = ml_collections.ConfigDict(dict(kind="none", p_L=0.5, num_active=0, scale_at_test=False,
+                                                    per_example=False))
   c.log_every_steps = 100
   c.eval_every_epochs = 1
   c.checkpoint_every_epochs = 1
