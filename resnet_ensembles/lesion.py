@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 from resnet_ensembles import data as data_lib, masks as masks_lib, models
 from resnet_ensembles.layout import Layout, check_block_order
 from resnet_ensembles.lesion_common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
-                                            cached, counts, shard, summary)
+                                            cached, check_scale, counts, shard, summary)
 from resnet_ensembles.lesion_wavefront import single_deletion_sweep, wavefront_logits  # noqa: F401 (re-export)
 from resnet_ensembles.sharding import data_mesh
 
@@ -108,35 +108,40 @@ def _evaluate_fns(model, mesh, recal: bool):
   """(counts, recalibrate) programs of `evaluate`."""
   num_classes = model.num_classes
 
-  def stack_counts(params, stats, m, o, x, y, w):
+  def stack_counts(params, stats, m, o, scale, x, y, w):
     x = data_lib.normalize_for(model, x)
 
     def net(a):
       s, m, o = a
-      logits = model.apply({"params": params, "batch_stats": stats if s is None else s}, x, block_mask=m,
-                           block_order=o)
+      logits = model.apply({"params": params, "batch_stats": stats if s is None else s}, x,
+                           block_mask=m * scale, block_order=o)
       return counts(logits, y, w, num_classes)
     return _over_stack(net, (stats if recal else None, m, o), vectorize=o is None)
 
   count_fn = shard(stack_counts, mesh,
-                   (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P()), P("data"))
-  recal_fn = shard(lambda v, m, o, r: _over_stack(lambda a: recalibrated_stats(model, v, a[0], a[1], r), (m, o),
-                                                  vectorize=o is None),
-                   mesh, (P(), P("data"), P("data"), P()), P("data"))
+                   (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P(), P()), P("data"))
+  recal_fn = shard(lambda v, m, o, scale, r: _over_stack(
+      lambda a: recalibrated_stats(model, v, a[0] * scale, a[1], r), (m, o), vectorize=o is None),
+                   mesh, (P(), P("data"), P("data"), P(), P()), P("data"))
   return count_fn, recal_fn
 
 
 def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.ndarray] = None,
              orders: Optional[np.ndarray] = None, *, bn: str = "stored", batch_size: int = 500,
              memory_budget: int = DEFAULT_BUDGET, mesh=None, recal_split: Optional[data_lib.Split] = None,
-             recal_batches: int = 4, recal_batch_size: int = 128, seed: int = 0) -> dict:
+             recal_batches: int = 4, recal_batch_size: int = 128, seed: int = 0,
+             branch_scale: Optional[np.ndarray] = None) -> dict:
   """Errors of every network in a stack of masks [M, n] and/or within-stage orders [M, n].
 
   Returns {"error": [M], "class_accuracy": [M, C], ("top5_error": [M] above 10 classes)}. The stack is
   chunked to `memory_budget` and sharded over `mesh` (default: all devices); the answer does not depend
   on the chunking. bn="recalibrate" re-estimates each network's BatchNorm statistics on `recal_batches`
-  batches of `recal_batch_size` images drawn (seeded) from `recal_split` before evaluating it."""
+  batches of `recal_batch_size` images drawn (seeded) from `recal_split` before evaluating it.
+  `branch_scale` [n] scales the kept branches as the network is used at test time (stochastic depth's
+  p_l): block i runs with mask[i] x branch_scale[i]."""
   masks, orders = _check(model, split, masks, orders, bn, recal_split)
+  scale = (np.ones(masks.shape[1], np.float32) if branch_scale is None
+           else check_scale(branch_scale, masks.shape[1]))
   mesh = mesh if mesh is not None else data_mesh()
   total, num_classes, labels = len(masks), model.num_classes, np.asarray(split[1])
   batch_size = balanced_batch(batch_size, len(labels))
@@ -159,10 +164,10 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   for start in range(0, padded, chunk):
     m = masks[start:start + chunk]
     o = None if orders is None else orders[start:start + chunk]
-    stats = recal_fn(variables, m, o, rx) if recal else variables["batch_stats"]
+    stats = recal_fn(variables, m, o, scale, rx) if recal else variables["batch_stats"]
     acc = None
     for x, y, w in test_batches:
-      out = count_fn(variables["params"], stats, m, o, x, y, w)
+      out = count_fn(variables["params"], stats, m, o, scale, x, y, w)
       acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
     # allgather: on several processes the mask axis is spread over devices no one process holds
     correct[start:start + chunk], top5[start:start + chunk] = multihost_utils.process_allgather(acc, tiled=True)

@@ -87,3 +87,11 @@ def cached(build):
       cache[key] = build(model, mesh, *args)
     return cache[key]
   return get
+
+
+def check_scale(branch_scale, num_blocks: int) -> np.ndarray:
+  """Test-time branch scales [n] in (0, 1] (stochastic depth's p_l), or a clear ValueError."""
+  scale = np.asarray(branch_scale, np.float32)
+  if scale.shape != (num_blocks,) or not np.all((scale > 0) & (scale <= 1)):
+    raise ValueError(f"branch_scale must be {num_blocks} values in (0, 1], got shape {scale.shape}")
+  return scale

@@ -2,8 +2,9 @@
 
 Shared by `experiments/lesion.py` (flags) and `experiments/reproduce.py` (config): builds the mask/order
 stack for a sweep, runs the prefix-shared wavefront (single deletions, stored BN) or the vmapped
-`lesion.evaluate`, and returns {"label", "workdir", "model", "num_blocks", "stage_openers", "full_error",
-"rows"}; every row carries its lesion (deleted block(s) or order) and its error and per-class accuracy.
+`lesion.evaluate`, and returns {"label", "workdir", "model", "num_blocks", "branch_scale", "stage_openers",
+"full_error", "rows"}; every row carries its lesion (deleted block(s) or order) and its error and per-class
+accuracy. A network trained with stochastic depth is lesioned as it is tested: kept branches scaled by p_l.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from resnet_ensembles import checkpoints, lesion, masks
+from resnet_ensembles import checkpoints, lesion, masks, samplers
 from resnet_ensembles.layout import Layout
 
 SWEEPS = ("single", "multi", "reorder")
@@ -61,6 +62,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
   check_sweep_args(sweep, num_samples=num_samples, max_k=max_k, batch_size=batch_size,
                    memory_budget_mb=memory_budget_mb, recal_batches=recal_batches, recal_batch_size=recal_batch_size)
   model, variables, config = checkpoints.load_trained(path)
+  scale = samplers.test_time_mask(config.train_mask, model.layout) if "train_mask" in config else None
   m, o, rows = lesion_stack(model.layout, sweep, num_samples=num_samples, max_k=max_k, seed=seed,
                             include_openers=include_openers)
   budget = memory_budget_mb << 20
@@ -68,13 +70,14 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                len(data["test"][1]))
   if sweep == "single" and bn == "stored":  # prefix-shared wavefront
     out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=batch_size,
-                                       memory_budget=budget)
+                                       memory_budget=budget, branch_scale=scale)
     out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
   else:
     out = lesion.evaluate(model, variables, data["test"], m, o, bn=bn, batch_size=batch_size,
                           memory_budget=budget, recal_split=data["train"], recal_batches=recal_batches,
-                          recal_batch_size=recal_batch_size, seed=seed)
+                          recal_batch_size=recal_batch_size, seed=seed, branch_scale=scale)
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
   return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
+          "branch_scale": None if scale is None else scale.tolist(),
           "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from resnet_ensembles import data, lesion, masks, models
+from resnet_ensembles import data, lesion, masks, models, samplers
 from resnet_ensembles.layout import check_block_order
 from tests.reference import reference_forward
 
@@ -100,6 +100,23 @@ def test_prefix_shared_sweep_equals_vmapped_and_hand_built(cls, depth, variant):
   np.testing.assert_array_equal(swept["error"], plain["error"][:n])
   np.testing.assert_array_equal(swept["class_accuracy"], plain["class_accuracy"][:n])
   assert swept["error"][n // 2] == 0 and swept["full_error"] == plain["error"][n]
+
+
+def test_branch_scale_lesions_the_network_as_tested(net14):
+  """A stochastic-depth network is used with branches scaled by p_l: every engine lesions that network."""
+  model, v, split = net14
+  n = model.layout.num_blocks
+  scale = samplers.survival_probabilities(n, 0.5)
+  stack = np.concatenate([masks.single_deletions(model.layout)[0], np.ones((1, n), np.float32)])
+  scaled = lesion.evaluate(model, v, split, stack, batch_size=16, branch_scale=scale)
+  errs, _ = _loop_errors(model, v, split, stack * scale)
+  np.testing.assert_allclose(scaled["error"], errs, atol=1e-12)
+  assert not np.allclose(scaled["error"], lesion.evaluate(model, v, split, stack, batch_size=16)["error"])
+  swept = lesion.single_deletion_sweep(model, v, split, batch_size=16, branch_scale=scale)
+  np.testing.assert_array_equal(swept["error"], scaled["error"][:n])
+  assert swept["full_error"] == scaled["error"][n]
+  with pytest.raises(ValueError, match="branch_scale must be"):
+    lesion.evaluate(model, v, split, stack, branch_scale=np.zeros(n))
 
 
 def test_orders_identity_and_swaps():
