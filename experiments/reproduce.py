@@ -27,10 +27,13 @@ from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.plots import variants as variant_plots
 from resnet_ensembles.provenance import git_commit
 
-RUNS = ("resnet", "plain", "sd", "short")
-LABELS = {"resnet": "ResNet", "plain": "plain", "sd": "stochastic depth", "short": "short-path"}
+RUNS = ("resnet", "plain", "sd", "short", "short_fwd")
+LABELS = {"resnet": "ResNet", "plain": "plain", "sd": "stochastic depth", "short": "short-path (route)",
+          "short_fwd": "short-path (forward)"}
 # sweep -> the runs it covers; a JSON per (first) run, the plain net rides along in the ResNet's single sweep
-SWEEP_RUNS = {"single": ("resnet", "sd", "short"), "multi": ("resnet", "sd", "short"), "reorder": ("resnet",)}
+SWEEP_RUNS = {"single": ("resnet", "sd", "short", "short_fwd"), "multi": ("resnet", "sd", "short", "short_fwd"),
+              "reorder": ("resnet",)}
+TREATMENTS = "test_time_treatments.json"  # forward short-path runs: error unscaled vs scaled by K/n
 STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
 TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "lesion multi",
           "lesion_reorder": "lesion reorder", "paths": "paths", "figures": "figures", "report": "report"}
@@ -70,7 +73,8 @@ def config_hash(config, stage: str) -> str:
 def stage_outputs(config, workdir: str, stage: str) -> list[str]:
   bn = config.lesion.bn
   if stage == "train":
-    return [os.path.join(workdir, "train", run, "metrics.jsonl") for run in RUNS]
+    return [os.path.join(workdir, "train", run, "metrics.jsonl") for run in RUNS] + [
+        os.path.join(workdir, "train", run, TREATMENTS) for run in RUNS if _forward_short_path(config, run)]
   if stage.startswith("lesion_"):
     sweep = stage[len("lesion_"):]
     return [os.path.join(workdir, "lesion", run, f"{sweep}_{bn}.json") for run in SWEEP_RUNS[sweep]]
@@ -134,6 +138,10 @@ class _Data:
 
 # ---------------------------------------------------------------- stages
 
+def _forward_short_path(config, run: str) -> bool:
+  return train_config(config, run).train_mask.kind == "short_path_forward"
+
+
 def stage_train(config, workdir: str, data: _Data) -> None:
   for run in RUNS:
     cfg = train_config(config, run)
@@ -141,6 +149,11 @@ def stage_train(config, workdir: str, data: _Data) -> None:
     logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
     out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
     print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
+    if _forward_short_path(config, run):  # Sec. 5.3 leaves the test-time treatment open: measure both
+      t = lesion_study.test_time_treatments(run_dir, data(cfg)["test"], batch_size=config.lesion.batch_size)
+      _json(t, os.path.join(run_dir, TREATMENTS))
+      print(f"  {run}: test error {100 * t['unscaled_error']:.2f}% unscaled, {100 * t['scaled_error']:.2f}% with "
+            f"branches scaled by K/n = {t['num_active']}/{t['num_blocks']}", flush=True)
 
 
 def _lesion_args(lc) -> dict:

@@ -81,3 +81,16 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
   return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
           "branch_scale": None if scale is None else scale.tolist(),
           "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}
+
+
+def test_time_treatments(path: str, split, *, batch_size: int = 500) -> dict:
+  """Full-network test error of a trained network under both test-time treatments of forward short-path
+  training (Veit et al. Sec. 5.3 leave it open): every branch at full strength, or scaled by K/n."""
+  model, variables, config = checkpoints.load_trained(path)
+  n = model.layout.num_blocks
+  k = config.train_mask.get("num_active", 0) or samplers.default_num_active(n)
+  full = np.ones((1, n), np.float32)
+  err = lambda scale: float(lesion.evaluate(model, variables, split, full, batch_size=batch_size,
+                                            branch_scale=scale)["error"][0])
+  return {"num_active": int(k), "num_blocks": n, "unscaled_error": err(None),
+          "scaled_error": err(np.full(n, k / n, np.float32)), "trained_with": config.train_mask.to_dict()}

@@ -16,7 +16,7 @@ import numpy as np
 from resnet_ensembles import paper
 from resnet_ensembles.lesion_summary import k_means, single_stats
 
-RUNS = ("resnet", "sd", "short")
+RUNS = ("resnet", "sd", "short", "short_fwd")
 TAU_BINS = (("tau>=0.95", 0.95, 1.01), ("0.90<=tau<0.95", 0.90, 0.95), ("tau<0.90", -1.01, 0.90))
 RULES = [
     "Full-network error: this run's ResNet error is at most 2x the published one (He et al.'s number for "
@@ -32,7 +32,9 @@ RULES = [
     "below 50% (graceful); other bins are reported only.",
     "Effective paths: the effective range's upper end is at most n/2 (paths carrying most gradient are "
     "shorter than the typical path); their share of all paths is below 50%.",
-    "Short-path training: its full error is within 1 point (absolute) of the normally trained network.",
+    "Short-path training (either reading): its full error is within 1 point (absolute) of the normally "
+    "trained network's; for the forward reading, with whichever test-time treatment (branches unscaled or "
+    "scaled by K/n) scores better.",
     "Stochastic depth: its mean typical single-deletion error rises over its own full error by no more "
     "than the normally trained network's does.",
 ]
@@ -78,7 +80,8 @@ def tau_medians(net: dict) -> dict:
 
 
 def render(inputs: dict, numbers: dict) -> str:
-  """inputs: {"lesion": {run: {sweep: JSON}}, "paths": paths JSON, "figures": [relative png paths], "bn"}."""
+  """inputs: {"lesion": {run: {sweep: JSON}}, "paths": paths JSON, "figures": [relative png paths], "bn",
+  "treatments": the forward short-path run's test_time_treatments.json}."""
   le, pn = numbers["lesion"], numbers["paths"]
   lesion = inputs["lesion"]
   res_single = _net(lesion["resnet"]["single"], "ResNet")
@@ -159,11 +162,19 @@ def render(inputs: dict, numbers: dict) -> str:
   out += ["", "## Effective paths (Fig. 6)", "", _table(rows)]
 
   sp, sd_n = numbers["short_paths"], numbers["stochastic_depth"]
-  short_full = _net(lesion["short"]["single"])["full_error"]
-  rows = [("short-path training: full error", _ppct(sp["short_path_training_error"]), _pct(short_full),
-           yes(abs(short_full - full) <= 0.01)),
+  route_full = _net(lesion["short"]["single"])["full_error"]
+  fwd_full = _net(lesion["short_fwd"]["single"])["full_error"]
+  t = inputs["treatments"]
+  best_fwd = min(t["unscaled_error"], t["scaled_error"])
+  rows = [("short-path training (gradient routing): full error", _ppct(sp["short_path_training_error"]),
+           _pct(route_full), yes(abs(route_full - full) <= 0.01)),
+          ("short-path training (forward skip): full error, branches unscaled / scaled by "
+           f"K/n = {t['num_active']}/{t['num_blocks']}", _ppct(sp["short_path_training_error"]),
+           f"{_pct(t['unscaled_error'])} / {_pct(t['scaled_error'])}", yes(abs(best_fwd - full) <= 0.01)),
           ("normal training: full error", _ppct(sp["normal_training_error"]), _pct(full), NA)]
-  out += ["", "## Short-path vs normal training (Sec. 5.3)", "", _table(rows)]
+  out += ["", "## Short-path vs normal training (Sec. 5.3)", "", _table(rows), "",
+          f"Lesion sweeps of the forward short-path network use its test-time treatment as trained "
+          f"({'scaled' if t['trained_with'].get('scale_at_test') else 'unscaled'}: {_pct(fwd_full)})."]
 
   sd = single_stats(_net(lesion["sd"]["single"]))
   sd_rise = None if sd["typical_mean"] is None else sd["typical_mean"] - sd["full"]
@@ -174,10 +185,10 @@ def render(inputs: dict, numbers: dict) -> str:
            yes(None if sd_rise is None or res_rise is None else sd_rise <= res_rise)),
           ("rise of mean single-deletion error over full error: SD vs normal", NA,
            f"{_pct(sd_rise)} vs {_pct(res_rise)}", NA)]
-  sdk, shk = k_means(_net(lesion["sd"]["multi"])), k_means(_net(lesion["short"]["multi"]))
-  for k in sorted(set(km) | set(sdk) | set(shk)):
-    rows.append((f"mean error at k = {k}: normal / SD / short-path", NA,
-                 f"{_pct(km.get(k))} / {_pct(sdk.get(k))} / {_pct(shk.get(k))}", NA))
+  sdk, shk, sfk = (k_means(_net(lesion[run]["multi"])) for run in ("sd", "short", "short_fwd"))
+  for k in sorted(set(km) | set(sdk) | set(shk) | set(sfk)):
+    rows.append((f"mean error at k = {k}: normal / SD / short-path route / short-path forward", NA,
+                 f"{_pct(km.get(k))} / {_pct(sdk.get(k))} / {_pct(shk.get(k))} / {_pct(sfk.get(k))}", NA))
   out += ["", "## Stochastic depth and short-path resilience (Fig. 8)", "", _table(rows)]
 
   out += ["", "## Figures", ""]
@@ -193,9 +204,10 @@ def build(workdir: str, bn: str = "stored") -> str:
     with open(os.path.join(workdir, *parts)) as f:
       return json.load(f)
 
-  sweeps = {"resnet": ("single", "multi", "reorder"), "sd": ("single", "multi"), "short": ("single", "multi")}
+  sweeps = {"resnet": ("single", "multi", "reorder"), "sd": ("single", "multi"), "short": ("single", "multi"),
+            "short_fwd": ("single", "multi")}
   lesion = {run: {s: load("lesion", run, f"{s}_{bn}.json") for s in ss} for run, ss in sweeps.items()}
   figures = [os.path.join("lesion", run, f"{s}_{bn}.png") for run, ss in sweeps.items() for s in ss]
   figures += [os.path.join("paths", "paths.png"), os.path.join("variants", "variants.png")]
-  return render({"lesion": lesion, "paths": load("paths", "paths.json"), "figures": figures, "bn": bn},
-                paper.numbers())
+  return render({"lesion": lesion, "paths": load("paths", "paths.json"), "figures": figures, "bn": bn,
+                 "treatments": load("train", "short_fwd", "test_time_treatments.json")}, paper.numbers())

@@ -29,6 +29,9 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
     r = json.load(f)["effective_range"]["image"]
   assert f"{r['lo']}-{r['hi']} of {single['networks'][0]['num_blocks']}" in report
   assert "holds?" in report and "![" in report and "variants/variants.png" in report
+  with open(os.path.join(workdir, "train", "short_fwd", reproduce.TREATMENTS)) as f:
+    t = json.load(f)
+  assert f"{100 * t['unscaled_error']:.2f}% / {100 * t['scaled_error']:.2f}%" in report  # both treatments
 
   assert reproduce.run(config, workdir, data=cifar) == []   # everything done: nothing reruns
 

@@ -3,7 +3,7 @@ r"""The whole Veit et al. study as one staged run (experiments/reproduce.py).
   python -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu --workdir=runs/repro
 
 Presets:
-  cpu    ResNet-32 / plain-32 (+ stochastic depth, short-path route) with the `cpu` settings of
+  cpu    ResNet-32 / plain-32 (+ stochastic depth, short-path route and forward) with the `cpu` settings of
          experiments/configs/cifar10.py (40 epochs), data from the JPEG folder in $CIFAR10_DIR,
          10 random lesions per k, the `cpu` path-analysis preset;
   paper  pre-activation ResNet-110 / plain-110, 164 epochs, TFDS cifar10, the `paper` path preset;
@@ -31,7 +31,8 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   mod = "" if arg == "paper" else ",cpu"   # experiments/configs/cifar10.py modifiers
   # label -> experiments/configs/cifar10.py:get_config argument
   t.runs = ml_collections.ConfigDict({"resnet": f"resnet{depth}{mod}", "plain": f"plain{depth}{mod}",
-                                      "sd": f"resnet{depth}{mod},sd", "short": f"resnet{depth}{mod},sp_route"})
+                                      "sd": f"resnet{depth}{mod},sd", "short": f"resnet{depth}{mod},sp_route",
+                                      "short_fwd": f"resnet{depth}{mod},sp_forward"})
   t.source = "tfds" if arg == "paper" else "folder"
   t.folder = "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
   t.num_epochs = {"cpu": 40, "paper": 164, "tiny": 1}[arg]
