@@ -123,6 +123,7 @@ class ImageNetResNet(CifarResNet):
   width: int = 64
   dtype: Any = jnp.float32
   input_stats: ClassVar[str] = "imagenet"
+  input_stride: ClassVar[int] = 4  # stride-2 stem convolution, stride-2 max pool
 
   def __post_init__(self):
     _check(self.depth, self.variant)  # one-line error at construction, before anything traces

@@ -96,10 +96,11 @@ def _over_stack(fn, stack, vectorize: bool):
   return jax.vmap(fn)(stack) if vectorize else jax.lax.map(fn, stack)
 
 
-def masks_per_chunk(model, batch_size: int, memory_budget: int, num_devices: int, total: int) -> int:
+def masks_per_chunk(model, batch_size: int, memory_budget: int, num_devices: int, total: int,
+                    image_hw: tuple[int, int] = (32, 32)) -> int:
   """How many networks run at once: at most what fits `memory_budget` bytes of activations (but at
   least one per device), a multiple of the device count, balanced so that padding the stack wastes little."""
-  fit = max(1, memory_budget // max(1, activation_bytes(model) * batch_size))
+  fit = max(1, memory_budget // max(1, activation_bytes(model, image_hw=image_hw) * batch_size))
   return balanced_batch(fit, total, num_devices)
 
 
@@ -146,7 +147,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   total, num_classes, labels = len(masks), model.num_classes, np.asarray(split[1])
   batch_size = balanced_batch(batch_size, len(labels))
   chunk = masks_per_chunk(model, max(batch_size, recal_batch_size if bn == "recalibrate" else 0),
-                          memory_budget, mesh.size, total)
+                          memory_budget, mesh.size, total, image_hw=tuple(np.shape(split[0])[1:3]))
   padded = -(-total // chunk) * chunk  # pad with full networks so every chunk has the same shape
   masks = np.concatenate([masks, np.ones((padded - total, masks.shape[1]), np.float32)])
   if orders is not None:

@@ -14,10 +14,13 @@ LIVE_ACTIVATIONS = 6       # rough number of block-sized tensors alive at once i
 DEFAULT_BUDGET = 512 << 20
 
 
-def activation_bytes(model, num_streams: int = 1) -> int:
-  """Rough peak activation bytes of one image through `num_streams` copies of the network."""
+def activation_bytes(model, num_streams: int = 1, image_hw: tuple[int, int] = (32, 32)) -> int:
+  """Rough peak activation bytes of one `image_hw` image through `num_streams` copies of the network:
+  a few tensors of the first stage's size (after the stem's `input_stride`, e.g. 4 for ImageNet nets)."""
   itemsize = jnp.dtype(model.dtype).itemsize
-  return LIVE_ACTIVATIONS * num_streams * 32 * 32 * model.width * max(itemsize, 4)
+  stride = getattr(model, "input_stride", 1)
+  first = (image_hw[0] // stride) * (image_hw[1] // stride) * model.layout.block_features[0]
+  return LIVE_ACTIVATIONS * num_streams * first * max(itemsize, 4)
 
 
 def counts(logits, y, w, num_classes: int):

@@ -64,7 +64,7 @@ def single_deletion_sweep(model, variables: dict, split: data_lib.Split, *, batc
   n, num_classes, labels = model.layout.num_blocks, model.num_classes, np.asarray(split[1])
   if len(labels) == 0:
     raise ValueError("the evaluation split is empty")
-  fit = memory_budget // activation_bytes(model, num_streams=n + 1)
+  fit = memory_budget // activation_bytes(model, num_streams=n + 1, image_hw=tuple(np.shape(split[0])[1:3]))
   batch_size = balanced_batch(min(batch_size, fit), len(labels), mesh.size)
 
   fn = _sweep_fn(model, mesh, branch_scale is not None)

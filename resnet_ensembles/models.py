@@ -92,6 +92,7 @@ class CifarResNet(nn.Module):
   dtype: Any = jnp.float32
   residual: bool = True
   input_stats: ClassVar[str] = "cifar10"  # which standardisation its inputs get (data.normalize_for)
+  input_stride: ClassVar[int] = 1         # input resolution / first stage's resolution
 
   @property
   def layout(self) -> Layout:

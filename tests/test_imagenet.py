@@ -268,3 +268,11 @@ def test_lesion_sweeps_and_path_decomposition_run_on_a_bottleneck_net():
   g_x, _ = paths.decompose(tape)
   full = paths.full_gradient(tape)[0]
   np.testing.assert_allclose(g_x.sum(0), full, atol=1e-5 * float(jnp.abs(full).max()))
+
+
+def test_lesion_memory_estimate_follows_the_input():
+  from resnet_ensembles import lesion_common
+  r50, r20 = im.ImageNetResNet(50), models.CifarResNet(20)
+  # ResNet-50 at 224: the first stage holds 56 x 56 x 256 values per image; CIFAR: 32 x 32 x 16.
+  assert lesion_common.activation_bytes(r50, image_hw=(224, 224)) == 6 * 56 * 56 * 256 * 4
+  assert lesion_common.activation_bytes(r20) == 6 * 32 * 32 * 16 * 4
