@@ -8,10 +8,8 @@ to weigh them, both on one forward pass whose per-block VJPs are stored in a `Ta
   exact    G_k, the sum of all C(n, k) length-k path gradients, for every k at once: n+1 cotangent
            components travel backwards and block i maps component k to skip^T c_k + branch^T c_{k-1}.
 
-A block's VJP is taken of `block(h, route=0)` and `block(h, route=1)` (the model's own routing), so
-`vjp((a, b)) = skip^T a + branch^T b` at the true activations, including the post-addition ReLU of
-the "original" variant. Gradients are of the summed per-image cross-entropy (each image's gradient is
-that of its own loss); a magnitude is the mean over images of the per-image L2 norm.
+The Tape and the gradients read off it live in path_gradients.py (re-exported here); this module holds
+the counting (distribution, effective window) and the sampling over batches and devices.
 """
 from __future__ import annotations
 
@@ -23,12 +21,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
-from flax import struct
 from scipy import stats
 
 from resnet_ensembles import data as data_lib
+from resnet_ensembles.path_gradients import (Tape, check_model, decompose, decomposition_norms,  # noqa: F401
+                                             forward_tape, full_gradient, mean_norm, routed_gradient,
+                                             routed_norms)
 from resnet_ensembles.samplers import exactly_k
 from resnet_ensembles.sharding import data_mesh, replicate, replicated_spec, shard_host_batch
 
@@ -74,94 +73,6 @@ def sample_routes(key: jax.Array, num_blocks: int, lengths: Array) -> jax.Array:
     raise ValueError(f"path lengths must be in 0..{num_blocks}, got {lengths.min()}..{lengths.max()}")
   keys = jax.random.split(key, lengths.size)
   return jax.vmap(exactly_k, in_axes=(0, None, 0))(keys, num_blocks, jnp.asarray(lengths))
-
-
-class Tape(struct.PyTreeNode):
-  """One forward pass: the loss cotangent at the last block and the VJPs of every block and the stem."""
-  logits: Array
-  top: Array
-  block_vjps: tuple
-  embed_vjp: Any
-
-
-def check_model(model) -> None:
-  if not getattr(model, "residual", False):
-    raise ValueError("path analysis needs a ResNet: a plain net has no skip connections, hence no paths")
-
-
-@functools.partial(jax.jit, static_argnames=("model", "train"))
-def forward_tape(model, variables, x: Array, labels: Array, train: bool = False) -> Tape:
-  """Runs `model` once on normalized inputs x, keeping each block's VJP (BN in batch mode if `train`)."""
-  check_model(model)
-  def call(method, *args, **kw):
-    if not train:
-      return model.apply(variables, *args, method=method, **kw)
-    return model.apply(variables, *args, train=True, method=method, mutable=["batch_stats"], **kw)[0]
-
-  h, embed_vjp = jax.vjp(lambda x: call(model.embed, x), x)
-  vjps = []
-  for pos in range(model.layout.num_blocks):
-    both = lambda h, pos=pos: (call(model.block, h, pos, route=0.0), call(model.block, h, pos, route=1.0))
-    (h, _), vjp = jax.vjp(both, h)
-    vjps.append(vjp)
-  def loss(h):
-    logits = call(model.readout, h)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum(), logits
-  top, logits = jax.grad(loss, has_aux=True)(h)
-  return Tape(logits=logits, top=top, block_vjps=tuple(vjps), embed_vjp=embed_vjp)
-
-
-@jax.jit
-def routed_gradient(tape: Tape, route: Array) -> tuple[Array, Array]:
-  """(d loss / d image, d loss / d block-0 input) along one route (1: residual branch, 0: skip)."""
-  ct = tape.top
-  for pos in reversed(range(len(tape.block_vjps))):
-    r = jnp.asarray(route[pos], ct.dtype)
-    ct, = tape.block_vjps[pos](((1 - r) * ct, r * ct))
-  return tape.embed_vjp(ct)[0], ct
-
-
-@jax.jit
-def full_gradient(tape: Tape) -> tuple[Array, Array]:
-  """The ordinary gradient (every path): both halves of each block VJP get the whole cotangent."""
-  ct = tape.top
-  for vjp in reversed(tape.block_vjps):
-    ct, = vjp((ct, ct))
-  return tape.embed_vjp(ct)[0], ct
-
-
-@jax.jit
-def decompose(tape: Tape) -> tuple[Array, Array]:
-  """G_k for k = 0..n, stacked [n+1, ...]: image gradients and block-0-input gradients.
-
-  Component k at the output of block i is nonzero only for k <= n - i, so the stack grows by one
-  per block: n(n+3)/2 block VJPs in all, vectorised over k."""
-  comps = tape.top[None]
-  for pos in reversed(range(len(tape.block_vjps))):
-    zero = jnp.zeros_like(comps[:1])
-    comps, = jax.vmap(tape.block_vjps[pos])((jnp.concatenate([comps, zero]), jnp.concatenate([zero, comps])))
-  return jax.vmap(tape.embed_vjp)(comps)[0], comps
-
-
-def mean_norm(g: Array) -> Array:
-  """Mean over the batch axis (the first of the last four) of the per-image L2 norm."""
-  return jnp.sqrt(jnp.sum(jnp.square(g), axis=(-3, -2, -1))).mean(-1)
-
-
-@jax.jit
-def routed_norms(tape: Tape, routes: Array) -> tuple[Array, Array]:
-  """Per-route mean gradient norm at the image and at the block-0 input, vmapped over routes [R, n]."""
-  g_x, g_h = jax.vmap(routed_gradient, in_axes=(None, 0))(tape, routes)
-  return mean_norm(g_x), mean_norm(g_h)
-
-
-@jax.jit
-def decomposition_norms(tape: Tape) -> dict:
-  g_x, g_h = decompose(tape)
-  full_x, full_h = full_gradient(tape)
-  rel = lambda parts, full: jnp.max(jnp.abs(parts.sum(0) - full)) / jnp.maximum(jnp.max(jnp.abs(full)), 1e-30)
-  return dict(image=mean_norm(g_x), block0=mean_norm(g_h), full_image=mean_norm(full_x),
-              full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
 
 
 def _batches(model, images: np.ndarray, labels: np.ndarray, batch_size: int, num: int, seed: int, mesh):
