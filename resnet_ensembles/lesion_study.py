@@ -72,10 +72,15 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
     out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=batch_size,
                                        memory_budget=budget, branch_scale=scale)
     out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
-  else:
-    out = lesion.evaluate(model, variables, data["test"], m, o, bn=bn, batch_size=batch_size,
-                          memory_budget=budget, recal_split=data["train"], recal_batches=recal_batches,
-                          recal_batch_size=recal_batch_size, seed=seed, branch_scale=scale)
+  else:  # random lesions repeat (e.g. every k = n-deletion is the same): evaluate each distinct one once
+    stack = m if o is None else np.concatenate([m, o.astype(np.float32)], axis=1)
+    _, first, inverse = np.unique(stack, axis=0, return_index=True, return_inverse=True)
+    logging.info("%s: %d distinct of %d lesions", label, len(first), len(stack))
+    out = lesion.evaluate(model, variables, data["test"], m[first], None if o is None else o[first], bn=bn,
+                          batch_size=batch_size, memory_budget=budget, recal_split=data["train"],
+                          recal_batches=recal_batches, recal_batch_size=recal_batch_size, seed=seed,
+                          branch_scale=scale)
+    out = {k: np.asarray(v)[inverse.reshape(-1)] for k, v in out.items()}
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
   return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,

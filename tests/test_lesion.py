@@ -119,6 +119,22 @@ def test_branch_scale_lesions_the_network_as_tested(net14):
     lesion.evaluate(model, v, split, stack, branch_scale=np.zeros(n))
 
 
+def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
+  """lesion_study on an exported network: repeated random lesions are evaluated once and fanned back
+  out, so every row equals the plain vmapped sweep of the whole stack."""
+  from experiments.configs import cifar10
+  from resnet_ensembles import checkpoints, lesion_study
+  model, v, split = net14
+  path = checkpoints.export_variables(v, cifar10.get_config("resnet14"), str(tmp_path / "net"))
+  data_ = {"test": split, "train": split}
+  net = lesion_study.sweep_network(path, "ResNet", data_, "multi", num_samples=6, max_k=3, batch_size=16)
+  m, _, rows = lesion_study.lesion_stack(model.layout, "multi", num_samples=6, max_k=3)
+  assert len(np.unique(m, axis=0)) < len(m)  # 3 deletable blocks: k = 3 has one mask, drawn 6 times
+  direct = lesion.evaluate(model, v, split, m, batch_size=16)
+  np.testing.assert_allclose([r["error"] for r in net["rows"]], direct["error"][:-1], atol=1e-12)
+  assert net["full_error"] == direct["error"][-1] and [r["k"] for r in net["rows"]] == [r["k"] for r in rows[:-1]]
+
+
 def test_orders_identity_and_swaps():
   model = models.CifarResNet(20)  # movable: 1,2 | 4,5 | 7,8
   v = _net(model)
