@@ -25,7 +25,9 @@ def main(argv):
   setup_logging()
   distributed.initialize_from_flags(_CONFIG.value)  # before anything touches a device
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  if distributed.is_main_process():
+  if distributed.is_main_process() and result.get("preempted"):
+    print(f"stopped by SIGTERM at step {result['step']} (checkpointed); rerun the same command to resume")
+  elif distributed.is_main_process():
     print(f"final test error: {100 * result['test_error']:.2f}% after {result['step']} steps "
           f"({result.get('epoch', 0):.2f} epochs) — workdir {_WORKDIR.value}")
 

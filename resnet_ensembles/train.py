@@ -15,6 +15,8 @@ import functools
 import itertools
 import json
 import os
+import signal
+import threading
 from typing import Any, Callable, Iterator, Optional
 
 import jax
@@ -201,6 +203,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
              evaluate_fn=evaluate_fn)
 
 
+class Preemption:
+  """SIGTERM (a scheduler's preemption notice, or the end of a working session) stops training at the
+  next step with a checkpoint, so a rerun loses nothing. Several processes agree on that step through
+  JAX's preemption sync point (orbax `reached_preemption`); one process watches for the signal itself."""
+
+  def __init__(self, manager):
+    self.manager, self.requested, self.previous = manager, False, None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._notice)
+
+  def _notice(self, signum, frame) -> None:
+    del signum, frame
+    self.requested = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      try:
+        return self.manager.reached_preemption(step)
+      except RuntimeError:  # the preemption service is off: nothing to watch
+        return False
+    return self.requested
+
+  def close(self) -> None:
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
 def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Callable[[int], Iterator[dict]],
         evaluate_fn: Callable[[dict], dict], preprocess: Callable = data_lib.augment, image_size: int = 32) -> dict:
   """The loop every dataset shares: restore, step, log, evaluate and checkpoint every configured epoch.
@@ -228,6 +257,7 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
                                   previous_wall_s=writer.previous_wall_s)
   pending, result, window_start = [], {}, start_step
   variables_of = lambda state: {"params": state.params, "batch_stats": state.batch_stats}
+  preemption = Preemption(ckpt.manager)
 
   for step, batch in zip(range(start_step, last_steps), batches(start_step)):
     state, m = step_fn(state, batch, key)
@@ -245,8 +275,15 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
       result["epoch"] = done / steps_per_epoch
       writer.write(done, result, prefix="eval")
       logging.info("epoch %.2f  test error %.2f%%", result["epoch"], 100 * result["test_error"])
-    if (end_of_epoch and (done // steps_per_epoch) % config.checkpoint_every_epochs == 0) or done == last_steps:
+    preempted = preemption.reached(done)  # every step, on every process
+    if ((end_of_epoch and (done // steps_per_epoch) % config.checkpoint_every_epochs == 0) or done == last_steps
+        or preempted):
       ckpt.save(done, state)
+    if preempted:
+      logging.warning("SIGTERM: stopped at step %d with a checkpoint; rerun the same command to resume", done)
+      result = {"preempted": True}
+      break
+  preemption.close()
   ckpt.close()
   writer.close()
   if not result:  # nothing left to train: report the restored network

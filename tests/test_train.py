@@ -56,6 +56,30 @@ def test_kill_and_resume_matches_uninterrupted(small, tmp_path):
   assert again["test_error"] == pytest.approx(full["test_error"])
 
 
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted(small, tmp_path, monkeypatch):
+  """A preemption notice (SIGTERM) mid-epoch stops at the next step with a checkpoint; the rerun ends
+  exactly where an uninterrupted run does."""
+  import signal
+  from resnet_ensembles import metrics
+  full = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "a"), data=small)
+  update = metrics.Progress.update
+
+  def notice_at_step_5(self, step):
+    if step == 5:
+      signal.raise_signal(signal.SIGTERM)  # delivered to train.Preemption's handler
+    return update(self, step)
+  monkeypatch.setattr(metrics.Progress, "update", notice_at_step_5)
+  stopped = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
+  assert stopped["preempted"] and stopped["step"] == 5
+  assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["5"]
+  assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone after training
+  monkeypatch.setattr(metrics.Progress, "update", update)
+  resumed = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
+  assert resumed["step"] == 16 and not resumed.get("preempted")
+  for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_workdir_of_another_model_is_refused(small, tmp_path):
   train.train_and_evaluate(_config(num_epochs=1, max_steps=1), str(tmp_path), data=small)
   other = _config()
