@@ -36,3 +36,14 @@ def lesion_overlays(num_blocks: int, plain_blocks: Optional[int] = None) -> dict
       "multi": {"ResNet": {"x": [k for k, _ in ks], "y": [v for _, v in ks]}},
       "reorder": {"ResNet": {"x": [0.975, 0.925], "y": [tau["tau>=0.95"], tau["0.90<=tau<0.95"]]}},
   }
+
+
+def variant_overlays(num_blocks: int) -> dict:
+  """Fig. 8 overlays: Veit et al.'s stochastic-depth ResNet-110 single-deletion range (its mean, across
+  this run's blocks) and their normally trained ResNet-110's k-deletion curve."""
+  le, sd = numbers()["lesion"], numbers()["stochastic_depth"]
+  lo, hi = sd["veit_sd_single_deletion_range"]
+  ks = sorted((int(k), v) for k, v in le["k_deleted_mean_error"].items())
+  return {"single": {"x": [1, num_blocks], "y": [(lo + hi) / 2] * 2,
+                     "label": f"paper: stochastic depth, one block deleted ({lo:g}-{hi:g}%)"},
+          "multi": {"x": [k for k, _ in ks], "y": [v for _, v in ks], "label": "paper: normal ResNet-110"}}

@@ -4,11 +4,15 @@ Pure functions of the lesion JSONs (`experiments/lesion.py` output): one single-
 k-deletion result per training variant (normal, stochastic depth, short-path ...)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
+from resnet_ensembles.plots import PAPER_STYLE
 
 
 def _first_net(result: dict) -> dict:
@@ -22,8 +26,11 @@ def summarize(single: dict, multi: dict, ks=(1, 5, 10, 20)) -> dict:
           "single_opener_mean_error": s["opener_mean"], "k_mean_error": {k: km[k] for k in ks if k in km}}
 
 
-def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:
-  """variants: label -> (single-deletion JSON, k-deletion JSON)."""
+def figure(variants: dict[str, tuple[dict, dict]], paper: Optional[dict] = None) -> Figure:
+  """variants: label -> (single-deletion JSON, k-deletion JSON); paper: {"single", "multi"} ->
+  {"x", "y" (percent), "label"} drawn in PAPER_STYLE (default: paper.variant_overlays())."""
+  paper = paper_lib.variant_overlays(_first_net(next(iter(variants.values()))[0])["num_blocks"]) \
+      if paper is None else paper
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for label, (single, multi) in variants.items():
     s = _first_net(single)
@@ -35,6 +42,9 @@ def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:
     mean, std = (100 * np.array([f(by_k[k]) for k in ks]) for f in (np.mean, np.std))
     ax2.plot(ks, mean, marker=".", color=line.get_color(), label=label)
     ax2.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+  for ax, key in ((ax1, "single"), (ax2, "multi")):
+    if paper.get(key):
+      ax.plot(paper[key]["x"], paper[key]["y"], **dict(PAPER_STYLE, label=paper[key]["label"]))
   ax1.set(xlabel="deleted block", ylabel="test error (%)", title="one block deleted (dotted: full network)")
   ax2.set(xlabel="number of deleted blocks k", ylabel="test error (%)", title="k random blocks deleted (mean ± std)")
   for ax in (ax1, ax2):
@@ -44,8 +54,8 @@ def figure(variants: dict[str, tuple[dict, dict]]) -> Figure:
   return fig
 
 
-def save(variants: dict[str, tuple[dict, dict]], path: str) -> str:
-  fig = figure(variants)
+def save(variants: dict[str, tuple[dict, dict]], path: str, paper: Optional[dict] = None) -> str:
+  fig = figure(variants, paper)
   fig.savefig(path, dpi=120)
   plt.close(fig)
   return path
