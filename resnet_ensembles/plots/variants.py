@@ -29,8 +29,9 @@ def summarize(single: dict, multi: dict, ks=(1, 5, 10, 20)) -> dict:
 def figure(variants: dict[str, tuple[dict, dict]], paper: Optional[dict] = None) -> Figure:
   """variants: label -> (single-deletion JSON, k-deletion JSON); paper: {"single", "multi"} ->
   {"x", "y" (percent), "label"} drawn in PAPER_STYLE (default: paper.variant_overlays())."""
-  paper = paper_lib.variant_overlays(_first_net(next(iter(variants.values()))[0])["num_blocks"]) \
-      if paper is None else paper
+  if paper is None:
+    nets = [_first_net(single) for single, _ in variants.values()]
+    paper = paper_lib.variant_overlays(max(len(n["rows"]) for n in nets))  # one row per deleted block
   fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   for label, (single, multi) in variants.items():
     s = _first_net(single)
