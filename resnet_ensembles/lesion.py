@@ -7,9 +7,10 @@ inputs or its block-by-block methods:
   stack cut into chunks that fit a memory budget and sharded over the devices of the `data` mesh,
   the test split streamed in fixed-size (padded) batches. BatchNorm uses the stored statistics (the
   paper) or re-estimates them for each lesioned network on a few training batches.
-* `single_deletion_sweep` (lesion_wavefront.py, re-exported here) exploits that the network without block i equals the full network before
-  block i: a wavefront carries the full stream plus one stream per earlier deletion, so the n single
-  deletions cost n(n+1)/2 block evaluations instead of n^2. Images are sharded over devices.
+* `single_deletion_sweep` (lesion_wavefront.py, re-exported here) exploits that the network without
+  block i equals the full network before block i: a wavefront carries the full stream plus one stream
+  per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2.
+  Images are sharded over devices.
 
 Results are per-network top-1 errors (top-5 too above 10 classes) and per-class accuracies.
 """

@@ -82,7 +82,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
                sampler: Optional[samplers.Sampler],
-               preprocess: Callable[[jax.Array, jax.Array], jax.Array] = data_lib.augment) -> tuple[TrainState, dict]:
+               preprocess: Callable[[jax.Array, jax.Array], jax.Array] = data_lib.augment
+               ) -> tuple[TrainState, dict]:
   """One SGD step. Randomness: fold_in(key, step) -> `preprocess(key, uint8 images)` (CIFAR: the
   paper's augmentation; ImageNet: normalisation only, augmented on the host) and the mask sampler."""
   step_key = jax.random.fold_in(key, state.step)
@@ -175,6 +176,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: Optional[dict] = None) -> dict:
   """Trains (resuming from the last checkpoint in `workdir`) and returns the final metrics."""
   if config.model.name == "imagenet_resnet":
+    if data is not None:
+      raise ValueError("ImageNet configs stream their data (config.data); `data` is for CIFAR-10 arrays")
     from resnet_ensembles import train_imagenet
     return train_imagenet.train_and_evaluate(config, workdir)
   validate_config(config)
