@@ -6,7 +6,8 @@ r"""ImageNet configs: bottleneck ResNet-50/101/152/200 with the standard recipe 
 
 Recipe: SGD, momentum 0.9, Nesterov off, lr 0.1 x batch_size / 256 (linear scaling, follows
 --config.batch_size), 5 linear warm-up epochs from 0 (`warmup_epochs`), weight decay 1e-4 (coupled, as
-in train.py), 90 epochs, lr / 10 after epochs 30, 60 and 80 (`lr_schedule="step"`; `"cosine"` is the alternative), label smoothing off.
+in train.py), 90 epochs, lr / 10 after epochs 30, 60 and 80 (`lr_schedule="step"`; `"cosine"` is the
+alternative), label smoothing off.
 Global batch 1024 (128 per chip on a v4-16 / v5e-8 pod slice of 8 chips), bfloat16 activations on
 accelerators; every process streams its share of TFDS imagenet2012 (prepared, or `data.manual_dir`
 holding the ILSVRC2012 tars) or of an image folder `data.folder/<split>/<class>/*.JPEG`.
