@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
+import sys
 from typing import Callable, Optional
 
 from absl import app, flags, logging
@@ -138,6 +140,10 @@ class _Data:
 
 # ---------------------------------------------------------------- stages
 
+class Preempted(Exception):
+  """Training stopped on a preemption notice; the run continues when the command is rerun."""
+
+
 def _forward_short_path(config, run: str) -> bool:
   return train_config(config, run).train_mask.kind == "short_path_forward"
 
@@ -148,6 +154,8 @@ def stage_train(config, workdir: str, data: _Data) -> None:
     run_dir = os.path.join(workdir, "train", run)
     logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
     out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
+    if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
+      raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
     print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
     if _forward_short_path(config, run):  # Sec. 5.3 leaves the test-time treatment open: measure both
       t = lesion_study.test_time_treatments(run_dir, data(cfg)["test"], batch_size=config.lesion.batch_size)
@@ -240,7 +248,7 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
   loader, ran, rerun = _Data(data), [], False
   say = lambda text: print(text, flush=True) if main else None
   for i, stage in enumerate(STAGES, 1):
-    skip = not rerun and is_done(config, workdir, stage)
+    skip = distributed.agree(not rerun and is_done(config, workdir, stage))  # process 0's view, for all
     distributed.barrier(f"reproduce_check_{stage}")  # nobody deletes a done-file another is reading
     if skip:
       say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done, skipped")
@@ -273,7 +281,11 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()
   distributed.initialize_from_flags()  # before anything touches a device
-  run(_CONFIG.value, _WORKDIR.value)
+  try:
+    run(_CONFIG.value, _WORKDIR.value)
+  except Preempted as e:
+    print(f"stopped: {e}", flush=True)
+    sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ r"""Trains a CIFAR-10 (or ImageNet) network; rerunning the same command resumes 
 On several hosts run the same command on every host (README, "Running on a pod"): jax.distributed is
 initialized from --coordinator_address/--num_processes/--process_id, else auto-detected (TPU pod, SLURM).
 """
+import signal
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -25,9 +28,11 @@ def main(argv):
   setup_logging()
   distributed.initialize_from_flags(_CONFIG.value)  # before anything touches a device
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  if distributed.is_main_process() and result.get("preempted"):
-    print(f"stopped by SIGTERM at step {result['step']} (checkpointed); rerun the same command to resume")
-  elif distributed.is_main_process():
+  if result.get("preempted"):
+    if distributed.is_main_process():
+      print(f"stopped by SIGTERM at step {result['step']} (checkpointed); rerun the same command to resume")
+    sys.exit(128 + signal.SIGTERM)  # the conventional status of a job ended by SIGTERM
+  if distributed.is_main_process():
     print(f"final test error: {100 * result['test_error']:.2f}% after {result['step']} steps "
           f"({result.get('epoch', 0):.2f} epochs) — workdir {_WORKDIR.value}")
 

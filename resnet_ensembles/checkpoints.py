@@ -84,7 +84,11 @@ def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
     raise FileNotFoundError(f"{path} is not a trained run: no {CONFIG_FILE} (expected a training workdir "
                             f"or a folder written by export_variables)")
   config = read_config(path)
-  model = train.build_model_from_config(config)
+  if config.model.name == "imagenet_resnet":
+    from resnet_ensembles import imagenet_models
+    model = imagenet_models.build_from_config(config)
+  else:
+    model = train.build_model_from_config(config)
   exported = os.path.join(path, EXPORT_FILE)
   if os.path.exists(exported):
     with open(exported, "rb") as f:

@@ -12,6 +12,7 @@ import os
 from typing import Optional
 
 import jax
+import numpy as np
 from absl import flags, logging
 
 MODES = ("auto", "always", "never")
@@ -97,6 +98,14 @@ def barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(name)
+
+
+def agree(flag: bool) -> bool:
+  """Process 0's value of `flag` on every process (one process: `flag`), so all take one decision."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))
 
 
 def is_main_process() -> bool:

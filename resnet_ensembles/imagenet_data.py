@@ -129,6 +129,8 @@ def _source(data, split: str, process_index: int, process_count: int, shuffle_fi
     files, labels, _ = folder_files(data.folder, split)
     ds = tf.data.Dataset.from_tensor_slices((files[process_index::process_count],
                                              labels[process_index::process_count]))
+    if shuffle_files:  # the list is sorted by class: reshuffle the names (cheap) every pass
+      ds = ds.shuffle(len(files) // process_count + 1, seed=seed, reshuffle_each_iteration=True)
     return ds.map(lambda f, y: (tf.io.read_file(f), y), num_parallel_calls=tf.data.AUTOTUNE), len(files)
   tfds, builder = _tfds_builder(data)
   ds = builder.as_dataset(

@@ -115,15 +115,17 @@ def _evaluate_fns(model, mesh, recal: bool):
 
     def net(a):
       s, m, o = a
+      # A branch's test-time scale belongs to its block (its variables), wherever an order moves it.
       logits = model.apply({"params": params, "batch_stats": stats if s is None else s}, x,
-                           block_mask=m * scale, block_order=o)
+                           block_mask=m * (scale if o is None else scale[o]), block_order=o)
       return counts(logits, y, w, num_classes)
     return _over_stack(net, (stats if recal else None, m, o), vectorize=o is None)
 
   count_fn = shard(stack_counts, mesh,
                    (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P(), P()), P("data"))
   recal_fn = shard(lambda v, m, o, scale, r: _over_stack(
-      lambda a: recalibrated_stats(model, v, a[0] * scale, a[1], r), (m, o), vectorize=o is None),
+      lambda a: recalibrated_stats(model, v, a[0] * (scale if a[1] is None else scale[a[1]]), a[1], r), (m, o),
+      vectorize=o is None),
                    mesh, (P(), P("data"), P("data"), P(), P()), P("data"))
   return count_fn, recal_fn
 
@@ -140,7 +142,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   on the chunking. bn="recalibrate" re-estimates each network's BatchNorm statistics on `recal_batches`
   batches of `recal_batch_size` images drawn (seeded) from `recal_split` before evaluating it.
   `branch_scale` [n] scales the kept branches as the network is used at test time (stochastic depth's
-  p_l): block i runs with mask[i] x branch_scale[i]."""
+  p_l): the branch at position i runs with mask[i] x branch_scale[block at i] (order[i], or i)."""
   masks, orders = _check(model, split, masks, orders, bn, recal_split)
   scale = (np.ones(masks.shape[1], np.float32) if branch_scale is None
            else check_scale(branch_scale, masks.shape[1]))

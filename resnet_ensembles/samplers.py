@@ -40,6 +40,8 @@ def make_sampler(cfg, layout: Layout, batch_size: Optional[int] = None) -> Optio
   n, kind = layout.num_blocks, cfg.kind
   if kind not in KINDS:
     raise ValueError(f"train_mask.kind must be one of {KINDS}, got {kind!r}")
+  if cfg.get("per_example", False) and kind != "stochastic_depth":
+    raise ValueError(f"train_mask.per_example applies to stochastic_depth only, not {kind!r}")
   if kind == "none":
     return None
   if kind == "stochastic_depth":
@@ -51,8 +53,6 @@ def make_sampler(cfg, layout: Layout, batch_size: Optional[int] = None) -> Optio
         raise ValueError("per-example stochastic depth needs the batch size")
       return lambda key: (jax.random.bernoulli(key, p, (batch_size, n)).astype(jnp.float32), None)
     return lambda key: (jax.random.bernoulli(key, p).astype(jnp.float32), None)
-  if cfg.get("per_example", False):
-    raise ValueError(f"train_mask.per_example applies to stochastic_depth only, not {kind!r}")
   k = cfg.num_active or default_num_active(n)
   if not 0 < k <= n:
     raise ValueError(f"train_mask.num_active must be in 1..{n}, got {k}")

@@ -116,13 +116,19 @@ def eval_step(variables, batch: dict, *, model, block_mask=None) -> dict:
   return {"wrong": jnp.sum(wrong * w), "loss": jnp.sum(losses * w), "count": jnp.sum(w)}
 
 
+@functools.lru_cache(maxsize=None)
+def _eval_program(model, mesh):
+  """One compiled eval step per (model, mesh), reused by every evaluation of a run."""
+  return jax.jit(functools.partial(eval_step, model=model), out_shardings=replicated_spec(mesh))
+
+
 def evaluate(variables, split: data_lib.Split, *, model, batch_size: int, mesh,
              block_mask=None) -> dict:
   """Test error and loss over a whole split, in padded batches sharded over the mesh."""
   images, labels = split
   bs = _round_up(min(batch_size, len(labels)), mesh.size)
-  fn = jax.jit(functools.partial(eval_step, model=model, block_mask=block_mask),
-               out_shardings=replicated_spec(mesh))
+  program = _eval_program(model, mesh)
+  fn = lambda v, batch: program(v, batch, block_mask=block_mask)
   totals = {"wrong": 0.0, "loss": 0.0, "count": 0.0}
   for start in range(0, len(labels), bs):
     x, y = images[start:start + bs], labels[start:start + bs]
@@ -209,10 +215,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 class Preemption:
   """SIGTERM (a scheduler's preemption notice, or the end of a working session) stops training at the
   next step with a checkpoint, so a rerun loses nothing. Several processes agree on that step through
-  JAX's preemption sync point (orbax `reached_preemption`); one process watches for the signal itself."""
+  JAX's preemption sync point (orbax `reached_preemption`); one process watches for the signal itself.
+  A notice that arrives too late to act on (after the last step) is re-delivered on `close`."""
 
   def __init__(self, manager):
-    self.manager, self.requested, self.previous = manager, False, None
+    self.manager, self.requested, self.acted, self.previous = manager, False, False, None
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self.previous = signal.signal(signal.SIGTERM, self._notice)
 
@@ -229,8 +236,11 @@ class Preemption:
     return self.requested
 
   def close(self) -> None:
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
+    if self.previous is None:
+      return
+    signal.signal(signal.SIGTERM, self.previous)
+    if self.requested and not self.acted:
+      signal.raise_signal(signal.SIGTERM)
 
 
 def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Callable[[int], Iterator[dict]],
@@ -261,34 +271,35 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   pending, result, window_start = [], {}, start_step
   variables_of = lambda state: {"params": state.params, "batch_stats": state.batch_stats}
   preemption = Preemption(ckpt.manager)
-
-  for step, batch in zip(range(start_step, last_steps), batches(start_step)):
-    state, m = step_fn(state, batch, key)
-    pending.append(m)
-    done = step + 1
-    if done % config.log_every_steps == 0 or done % steps_per_epoch == 0 or done == last_steps:
-      summary = metrics_lib.mean_finite_or_raise(pending, window_start, done)
-      summary["lr"] = float(lr_fn(done - 1))
-      summary.update(progress.update(done))
-      writer.write(done, summary, prefix="train")
-      pending, window_start = [], done
-    end_of_epoch = done % steps_per_epoch == 0
-    if (end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0) or done == last_steps:
-      result = evaluate_fn(variables_of(state))
-      result["epoch"] = done / steps_per_epoch
-      writer.write(done, result, prefix="eval")
-      logging.info("epoch %.2f  test error %.2f%%", result["epoch"], 100 * result["test_error"])
-    preempted = preemption.reached(done)  # every step, on every process
-    if ((end_of_epoch and (done // steps_per_epoch) % config.checkpoint_every_epochs == 0) or done == last_steps
-        or preempted):
-      ckpt.save(done, state)
-    if preempted:
-      logging.warning("SIGTERM: stopped at step %d with a checkpoint; rerun the same command to resume", done)
-      result = {"preempted": True}
-      break
-  preemption.close()
-  ckpt.close()
-  writer.close()
+  try:
+    for step, batch in zip(range(start_step, last_steps), batches(start_step)):
+      state, m = step_fn(state, batch, key)
+      pending.append(m)
+      done = step + 1
+      preempted = preemption.reached(done) and done < last_steps  # asked every step, on every process
+      end_of_epoch = done % steps_per_epoch == 0
+      if done % config.log_every_steps == 0 or end_of_epoch or done == last_steps or preempted:
+        summary = metrics_lib.mean_finite_or_raise(pending, window_start, done)
+        summary["lr"] = float(lr_fn(done - 1))
+        summary.update(progress.update(done))
+        writer.write(done, summary, prefix="train")
+        pending, window_start = [], done
+      if (end_of_epoch and (done // steps_per_epoch) % config.eval_every_epochs == 0) or done == last_steps:
+        result = evaluate_fn(variables_of(state))
+        result["epoch"] = done / steps_per_epoch
+        writer.write(done, result, prefix="eval")
+        logging.info("epoch %.2f  test error %.2f%%", result["epoch"], 100 * result["test_error"])
+      if ((end_of_epoch and (done // steps_per_epoch) % config.checkpoint_every_epochs == 0)
+          or done == last_steps or preempted):
+        ckpt.save(done, state)
+      if preempted:
+        logging.warning("SIGTERM: stopped at step %d with a checkpoint; rerun the same command to resume", done)
+        preemption.acted, result = True, {"preempted": True}
+        break
+  finally:
+    ckpt.close()  # waits for the last checkpoint to be written
+    writer.close()
+    preemption.close()
   if not result:  # nothing left to train: report the restored network
     result = evaluate_fn(variables_of(state))
   result["step"] = int(state.step)

@@ -38,9 +38,11 @@ def validate_config(config) -> None:
                         config.batch_size)
 
 
-def eval_step(variables, batch: dict, *, model, top: int) -> dict:
-  """Weighted sums of top-1 and top-`top` mistakes and of the loss (padding rows weigh 0)."""
-  logits = model.apply(variables, imagenet_data.normalize(batch["image"], model.dtype), train=False)
+def eval_step(variables, batch: dict, block_mask=None, *, model, top: int) -> dict:
+  """Weighted sums of top-1 and top-`top` mistakes and of the loss (padding rows weigh 0); `block_mask`:
+  the test-time branch scales of a network trained with masks (stochastic depth's p_l)."""
+  logits = model.apply(variables, imagenet_data.normalize(batch["image"], model.dtype), train=False,
+                       block_mask=block_mask)
   logits = logits.astype(jnp.float32)
   labels, w = batch["label"], batch["weight"]
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -49,11 +51,19 @@ def eval_step(variables, batch: dict, *, model, top: int) -> dict:
           "loss": jnp.sum(losses * w), "count": jnp.sum(w)}
 
 
+@functools.lru_cache(maxsize=None)
+def _eval_program(model, mesh, top: int):
+  """One compiled eval step per (model, mesh), reused every epoch."""
+  return jax.jit(functools.partial(eval_step, model=model, top=top), out_shardings=replicated_spec(mesh))
+
+
 def evaluate(variables, config, *, model, mesh) -> dict:
   """Top-1 (and top-5 where there are more than 5 classes) error and loss over the eval split."""
   top = min(5, config.model.num_classes)
   rows = process_rows(mesh, config.eval_batch_size)
-  fn = jax.jit(functools.partial(eval_step, model=model, top=top), out_shardings=replicated_spec(mesh))
+  program = _eval_program(model, mesh, top)
+  test_mask = samplers.test_time_mask(config.train_mask, model.layout)
+  fn = lambda v, batch: program(v, batch, test_mask)
   totals = {"wrong": 0.0, "wrong_top": 0.0, "loss": 0.0, "count": 0.0}
   for local in imagenet_data.eval_batches(config.data, config.data.eval_split, rows.stop - rows.start,
                                           image_size=config.data.image_size):

@@ -277,3 +277,14 @@ def test_lesion_memory_estimate_follows_the_input():
   # ResNet-50 at 224: the first stage holds 56 x 56 x 256 values per image; CIFAR: 32 x 32 x 16.
   assert lesion_common.activation_bytes(r50, image_hw=(224, 224)) == 6 * 56 * 56 * 256 * 4
   assert lesion_common.activation_bytes(r20) == 6 * 32 * 32 * 16 * 4
+
+
+def test_load_trained_builds_an_imagenet_model(tmp_path):
+  from resnet_ensembles import checkpoints
+  c = imagenet_config.get_config("resnet50")
+  c.model.update(width=4, num_classes=12, dtype="float32")
+  model = im.build_from_config(c)
+  path = checkpoints.export_variables(_init(model), c, str(tmp_path / "r50"))
+  loaded, v, config = checkpoints.load_trained(path)
+  assert isinstance(loaded, im.ImageNetResNet) and loaded.layout.num_blocks == 16 and config.model.width == 4
+  assert np.isfinite(loaded.apply(v, imagenet_data.normalize(np.zeros((1, 32, 32, 3), np.uint8)))).all()

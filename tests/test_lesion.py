@@ -117,6 +117,15 @@ def test_branch_scale_lesions_the_network_as_tested(net14):
   assert swept["full_error"] == scaled["error"][n]
   with pytest.raises(ValueError, match="branch_scale must be"):
     lesion.evaluate(model, v, split, stack, branch_scale=np.zeros(n))
+  # Reordered (depth 20: two movable blocks per stage): a block carries its own scale where it moves.
+  model = models.CifarResNet(20)
+  v, scale = _net(model), samplers.survival_probabilities(9, 0.5)
+  x, y = _images(2), np.random.default_rng(5).integers(0, 10, N_IMAGES).astype(np.int32)
+  orders = masks.random_reorderings(model.layout, 3, seed=0, swaps=[1])[0]
+  got = lesion.evaluate(model, v, (x, y), orders=orders, batch_size=16, branch_scale=scale)["error"]
+  apply = jax.jit(lambda m, o: model.apply(v, data.normalize(x), block_mask=m, block_order=o))
+  want = [np.mean(np.argmax(np.asarray(apply(scale[o], o)), -1) != y) for o in orders]
+  np.testing.assert_allclose(got, want, atol=1e-12)
 
 
 def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):

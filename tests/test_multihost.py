@@ -27,6 +27,7 @@ import jax, numpy as np
 from experiments.configs import cifar10
 from resnet_ensembles import lesion, masks, metrics, paths, train
 assert jax.process_count() == nproc and jax.device_count() == 4, (jax.process_count(), jax.device_count())
+assert distributed.agree(jax.process_index() == 0)  # every process takes process 0's decision
 rng = np.random.default_rng(0)
 split = lambda n: (rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8), rng.integers(0, 10, n).astype(np.int32))
 data = {"train": split(128), "test": split(60)}

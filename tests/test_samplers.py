@@ -89,8 +89,9 @@ def test_per_example_stochastic_depth():
   np.testing.assert_allclose(masks.mean(0), samplers.survival_probabilities(9, 0.5), atol=0.032)
   with pytest.raises(ValueError, match="needs the batch size"):
     samplers.make_sampler(cfg, lay)
-  with pytest.raises(ValueError, match="stochastic_depth only"):
-    samplers.make_sampler(_cfg("short_path_forward", per_example=True), lay, batch_size=8)
+  for kind in ("none", "short_path_forward"):
+    with pytest.raises(ValueError, match="stochastic_depth only"):
+      samplers.make_sampler(_cfg(kind, per_example=True), lay, batch_size=8)
   # Row i of a [B, n] mask acts on example i alone: the same as that example with its own [n] mask.
   model = models.CifarResNet(8)
   v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))

@@ -70,14 +70,36 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(small, tmp_path, m
     return update(self, step)
   monkeypatch.setattr(metrics.Progress, "update", notice_at_step_5)
   stopped = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
-  assert stopped["preempted"] and stopped["step"] == 5
-  assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["5"]
+  assert stopped["preempted"] and stopped["step"] == 6  # the notice came while step 5 was logged
+  assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["6"]
+  logged = [r["step"] for r in map(json.loads, open(tmp_path / "b" / "metrics.jsonl")) if "train/loss" in r]
+  assert logged == [1, 2, 3, 4, 5, 6]  # the last window is written before stopping
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone after training
   monkeypatch.setattr(metrics.Progress, "update", update)
   resumed = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
   assert resumed["step"] == 16 and not resumed.get("preempted")
   for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_late_sigterm_is_redelivered():
+  """A notice that came too late to act on is not swallowed: close() hands it to the previous handler."""
+  import signal
+  seen = []
+  previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("outer"))
+  try:
+    p = train.Preemption(manager=None)
+    signal.raise_signal(signal.SIGTERM)
+    assert p.reached(1) and seen == []
+    p.close()
+    assert seen == ["outer"]
+    p = train.Preemption(manager=None)
+    signal.raise_signal(signal.SIGTERM)
+    p.acted = True  # the loop stopped for it: nothing to re-deliver
+    p.close()
+    assert seen == ["outer"]
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def test_workdir_of_another_model_is_refused(small, tmp_path):
