@@ -272,8 +272,12 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   variables_of = lambda state: {"params": state.params, "batch_stats": state.batch_stats}
   preemption = Preemption(ckpt.manager)
   try:
+    in_flight = None
     for step, batch in zip(range(start_step, last_steps), batches(start_step)):
       state, m = step_fn(state, batch, key)
+      if in_flight is not None:  # at most two steps queued: a stop request is acted on within a step
+        jax.block_until_ready(in_flight)
+      in_flight = m
       pending.append(m)
       done = step + 1
       preempted = preemption.reached(done) and done < last_steps  # asked every step, on every process
