@@ -85,7 +85,9 @@ def main(argv):
     json.dump(result, f, indent=1)
   write_csv(result, stem + ".csv")
   blocks = {net["label"]: net["num_blocks"] for net in networks}
-  overlay = paper.lesion_overlays(blocks["ResNet"], blocks.get("plain"))[_SWEEP.value]  # Veit et al.'s values
+  normal = (networks[0].get("train_mask") or {}).get("kind", "none") == "none"
+  # Veit et al.'s values are for normally trained networks: no overlay on a stochastic-depth / short-path one
+  overlay = paper.lesion_overlays(blocks["ResNet"], blocks.get("plain"))[_SWEEP.value] if normal else None
   with open(stem + ".json") as f:  # the figure is a function of the JSON (and the paper's numbers)
     lesion_plots.save(json.load(f), stem + ".png", paper=overlay)
   for net in networks:
