@@ -1,6 +1,6 @@
 """ImageNet input pipeline: JPEG decoding and augmentation on each host with tf.data, one share per process.
 
-ImageNet does not fit in device memory like CIFAR, so every process streams only its own part of a split
+ImageNet does not fit in host memory as CIFAR-10 does, so every process streams only its own part of a split
 (TFDS `split_for_jax_process`, or every P-th file of a folder) and yields per-process uint8 batches that
 `sharding.global_batch` assembles into the global batch (local batch = global batch / process count; with
 `sharding.data_mesh` process p holds rows [p * local, (p + 1) * local)). Normalisation happens on device.

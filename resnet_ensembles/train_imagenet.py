@@ -1,6 +1,6 @@
 """train_and_evaluate for ImageNet configs: host-streamed batches through the same loop and train_step.
 
-ImageNet does not fit in device memory as CIFAR-10 does, so every process decodes and augments only its
+ImageNet does not fit in host memory as CIFAR-10 does, so every process decodes and augments only its
 share of the split with tf.data (`imagenet_data`), and `sharding.global_batch` assembles the global batch
 from the shares; normalisation (in the model's dtype) is the on-device `preprocess`. Everything else —
 optimizer, schedule, mask samplers, orbax checkpoints, metrics, resume — is `train.fit`.
