@@ -3,8 +3,9 @@
 Shared by `experiments/lesion.py` (flags) and `experiments/reproduce.py` (config): builds the mask/order
 stack for a sweep, runs the prefix-shared wavefront (single deletions, stored BN) or the vmapped
 `lesion.evaluate`, and returns {"label", "workdir", "model", "num_blocks", "branch_scale", "train_mask",
-"stage_openers", "full_error", "rows"}; every row carries its lesion (deleted block(s) or order) and its error and per-class
-accuracy. A network trained with stochastic depth is lesioned as it is tested: kept branches scaled by p_l.
+"stage_openers", "full_error", "rows"}; every row carries its lesion (deleted block(s) or order) and its
+error and per-class accuracy. A network trained with stochastic depth is lesioned as it is tested: kept
+branches scaled by p_l. `test_time_treatments` compares the two test-time readings of forward short paths.
 """
 from __future__ import annotations
 
