@@ -6,11 +6,11 @@ benchmarks/conv_forms.py found single 3x3 convolutions slightly faster in NCHW o
 whether a whole network gains. Pure JAX, so both layouts run the same arithmetic: pre-activation blocks,
 batch-statistics BatchNorm, type-A shortcuts, batch 128, fp32. Prints each step time and the ratio.
 """
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from benchmarks.conv_forms import best_of
 
 BATCH = 128
 
@@ -73,15 +73,9 @@ def main():
   for layout in ("NHWC", "NCHW", "NHWC", "NCHW"):
     net = make_net(layout)
     loss = lambda p: -jnp.mean(jax.nn.log_softmax(net(p, x, strides))[jnp.arange(BATCH), y])
-    step = jax.jit(jax.value_and_grad(loss))
-    jax.block_until_ready(step(params))
-    times = []
-    for _ in range(6):
-      t = time.perf_counter()
-      jax.block_until_ready(step(params))
-      times.append(time.perf_counter() - t)
-    best.setdefault(layout, []).append(min(times))
-    print(f"{layout} train step {1e3 * min(times):.1f} ms -> {BATCH / min(times):.0f} img/s", flush=True)
+    t = best_of(jax.jit(jax.value_and_grad(loss)), params, reps=6)
+    best.setdefault(layout, []).append(t)
+    print(f"{layout} train step {1e3 * t:.1f} ms -> {BATCH / t:.0f} img/s", flush=True)
   print(f"NCHW / NHWC speed: {min(best['NHWC']) / min(best['NCHW']):.2f}x")
 
 

@@ -7,13 +7,12 @@ models multiply the branch by it, so a dropped block still costs its compute. `C
 each branch in `nn.cond(mask > 0, ...)`, which could save the dropped blocks' FLOPs. This times one
 ResNet-20 training gradient (batch 64, fp32) both ways, checks that they agree, and prints the ratio.
 """
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.conv_forms import best_of
 from resnet_ensembles import models
 
 
@@ -35,16 +34,6 @@ def gradient_fn(model, v, x, y):
                             mutable=["batch_stats"])
     return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(len(y)), y])
   return jax.jit(jax.value_and_grad(loss))
-
-
-def best_of(fn, *args, reps=3):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t)
-  return min(times)
 
 
 def main():

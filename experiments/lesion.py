@@ -16,7 +16,7 @@ import os
 from absl import app, flags
 
 from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, train
-from resnet_ensembles.logs import one_line_errors, setup_logging
+from resnet_ensembles.logs import one_line_errors
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
 
@@ -55,10 +55,7 @@ def write_csv(result: dict, path: str) -> None:
 
 @one_line_errors
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  setup_logging()
-  distributed.initialize_from_flags()  # several processes: masks spread over all of their devices
+  distributed.start_main(argv)
   lesion_study.check_sweep_args(_SWEEP.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)

@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from resnet_ensembles import checkpoints, distributed, paths, train
-from resnet_ensembles.logs import one_line_errors, setup_logging
+from resnet_ensembles.logs import one_line_errors
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.provenance import git_commit
 
@@ -29,10 +29,7 @@ distributed.define_flags()
 
 @one_line_errors
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  setup_logging()
-  distributed.initialize_from_flags()  # several processes: routes spread over all of their devices
+  distributed.start_main(argv)
   config = _CONFIG.value
   if config.split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")

@@ -23,7 +23,7 @@ from ml_collections import config_flags
 from experiments.configs import cifar10 as cifar10_config
 from resnet_ensembles import checkpoints, distributed, lesion_study, paper, paths, report, train
 from resnet_ensembles import data as data_lib
-from resnet_ensembles.logs import one_line_errors, setup_logging
+from resnet_ensembles.logs import one_line_errors
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.plots import variants as variant_plots
@@ -277,10 +277,7 @@ distributed.define_flags()
 
 @one_line_errors
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  setup_logging()
-  distributed.initialize_from_flags()  # before anything touches a device
+  distributed.start_main(argv)
   try:
     run(_CONFIG.value, _WORKDIR.value)
   except Preempted as e:

@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_ensembles import distributed, train
-from resnet_ensembles.logs import one_line_errors, setup_logging
+from resnet_ensembles.logs import one_line_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events go here.")
@@ -23,10 +23,7 @@ distributed.define_flags()
 
 @one_line_errors
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  setup_logging()
-  distributed.initialize_from_flags(_CONFIG.value)  # before anything touches a device
+  distributed.start_main(argv, _CONFIG.value)
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if result.get("preempted"):
     if distributed.is_main_process():
