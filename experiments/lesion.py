@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, train
+from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, study_data
 from resnet_ensembles.logs import one_line_errors
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
@@ -60,9 +60,9 @@ def main(argv):
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
   config = checkpoints.read_config(_WORKDIR.value)
-  if _TEST_SIZE.value >= 0:
-    config.data.test_size = _TEST_SIZE.value
-  data = train.load_data(config)
+  recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value == "recalibrate" else 0
+  data = study_data.load(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
+                         train_size=recal_images, seed=_SEED.value)
   sweep = lambda path, label: lesion_study.sweep_network(
       path, label, data, _SWEEP.value, bn=_BN.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
       seed=_SEED.value, include_openers=_OPENERS.value, batch_size=_BATCH.value,

@@ -12,7 +12,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from resnet_ensembles import checkpoints, distributed, paths, train
+from resnet_ensembles import checkpoints, distributed, paths, study_data
 from resnet_ensembles.logs import one_line_errors
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.provenance import git_commit
@@ -35,7 +35,10 @@ def main(argv):
     raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")
   model, variables, trained = checkpoints.load_trained(_WORKDIR.value)
   paths.check_model(model)
-  images, labels = train.load_data(trained)[config.split]
+  need = config.num_batches * config.batch_size  # ImageNet loads only the images sampled; CIFAR-10 all of them
+  imagenet = trained.model.name == "imagenet_resnet"
+  images, labels = study_data.load(trained, test_size=need if imagenet else None, train_size=need,
+                                   seed=config.seed)[config.split]
   logging.info("paths: %d-block %s, %d routes per length over %d batches of %d (%s BN)", model.layout.num_blocks,
                trained.model.variant, config.samples_per_length, config.num_batches, config.batch_size, config.bn)
   result = paths.analyze(model, variables, images, labels, config)

@@ -183,3 +183,24 @@ def num_examples(data, split: str) -> int:
   if data.source == "folder":
     return len(folder_files(data.folder, split)[0])
   return _tfds_builder(data)[1].info.splits[split].num_examples
+
+
+def load_arrays(data, split: str, size: int = 0, *, image_size: int = 224, shuffle: bool = False,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """`size` images of a split (all of it for size <= 0) as host arrays, centre-cropped as in evaluation: the
+  input of the lesion and path engines, which hold their images in memory. `shuffle` draws them from the
+  whole split with a fixed seed (training images for BatchNorm recalibration and path sampling); otherwise
+  they are the split's first images in file order. Every process loads the same images."""
+  tf = _tf()
+  ds, total = _source(data, split, 0, 1, shuffle_files=shuffle, seed=seed)
+  n = total if size <= 0 else min(size, total)
+  if shuffle:
+    ds = ds.shuffle(min(total, 16_384), seed=seed)
+  ds = ds.take(n).map(lambda b, y: (preprocess_eval(b, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
+                      deterministic=True)
+  images, labels = np.zeros((n, image_size, image_size, 3), np.uint8), np.zeros((n,), np.int32)
+  i = 0
+  for x, y in ds.batch(256).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+    images[i:i + len(y)], labels[i:i + len(y)] = x, y
+    i += len(y)
+  return images[:i], labels[:i]

@@ -288,3 +288,23 @@ def test_load_trained_builds_an_imagenet_model(tmp_path):
   loaded, v, config = checkpoints.load_trained(path)
   assert isinstance(loaded, im.ImageNetResNet) and loaded.layout.num_blocks == 16 and config.model.width == 4
   assert np.isfinite(loaded.apply(v, imagenet_data.normalize(np.zeros((1, 32, 32, 3), np.uint8)))).all()
+
+
+def test_lesion_and_path_clis_read_an_imagenet_run(image_folder, tmp_path):
+  """study_data (what experiments/lesion.py and paths.py load) takes the run's ImageNet split, centre-cropped
+  at its image size, and a seeded draw of training images that a recalibrated lesion sweep then uses."""
+  from resnet_ensembles import checkpoints, lesion_study, study_data
+  c = imagenet_config.get_config("resnet50")
+  c.model.update(width=4, num_classes=3, dtype="float32")
+  c.data.update(source="folder", folder=image_folder.folder, image_size=32)
+  path = checkpoints.export_variables(_init(im.build_from_config(c)), c, str(tmp_path / "r50"))
+  data = study_data.load(checkpoints.read_config(path), train_size=5, seed=1)
+  (tx, ty), (rx, ry) = data["test"], data["train"]
+  assert tx.shape == (9, 32, 32, 3) and tx.dtype == np.uint8 and list(ty) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  assert rx.shape == (5, 32, 32, 3) and set(ry) <= {0, 1, 2}
+  again = study_data.load(checkpoints.read_config(path), test_size=4, train_size=5, seed=1)
+  assert np.array_equal(again["train"][0], rx) and np.array_equal(again["test"][0], tx[:4])
+  assert not np.array_equal(study_data.load(c, test_size=1, train_size=5, seed=2)["train"][0], rx)
+  out = lesion_study.sweep_network(path, "ResNet", data, "multi", bn="recalibrate", num_samples=1, max_k=1,
+                                   batch_size=9, recal_batches=1, recal_batch_size=5)
+  assert len(out["rows"]) == 1 and out["rows"][0]["k"] == 1 and 0 <= out["full_error"] <= 1
