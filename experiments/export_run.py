@@ -13,7 +13,7 @@ import shutil
 from absl import app, flags
 
 from resnet_ensembles import checkpoints, metrics
-from resnet_ensembles.logs import one_line_errors, setup_logging
+from resnet_ensembles.logs import one_line_errors, parse_flags, setup_logging
 from resnet_ensembles.plots.training import plot_training_curves
 from resnet_ensembles.provenance import git_commit
 
@@ -60,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -16,7 +16,7 @@ import os
 from absl import app, flags
 
 from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, study_data
-from resnet_ensembles.logs import one_line_errors
+from resnet_ensembles.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
 
@@ -95,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from resnet_ensembles import checkpoints, distributed, paths, study_data
-from resnet_ensembles.logs import one_line_errors
+from resnet_ensembles.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.provenance import git_commit
 
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

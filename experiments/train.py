@@ -13,7 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_ensembles import distributed, train
-from resnet_ensembles.logs import one_line_errors
+from resnet_ensembles.logs import one_line_errors, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events go here.")
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -12,7 +12,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles.logs import one_line_errors
+from resnet_ensembles.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import variants as variant_plots
 from resnet_ensembles.provenance import git_commit
 
@@ -54,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

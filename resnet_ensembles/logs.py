@@ -21,3 +21,15 @@ def one_line_errors(main):
     except (ValueError, FileNotFoundError, FloatingPointError, ImportError, RuntimeError) as e:
       sys.exit(f"error: {type(e).__name__}: {e}")
   return wrapped
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing for `app.run(main, flags_parser=parse_flags)`: a bad flag, or a config file whose
+  get_config raises (ml_collections then quotes the whole traceback), ends with one line."""
+  import sys
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    sys.exit("error: " + (f"{lines[0]} {lines[-1]}" if len(lines) > 1 else (lines or [repr(e)])[0]))

@@ -1,10 +1,11 @@
-"""experiments/reproduce.py end to end on the `tiny` config: stages, skipping, partial reruns, the report."""
+"""resnet_ensembles.reproduction (experiments/reproduce.py) end to end on the `tiny` config: stages, skipping,
+partial reruns, the report."""
 import json
 import os
 import subprocess
 import sys
 
-from experiments import reproduce
+from resnet_ensembles import reproduction
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,11 +16,11 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   config.train.folder = cifar_root
   workdir = str(tmp_path / "repro")
 
-  ran = reproduce.run(config, workdir, data=cifar)
-  assert ran == list(reproduce.STAGES)
-  for stage in reproduce.STAGES:
+  ran = reproduction.run(config, workdir, data=cifar)
+  assert ran == list(reproduction.STAGES)
+  for stage in reproduction.STAGES:
     assert os.path.exists(os.path.join(workdir, f"{stage}.done.json"))
-    assert all(os.path.exists(p) for p in reproduce.stage_outputs(config, workdir, stage))
+    assert all(os.path.exists(p) for p in reproduction.stage_outputs(config, workdir, stage))
 
   report = open(os.path.join(workdir, "report.md")).read()
   with open(os.path.join(workdir, "lesion", "resnet", "single_stored.json")) as f:
@@ -29,17 +30,17 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
     r = json.load(f)["effective_range"]["image"]
   assert f"{r['lo']}-{r['hi']} of {single['networks'][0]['num_blocks']}" in report
   assert "holds?" in report and "![" in report and "variants/variants.png" in report
-  with open(os.path.join(workdir, "train", "short_fwd", reproduce.TREATMENTS)) as f:
+  with open(os.path.join(workdir, "train", "short_fwd", reproduction.TREATMENTS)) as f:
     t = json.load(f)
   assert f"{100 * t['unscaled_error']:.2f}% / {100 * t['scaled_error']:.2f}%" in report  # both treatments
 
-  assert reproduce.run(config, workdir, data=cifar) == []   # everything done: nothing reruns
+  assert reproduction.run(config, workdir, data=cifar) == []   # everything done: nothing reruns
 
   os.remove(os.path.join(workdir, "paths", "paths.json"))   # one stage's output lost
-  assert reproduce.run(config, workdir, data=cifar) == ["paths", "figures", "report"]
+  assert reproduction.run(config, workdir, data=cifar) == ["paths", "figures", "report"]
 
   config.report.version = 2                                  # a changed config section reruns its stage
-  assert reproduce.run(config, workdir, data=cifar) == ["report"]
+  assert reproduction.run(config, workdir, data=cifar) == ["report"]
 
   # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
   run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
@@ -57,3 +58,7 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   assert done.returncode == 0 and "effective paths" in done.stdout, done.stderr[-2000:]
   done = run_main("experiments.lesion", f"--workdir={resnet}", "--sweep=reorder", "--max_k=0")
   assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr[-2000:]
+  done = run_main("experiments.reproduce", f"--workdir={out}", "--config=experiments/configs/reproduce.py:tinier")
+  last = done.stderr.strip().splitlines()[-1]  # a config whose get_config raises: one line, not its traceback
+  assert done.returncode != 0 and last.startswith("error: ") and "cpu, paper or tiny; got 'tinier'" in last, last
+  assert "Traceback" not in done.stderr

@@ -1,0 +1,100 @@
+"""The whole Veit et al. study as resumable stages: train -> lesion sweeps -> paths -> figures -> report.
+
+Each stage writes its outputs and `<workdir>/<stage>.done.json` (a hash of its config section). A stage is
+skipped when its outputs and done-file exist and the hash matches; once a stage reruns, every later stage
+reruns too. Training resumes from its own checkpoints, so a rerun after a kill continues where it stopped.
+Layout: train/{resnet,plain,sd,short,short_fwd}/, lesion/<run>/{single,multi,reorder}_<bn>.json (+ .csv, .png),
+paths/paths.json (+ .png), variants/variants.{json,png}, report.md. The stages themselves live in
+`reproduction_stages`; the command is experiments/reproduce.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+from resnet_ensembles import distributed
+from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.reproduction_stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
+                                                  Preempted, is_forward_short_path, train_config, write_json)
+
+__all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "stage_outputs",
+           "train_config"]
+
+STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
+TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "lesion multi",
+          "lesion_reorder": "lesion reorder", "paths": "paths", "figures": "figures", "report": "report"}
+
+
+def section(config, stage: str) -> dict:
+  if stage == "train":
+    return {run: train_config(config, run).to_dict() for run in RUNS}
+  if stage.startswith("lesion_"):
+    return {"sweep": stage[len("lesion_"):], **config.lesion.to_dict()}
+  return getattr(config, stage).to_dict()
+
+
+def config_hash(config, stage: str) -> str:
+  blob = json.dumps(section(config, stage), sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_outputs(config, workdir: str, stage: str) -> list[str]:
+  bn = config.lesion.bn
+  if stage == "train":
+    return [os.path.join(workdir, "train", run, "metrics.jsonl") for run in RUNS] + [
+        os.path.join(workdir, "train", run, TREATMENTS) for run in RUNS if is_forward_short_path(config, run)]
+  if stage.startswith("lesion_"):
+    sweep = stage[len("lesion_"):]
+    return [os.path.join(workdir, "lesion", run, f"{sweep}_{bn}.json") for run in SWEEP_RUNS[sweep]]
+  if stage == "paths":
+    return [os.path.join(workdir, "paths", "paths.json")]
+  if stage == "figures":
+    figs = [os.path.join(workdir, "lesion", run, f"{sweep}_{bn}.png")
+            for sweep, runs in SWEEP_RUNS.items() for run in runs]
+    return figs + [os.path.join(workdir, "paths", "paths.png"), os.path.join(workdir, "variants", "variants.png"),
+                   os.path.join(workdir, "variants", "variants.json")]
+  return [os.path.join(workdir, "report.md")]
+
+
+def _done_path(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, f"{stage}.done.json")
+
+
+def is_done(config, workdir: str, stage: str) -> bool:
+  path = _done_path(workdir, stage)
+  if not os.path.exists(path) or not all(os.path.exists(p) for p in stage_outputs(config, workdir, stage)):
+    return False
+  with open(path) as f:
+    return json.load(f).get("hash") == config_hash(config, stage)
+
+
+def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
+  """Runs every stage not already done for this config; returns the stages that ran.
+
+  `data`: optionally the full CIFAR-10 dataset ({"train", "test"} splits), so nothing is decoded again.
+  On several processes (a shared workdir) every process runs the device stages, process 0 alone writes,
+  and all of them meet at a barrier before and after each stage, so they take the same decisions."""
+  main = distributed.is_main_process()
+  os.makedirs(workdir, exist_ok=True)
+  loader, ran, rerun = DataCache(data), [], False
+  say = lambda text: print(text, flush=True) if main else None
+  for i, stage in enumerate(STAGES, 1):
+    skip = distributed.agree(not rerun and is_done(config, workdir, stage))  # process 0's view, for all
+    distributed.barrier(f"reproduce_check_{stage}")  # nobody deletes a done-file another is reading
+    if skip:
+      say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done, skipped")
+      continue
+    rerun = True
+    say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: running")
+    done = _done_path(workdir, stage)
+    if main and os.path.exists(done):
+      os.remove(done)
+    if main or stage not in HOST_STAGES:
+      STAGE_FNS[stage](config, workdir, loader)
+    write_json({"stage": stage, "hash": config_hash(config, stage), "git_commit": git_commit()}, done)
+    distributed.barrier(f"reproduce_done_{stage}")
+    ran.append(stage)
+  say(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}")
+  return ran

@@ -1,0 +1,180 @@
+"""The stages of the staged reproduction (`reproduction.run`): what each trains, sweeps, measures or draws.
+
+Every stage reads and writes the workdir layout of `reproduction`: train/<run>/, lesion/<run>/<sweep>_<bn>.json,
+paths/paths.json, variants/variants.{json,png}, report.md. Each is a function (config, workdir, data) that
+writes its outputs with `write_json` (process 0 only) and returns nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Optional
+
+from absl import logging
+
+from experiments.configs import cifar10 as cifar10_config
+from resnet_ensembles import checkpoints, distributed, lesion_study, paper, paths, report, train
+from resnet_ensembles import data as data_lib
+from resnet_ensembles.plots import lesion as lesion_plots
+from resnet_ensembles.plots import paths as paths_plots
+from resnet_ensembles.plots import variants as variant_plots
+from resnet_ensembles.provenance import git_commit
+
+RUNS = ("resnet", "plain", "sd", "short", "short_fwd")
+LABELS = {"resnet": "ResNet", "plain": "plain", "sd": "stochastic depth", "short": "short-path (route)",
+          "short_fwd": "short-path (forward)"}
+# sweep -> the runs it covers; a JSON per (first) run, the plain net rides along in the ResNet's single sweep
+SWEEP_RUNS = {"single": ("resnet", "sd", "short", "short_fwd"), "multi": ("resnet", "sd", "short", "short_fwd"),
+              "reorder": ("resnet",)}
+TREATMENTS = "test_time_treatments.json"  # forward short-path runs: error unscaled vs scaled by K/n
+
+
+def train_config(config, run: str):
+  """The training config of one run: experiments/configs/cifar10.py plus the reproduce overrides."""
+  t = config.train
+  c = cifar10_config.get_config(t.runs[run])
+  c.num_epochs = t.num_epochs
+  c.batch_size = t.batch_size
+  c.data.source = t.source
+  c.data.folder = t.folder
+  c.data.train_size = t.train_size
+  c.data.test_size = t.test_size
+  c.progress = t.progress
+  if t.batch_size < 128:
+    c.eval_batch_size = min(c.eval_batch_size, max(t.test_size, t.batch_size) if t.test_size else 500)
+  return c
+
+
+def write_json(obj, path: str) -> None:
+  if not distributed.is_main_process():  # every process computes, process 0 writes
+    return
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+  os.replace(tmp, path)
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+# ---------------------------------------------------------------- data
+
+class DataCache:
+  """Decodes each CIFAR-10 source once per `run` (or takes the caller's full dataset) and subsets it."""
+
+  def __init__(self, full: Optional[dict] = None):
+    self.full = {} if full is None else {None: full}
+
+  def __call__(self, cfg) -> dict:
+    d = cfg.data
+    if None in self.full:
+      full = self.full[None]
+    else:
+      key = (d.source, d.folder, d.cache_dir)
+      if key not in self.full:
+        self.full[key] = data_lib.load_cifar10(d.source, d.folder or None, d.cache_dir or None)
+      full = self.full[key]
+    return {"train": data_lib.subset(full["train"], d.train_size, d.subset_seed),
+            "test": data_lib.subset(full["test"], d.test_size, d.subset_seed + 1)}
+
+
+# ---------------------------------------------------------------- stages
+
+class Preempted(Exception):
+  """Training stopped on a preemption notice; the run continues when the command is rerun."""
+
+
+def is_forward_short_path(config, run: str) -> bool:
+  return train_config(config, run).train_mask.kind == "short_path_forward"
+
+
+def stage_train(config, workdir: str, data: DataCache) -> None:
+  for run in RUNS:
+    cfg = train_config(config, run)
+    run_dir = os.path.join(workdir, "train", run)
+    logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
+    out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
+    if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
+      raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
+    print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
+    if is_forward_short_path(config, run):  # Sec. 5.3 leaves the test-time treatment open: measure both
+      t = lesion_study.test_time_treatments(run_dir, data(cfg)["test"], batch_size=config.lesion.batch_size)
+      write_json(t, os.path.join(run_dir, TREATMENTS))
+      print(f"  {run}: test error {100 * t['unscaled_error']:.2f}% unscaled, {100 * t['scaled_error']:.2f}% with "
+            f"branches scaled by K/n = {t['num_active']}/{t['num_blocks']}", flush=True)
+
+
+def _lesion_args(lc) -> dict:
+  return dict(bn=lc.bn, num_samples=lc.num_samples, max_k=lc.max_k, seed=lc.seed, batch_size=lc.batch_size,
+              memory_budget_mb=lc.memory_budget_mb)
+
+
+def stage_lesion(sweep: str) -> Callable:
+  def run_stage(config, workdir: str, data: DataCache) -> None:
+    lc = config.lesion
+    for run in SWEEP_RUNS[sweep]:
+      cfg = train_config(config, run)
+      d = data(cfg)
+      run_dir = os.path.join(workdir, "train", run)
+      nets = [lesion_study.sweep_network(run_dir, LABELS[run], d, sweep, **_lesion_args(lc))]
+      if sweep == "single" and run == "resnet":
+        nets.append(lesion_study.sweep_network(os.path.join(workdir, "train", "plain"), "plain", d, sweep,
+                                               **_lesion_args(lc)))
+      result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
+                "test_images": int(len(d["test"][1])), "networks": nets}
+      write_json(result, os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json"))
+      for net in nets:
+        errs = [r["error"] for r in net["rows"]]
+        print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "
+              f"{100 * min(errs):.2f}-{100 * max(errs):.2f}%", flush=True)
+  return run_stage
+
+
+def stage_paths(config, workdir: str, data: DataCache) -> None:
+  pc = config.paths
+  run_dir = os.path.join(workdir, "train", "resnet")
+  model, variables, trained = checkpoints.load_trained(run_dir)
+  images, labels = data(trained)[pc.split]
+  result = paths.analyze(model, variables, images, labels, pc)
+  result.update(config=pc.to_dict(), git_commit=git_commit(), workdir=run_dir, model=trained.model.to_dict())
+  write_json(result, os.path.join(workdir, "paths", "paths.json"))
+  r = result["effective_range"]["image"]
+  print(f"  effective paths: lengths {r['lo']}-{r['hi']} of {result['num_blocks']}, "
+        f"{100 * r['path_fraction']:.2f}% of all paths", flush=True)
+
+
+def stage_figures(config, workdir: str, data: DataCache) -> None:
+  del data
+  bn = config.lesion.bn
+  for sweep, runs in SWEEP_RUNS.items():
+    for run in runs:
+      stem = os.path.join(workdir, "lesion", run, f"{sweep}_{bn}")
+      result = read_json(stem + ".json")
+      nets = {n["label"]: n["num_blocks"] for n in result["networks"]}
+      overlay = paper.lesion_overlays(nets.get("ResNet", 0), nets.get("plain"))[sweep] if run == "resnet" else None
+      lesion_plots.save(result, stem + ".png", paper=overlay)
+  paths_plots.save(read_json(os.path.join(workdir, "paths", "paths.json")),
+                   os.path.join(workdir, "paths", "paths.png"))
+  variants = {LABELS[run]: tuple(read_json(os.path.join(workdir, "lesion", run, f"{s}_{bn}.json"))
+                                 for s in ("single", "multi")) for run in SWEEP_RUNS["multi"]}
+  out = os.path.join(workdir, "variants")
+  os.makedirs(out, exist_ok=True)
+  table = {label: variant_plots.summarize(*pair) for label, pair in variants.items()}
+  write_json({"bn": bn, "git_commit": git_commit(), "summary": table}, os.path.join(out, "variants.json"))
+  variant_plots.save(variants, os.path.join(out, "variants.png"))
+
+
+def stage_report(config, workdir: str, data: DataCache) -> None:
+  del data
+  text = report.build(workdir, bn=config.lesion.bn)
+  with open(os.path.join(workdir, "report.md"), "w") as f:
+    f.write(text)
+
+
+HOST_STAGES = ("figures", "report")  # no devices involved: process 0 alone
+STAGE_FNS = {"train": stage_train, "lesion_single": stage_lesion("single"), "lesion_multi": stage_lesion("multi"),
+             "lesion_reorder": stage_lesion("reorder"), "paths": stage_paths, "figures": stage_figures,
+             "report": stage_report}
