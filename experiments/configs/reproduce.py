@@ -5,7 +5,8 @@ r"""The whole Veit et al. study as one staged run (experiments/reproduce.py).
 Presets:
   cpu    ResNet-32 / plain-32 (+ stochastic depth, short-path route and forward) with the `cpu` settings of
          experiments/configs/cifar10.py (40 epochs), data from the JPEG folder in $CIFAR10_DIR,
-         10 random lesions per k, the `cpu` path-analysis preset;
+         10 random lesions per k, 1,000 sampled routes per path length as in the paper (the `paper`
+         path-analysis preset; small beside the training);
   paper  pre-activation ResNet-110 / plain-110, 164 epochs, TFDS cifar10, the `paper` path preset;
   tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
          2 lesions per k, k <= 2, the `quick` path preset.
@@ -49,7 +50,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   le.batch_size = 100 if arg == "tiny" else 500
   le.memory_budget_mb = 512
 
-  c.paths = paths_config.get_config({"cpu": "cpu", "paper": "paper", "tiny": "quick"}[arg])
+  c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "tiny": "quick"}[arg])
   c.figures = ml_collections.ConfigDict(dict(version=1))
   c.report = ml_collections.ConfigDict(dict(version=1))
   return c
