@@ -49,14 +49,15 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   at warmup_lr for warmup_steps (He et al.'s ResNet-110) or linear from 0 over warmup_epochs (Goyal et al.)."""
   total = config.num_epochs * steps_per_epoch
   kind = config.get("lr_schedule", "step")
+  linear = int(config.get("warmup_epochs", 0) * steps_per_epoch)
   if kind == "step":
     bounds = {int(f * total): config.lr_decay for f in config.lr_boundaries}
     main = optax.piecewise_constant_schedule(config.learning_rate, bounds)
-  elif kind == "cosine":
-    main = optax.cosine_decay_schedule(config.learning_rate, total)
+  elif kind == "cosine":  # over the steps after a linear warm-up, as in the Flax ImageNet example
+    main = optax.join_schedules([optax.constant_schedule(config.learning_rate),
+                                 optax.cosine_decay_schedule(config.learning_rate, max(total - linear, 1))], [linear])
   else:
     raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {kind!r}")
-  linear = int(config.get("warmup_epochs", 0) * steps_per_epoch)
   if linear:
     return lambda step: jnp.where(step < linear, config.learning_rate * step / linear, main(step))
   if not config.get("warmup_steps", 0):

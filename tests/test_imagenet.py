@@ -240,8 +240,13 @@ def test_learning_rate_schedules():
   c = ml_collections.ConfigDict(dict(num_epochs=4, learning_rate=0.4, lr_schedule="cosine", warmup_epochs=1,
                                      lr_boundaries=(0.5,), lr_decay=0.1))
   lr = train.learning_rate_fn(c, steps_per_epoch=10)
-  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(20), lr(40)],
-                             [0.0, 0.2, 0.4 * (1 + np.cos(np.pi / 4)) / 2, 0.2, 0.0], atol=1e-6)
+  # linear to 0.4 over epoch 1, then a cosine over the remaining 30 steps: no jump where they meet
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(20), lr(25), lr(40)],
+                             [0.0, 0.2, 0.4, 0.4 * (1 + np.cos(np.pi / 3)) / 2, 0.2, 0.0], atol=1e-6)
+  c.warmup_epochs = 0
+  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  np.testing.assert_allclose([lr(0), lr(20), lr(40)], [0.4, 0.2, 0.0], atol=1e-6)
+  c.warmup_epochs = 1
   c.lr_schedule, c.warmup_epochs = "step", 0
   lr = train.learning_rate_fn(c, steps_per_epoch=10)
   np.testing.assert_allclose([lr(0), lr(19), lr(20)], [0.4, 0.4, 0.04], rtol=1e-6)
