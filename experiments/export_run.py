@@ -12,7 +12,7 @@ import shutil
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, metrics
+from resnet_ensembles import checkpoints, metrics, provenance
 from resnet_ensembles.logs import one_line_errors, parse_flags, setup_logging
 from resnet_ensembles.plots.training import plot_training_curves
 from resnet_ensembles.provenance import git_commit
@@ -50,7 +50,8 @@ def main(argv):
                       "test_error": last["eval/test_error"],
                       "train_wall_s": max(r.get("train/wall_s", 0.0) for r in rows),
                       "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-                      "data": data_description(_WORKDIR.value)}}
+                      "data": data_description(_WORKDIR.value),
+                      "train_starts": provenance.read_starts(_WORKDIR.value)}}
   checkpoints.export_variables(variables, config, _OUT.value, extra)
   shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
   m = config.model

@@ -27,7 +27,7 @@ import optax
 from absl import logging
 from flax import struct
 
-from resnet_ensembles import checkpoints, data as data_lib, metrics as metrics_lib, models, samplers
+from resnet_ensembles import checkpoints, data as data_lib, metrics as metrics_lib, models, provenance, samplers
 from resnet_ensembles.sharding import (data_mesh, global_batch, process_rows, replicate, replicated_spec,
                                       shard_host_batch)
 
@@ -262,6 +262,8 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step)
   if start_step:
     logging.info("Resumed from step %d (epoch %d) in %s", start_step, start_step // steps_per_epoch, workdir)
+  if jax.process_index() == 0:
+    provenance.record_start(workdir, start_step)
 
   step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, sampler=sampler, preprocess=preprocess),
                     donate_argnums=0)

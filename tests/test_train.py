@@ -78,6 +78,9 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(small, tmp_path, m
   monkeypatch.setattr(metrics.Progress, "update", update)
   resumed = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
   assert resumed["step"] == 16 and not resumed.get("preempted")
+  from resnet_ensembles import provenance  # each start is on record with its code
+  starts = provenance.read_starts(str(tmp_path / "b"))
+  assert [s["step"] for s in starts] == [0, 6] and starts[1]["git_commit"] == provenance.git_commit()
   for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
     np.testing.assert_array_equal(a, b)
 
