@@ -57,6 +57,9 @@ def main(argv):
   print(f"effective paths (image gradient, {100 * r['share']:.0f}% of the total): lengths {r['lo']}-{r['hi']} "
         f"of {result['num_blocks']}, {100 * r['path_fraction']:.2f}% of all paths; exact decomposition sums to "
         f"the gradient within {e['sum_error']:.1e} (relative)")
+  d = result["decay"]["image"]
+  print(f"one path's gradient (input image) falls x{d['factor_per_block']:.3g} per block along its length "
+        f"(exponential fit, r^2 {d['r2']:.3f})")
   print(f"wrote {stem}.json, {stem}.png")
 
 

@@ -66,6 +66,20 @@ def effective_range(total: Array, share: float = 0.9) -> dict:
   return dict(lo=lo, hi=hi, share=share, carried=carried, path_fraction=float(freq[lo:hi + 1].sum()))
 
 
+def exponential_fit(mean: Array) -> dict:
+  """The paper's "the gradient of one path decays exponentially with its length" as a number: a least-squares
+  line through log10(magnitude) over the lengths k = 0..n (scipy.stats.linregress). Returns the factor one
+  more block multiplies the magnitude by (10^slope) and r^2 of the line."""
+  mean = np.asarray(mean, np.float64)
+  k = np.arange(mean.size)
+  ok = np.isfinite(mean) & (mean > 0)
+  if ok.sum() < 3:
+    raise ValueError("an exponential fit needs at least 3 positive magnitudes")
+  r = stats.linregress(k[ok], np.log10(mean[ok]))
+  return dict(factor_per_block=float(10 ** r.slope), r2=float(r.rvalue ** 2), log10_intercept=float(r.intercept),
+              lengths=int(ok.sum()))
+
+
 def sample_routes(key: jax.Array, num_blocks: int, lengths: Array) -> jax.Array:
   """One 0/1 route [n] per entry of `lengths`, each with exactly that many residual blocks."""
   lengths = np.asarray(lengths)
@@ -175,4 +189,5 @@ def analyze(model, variables, images: np.ndarray, labels: np.ndarray, config) ->
   return dict(num_blocks=n, distribution={k: np.asarray(v).tolist() for k, v in dist.items()},
               sampled=sampled, total=total, exact=exact,
               effective_range={w: effective_range(total[w], config.share) for w in total},
+              decay={w: exponential_fit(sampled[f"{w}_mean"]) for w in total},
               seconds={"sampled": t1 - t0, "exact": time.time() - t1})

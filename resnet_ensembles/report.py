@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from resnet_ensembles import paper
+from resnet_ensembles import paper, paths
 from resnet_ensembles.lesion_summary import k_means, single_stats
 
 RUNS = ("resnet", "sd", "short", "short_fwd")
@@ -32,6 +32,8 @@ RULES = [
     "below 50% (graceful); other bins are reported only.",
     "Effective paths: the effective range's upper end is at most n/2 (paths carrying most gradient are "
     "shorter than the typical path); their share of all paths is below 50%.",
+    "One path's gradient decays exponentially with its length: a line through log10(magnitude at the input "
+    "image) over k = 0..n falls (factor per block below 1) and fits with r^2 >= 0.9.",
     "Short-path training (either reading): its full error is within 1 point (absolute) of the normally "
     "trained network's; for the forward reading, with whichever test-time treatment (branches unscaled or "
     "scaled by K/n) scores better.",
@@ -159,6 +161,10 @@ def render(inputs: dict, numbers: dict) -> str:
            f"{r['lo']}-{r['hi']} of {nb}", yes(r["hi"] <= nb / 2)),
           ("share of all paths that are effective", f"{100 * pn['effective_share_of_paths']:.2f}%",
            f"{100 * r['path_fraction']:.2f}%", yes(r["path_fraction"] < 0.5))]
+  fit = paths.exponential_fit(pj["sampled"]["image_mean"])
+  rows.append(("gradient of one path vs its length (Fig. 6b)", pn["gradient_vs_length"],
+               f"x{fit['factor_per_block']:.3g} per block, r^2 {fit['r2']:.3f}",
+               yes(fit["factor_per_block"] < 1 and fit["r2"] >= 0.9)))
   out += ["", "## Effective paths (Fig. 6)", "", _table(rows)]
 
   sp, sd_n = numbers["short_paths"], numbers["stochastic_depth"]

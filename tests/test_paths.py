@@ -195,6 +195,15 @@ def test_effective_range_on_a_hand_made_curve():
   assert (paths.effective_range(curve, 1.0)["lo"], paths.effective_range(curve, 1.0)["hi"]) == (1, 5)
 
 
+def test_exponential_fit_recovers_a_geometric_curve():
+  fit = paths.exponential_fit(3.0 * 0.6 ** np.arange(12))
+  assert abs(fit["factor_per_block"] - 0.6) < 1e-9 and abs(fit["r2"] - 1) < 1e-9 and fit["lengths"] == 12
+  noisy = paths.exponential_fit([1.0, 0.0, 0.5, np.nan, 0.1, 0.2])  # zeros / NaN (underflow) are left out
+  assert noisy["lengths"] == 4 and noisy["factor_per_block"] < 1 and noisy["r2"] < 1
+  with pytest.raises(ValueError, match="at least 3"):
+    paths.exponential_fit([1.0, 0.0, 0.5])
+
+
 def test_analysis_sampled_and_exact_agree_on_the_unique_extreme_paths(tmp_path):
   model, v = _net(8)
   images = np.asarray(jax.random.randint(jax.random.PRNGKey(0), (6, 32, 32, 3), 0, 256), np.uint8)
@@ -209,6 +218,7 @@ def test_analysis_sampled_and_exact_agree_on_the_unique_extreme_paths(tmp_path):
     _close(s["block0_mean"][k], e["block0"][k], 1e-5)
   _close(result["total"]["image"], np.array(s["image_mean"]) * stats.binom.pmf(np.arange(4), 3, 0.5), 1e-12)
   assert 0 <= result["effective_range"]["image"]["lo"] <= result["effective_range"]["image"]["hi"] <= 3
+  assert result["decay"]["image"] == paths.exponential_fit(s["image_mean"])
   out = plots.save(result, str(tmp_path / "paths.png"))  # the figure is a function of the JSON
   assert os.path.getsize(out) > 10_000
   config.bn = "train"

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from resnet_ensembles import reproduction
+from resnet_ensembles import paths, reproduction
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +30,8 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
     r = json.load(f)["effective_range"]["image"]
   assert f"{r['lo']}-{r['hi']} of {single['networks'][0]['num_blocks']}" in report
   assert "holds?" in report and "![" in report and "variants/variants.png" in report
+  fit = paths.exponential_fit(json.load(open(os.path.join(workdir, "paths", "paths.json")))["sampled"]["image_mean"])
+  assert f"x{fit['factor_per_block']:.3g} per block, r^2 {fit['r2']:.3f}" in report
   with open(os.path.join(workdir, "train", "short_fwd", reproduction.TREATMENTS)) as f:
     t = json.load(f)
   assert f"{100 * t['unscaled_error']:.2f}% / {100 * t['scaled_error']:.2f}%" in report  # both treatments

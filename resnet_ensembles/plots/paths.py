@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from resnet_ensembles import paper as paper_lib
+from resnet_ensembles import paths as paths_lib
 from resnet_ensembles.plots import PAPER_STYLE
 
 WHERE = {"image": ("input image", "tab:blue"), "block0": ("input of block 1", "tab:green")}
@@ -39,6 +40,9 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
     mean, std = np.asarray(s[f"{w}_mean"]), np.asarray(s[f"{w}_std"])
     ax.plot(k, _positive(mean), "o-", ms=3, color=color, label=f"at the {label}")
     ax.fill_between(k, _positive(mean - std), _positive(mean + std), color=color, alpha=0.15, lw=0)
+  fit = paths_lib.exponential_fit(s["image_mean"])  # from the JSON: older paths.json files lack "decay"
+  ax.plot(k, 10 ** (fit["log10_intercept"] + np.log10(fit["factor_per_block"]) * k), "--", color="tab:blue", lw=1,
+          label=f"exponential fit (input image): x{fit['factor_per_block']:.3g} per block, r² {fit['r2']:.3f}")
   ax.set_yscale("log")
   ax.set(title=f"(b) gradient of one path ({s['samples_per_length']} samples / length)",
          xlabel="path length k", ylabel="gradient magnitude (mean ± std)")
