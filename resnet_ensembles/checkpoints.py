@@ -1,6 +1,7 @@
 """Orbax checkpoints of a run, and `load_trained` for experiments (a workdir or an exported folder)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -9,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import serialization
+from flax import serialization, traverse_util
 
 CONFIG_FILE = "config.json"
 EXPORT_FILE = "variables.msgpack"
@@ -75,6 +76,18 @@ def export_variables(variables, config, out_dir: str, extra: dict | None = None)
   with open(os.path.join(out_dir, CONFIG_FILE), "w") as f:
     json.dump(cfg, f, indent=2)
   return out_dir
+
+
+def fingerprint(variables) -> str:
+  """16 hex digits of a sha256 over every array (name, dtype, shape, bytes; names sorted): whether two
+  results studied the same trained network, whichever way (workdir or export) it was loaded."""
+  flat = traverse_util.flatten_dict(jax.device_get(dict(variables)), sep="/")
+  h = hashlib.sha256()
+  for name in sorted(flat):
+    a = np.ascontiguousarray(flat[name])
+    h.update(f"{name}:{a.dtype}:{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()[:16]
 
 
 def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:

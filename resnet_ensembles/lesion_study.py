@@ -2,8 +2,8 @@
 
 Shared by `experiments/lesion.py` (flags) and `experiments/reproduce.py` (config): builds the mask/order
 stack for a sweep, runs the prefix-shared wavefront (single deletions, stored BN) or the vmapped
-`lesion.evaluate`, and returns {"label", "workdir", "model", "num_blocks", "branch_scale", "train_mask",
-"stage_openers", "full_error", "rows"}; every row carries its lesion (deleted block(s) or order) and its
+`lesion.evaluate`, and returns {"label", "workdir", "variables_sha256", "model", "num_blocks", "branch_scale",
+"train_mask", "stage_openers", "full_error", "rows"}; every row carries its lesion (deleted block(s) or order) and its
 error and per-class accuracy. A network trained with stochastic depth is lesioned as it is tested: kept
 branches scaled by p_l. `test_time_treatments` compares the two test-time readings of forward short paths.
 """
@@ -84,7 +84,8 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
     out = {k: np.asarray(v)[inverse.reshape(-1)] for k, v in out.items()}
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
-  return {"label": label, "workdir": path, "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
+  return {"label": label, "workdir": path, "variables_sha256": checkpoints.fingerprint(variables),
+          "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
           "branch_scale": None if scale is None else scale.tolist(),
           "train_mask": config.train_mask.to_dict() if "train_mask" in config else None,
           "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}

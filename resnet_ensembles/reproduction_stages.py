@@ -112,20 +112,45 @@ def _lesion_args(lc) -> dict:
               memory_budget_mb=lc.memory_budget_mb)
 
 
+RESULT_FLAGS = ("bn", "num_samples", "max_k", "seed")  # what a sweep's numbers depend on (not its chunking)
+# ... and, fixed in this pipeline, stage openers left out of k-deletions and lesion_study's recalibration
+FIXED_FLAGS = {"include_openers": False, "recal_batches": 4, "recal_batch_size": 128}
+
+
+def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
+  """Whether the sweep JSON at `path` (from an earlier, interrupted attempt at this stage, or from
+  experiments/lesion.py with the same settings) already holds these networks (same variables) under the
+  settings the numbers depend on: then it stands, and a stage of several runs continues after a kill."""
+  if not os.path.exists(path):
+    return False
+  old = read_json(path)
+  flags = old.get("flags", {})
+  fixed = FIXED_FLAGS if lc.bn == "recalibrate" else {"include_openers": False}
+  want = {**{k: lc[k] for k in RESULT_FLAGS}, **fixed}
+  got = {k: flags.get(k, FIXED_FLAGS.get(k)) for k in want}
+  if got != want or old.get("test_images") != test_images:
+    return False
+  fingerprints = [checkpoints.fingerprint(checkpoints.load_trained(d)[1]) for d in run_dirs]
+  return [n.get("variables_sha256") for n in old["networks"]] == fingerprints
+
+
 def stage_lesion(sweep: str) -> Callable:
   def run_stage(config, workdir: str, data: DataCache) -> None:
     lc = config.lesion
     for run in SWEEP_RUNS[sweep]:
       cfg = train_config(config, run)
       d = data(cfg)
-      run_dir = os.path.join(workdir, "train", run)
-      nets = [lesion_study.sweep_network(run_dir, LABELS[run], d, sweep, **_lesion_args(lc))]
+      labels = {os.path.join(workdir, "train", run): LABELS[run]}
       if sweep == "single" and run == "resnet":
-        nets.append(lesion_study.sweep_network(os.path.join(workdir, "train", "plain"), "plain", d, sweep,
-                                               **_lesion_args(lc)))
+        labels[os.path.join(workdir, "train", "plain")] = "plain"
+      out = os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json")
+      if kept_sweep(out, lc, list(labels), int(len(d["test"][1]))):
+        print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
+        continue
+      nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
       result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
                 "test_images": int(len(d["test"][1])), "networks": nets}
-      write_json(result, os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json"))
+      write_json(result, out)
       for net in nets:
         errs = [r["error"] for r in net["rows"]]
         print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "

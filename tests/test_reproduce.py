@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from resnet_ensembles import paths, reproduction
+from resnet_ensembles import paths, reproduction, reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +43,16 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
 
   config.report.version = 2                                  # a changed config section reruns its stage
   assert reproduction.run(config, workdir, data=cifar) == ["report"]
+
+  multi = os.path.join(workdir, "lesion", "sd", "multi_stored.json")
+  stamp, stage = os.path.getmtime(multi), reproduction_stages.stage_lesion("multi")
+  config.lesion.batch_size = 50          # chunking only: a rerun of the stage keeps the sweeps already written,
+  stage(config, workdir, reproduction_stages.DataCache(cifar))
+  assert os.path.getmtime(multi) == stamp  # which hold the same networks (variables_sha256) and settings
+  config.lesion.seed = 1                 # a setting the numbers depend on: swept again
+  stage(config, workdir, reproduction_stages.DataCache(cifar))
+  assert os.path.getmtime(multi) != stamp and reproduction_stages.read_json(multi)["flags"]["seed"] == 1
+  config.lesion.batch_size, config.lesion.seed = 100, 0
 
   # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
   run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,

@@ -136,6 +136,9 @@ def test_load_trained_from_workdir_and_export(small, tmp_path):
   model2, exported, _ = checkpoints.load_trained(str(tmp_path / "export"))
   x = data.normalize(small["test"][0][:8])
   np.testing.assert_array_equal(model.apply(variables, x), model2.apply(exported, x))
+  assert checkpoints.fingerprint(variables) == checkpoints.fingerprint(exported)  # one network, two ways in
+  exported["params"]["head"]["bias"] = exported["params"]["head"]["bias"] + 1e-7
+  assert checkpoints.fingerprint(variables) != checkpoints.fingerprint(exported)
 
 
 _SHARDED = r"""
