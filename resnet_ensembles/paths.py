@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
+from resnet_ensembles import checkpoints
 from resnet_ensembles import data as data_lib
 from resnet_ensembles.path_gradients import (Tape, check_model, decompose, decomposition_norms,  # noqa: F401
                                              forward_tape, full_gradient, mean_norm, routed_gradient,
@@ -186,7 +187,7 @@ def analyze(model, variables, images: np.ndarray, labels: np.ndarray, config) ->
                               batch_size=config.batch_size, seed=config.seed, train_bn=train_bn)
   dist = path_length_distribution(n)
   total = {w: (dist["frequency"] * np.asarray(sampled[f"{w}_mean"])).tolist() for w in ("image", "block0")}
-  return dict(num_blocks=n, distribution={k: np.asarray(v).tolist() for k, v in dist.items()},
+  return dict(num_blocks=n, variables_sha256=checkpoints.fingerprint(variables), distribution={k: np.asarray(v).tolist() for k, v in dist.items()},
               sampled=sampled, total=total, exact=exact,
               effective_range={w: effective_range(total[w], config.share) for w in total},
               decay={w: exponential_fit(sampled[f"{w}_mean"]) for w in total},

@@ -162,10 +162,16 @@ def stage_paths(config, workdir: str, data: DataCache) -> None:
   pc = config.paths
   run_dir = os.path.join(workdir, "train", "resnet")
   model, variables, trained = checkpoints.load_trained(run_dir)
+  out = os.path.join(workdir, "paths", "paths.json")
+  if os.path.exists(out):  # e.g. from experiments/paths.py: kept when it studied this network with this config
+    old = read_json(out)
+    if old.get("config") == pc.to_dict() and old.get("variables_sha256") == checkpoints.fingerprint(variables):
+      print(f"  paths of this network with this config already in {out}, kept", flush=True)
+      return
   images, labels = data(trained)[pc.split]
   result = paths.analyze(model, variables, images, labels, pc)
   result.update(config=pc.to_dict(), git_commit=git_commit(), workdir=run_dir, model=trained.model.to_dict())
-  write_json(result, os.path.join(workdir, "paths", "paths.json"))
+  write_json(result, out)
   r = result["effective_range"]["image"]
   print(f"  effective paths: lengths {r['lo']}-{r['hi']} of {result['num_blocks']}, "
         f"{100 * r['path_fraction']:.2f}% of all paths", flush=True)

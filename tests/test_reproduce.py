@@ -53,6 +53,10 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   stage(config, workdir, reproduction_stages.DataCache(cifar))
   assert os.path.getmtime(multi) != stamp and reproduction_stages.read_json(multi)["flags"]["seed"] == 1
   config.lesion.batch_size, config.lesion.seed = 100, 0
+  paths_json = os.path.join(workdir, "paths", "paths.json")
+  stamp = os.path.getmtime(paths_json)   # the paths stage keeps a paths.json of the same network and config
+  reproduction_stages.stage_paths(config, workdir, reproduction_stages.DataCache(cifar))
+  assert os.path.getmtime(paths_json) == stamp
 
   # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
   run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
