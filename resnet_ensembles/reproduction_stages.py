@@ -6,6 +6,7 @@ writes its outputs with `write_json` (process 0 only) and returns nothing.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Callable, Optional
@@ -113,8 +114,9 @@ def _lesion_args(lc) -> dict:
 
 
 RESULT_FLAGS = ("bn", "num_samples", "max_k", "seed")  # what a sweep's numbers depend on (not its chunking)
-# ... and, fixed in this pipeline, stage openers left out of k-deletions and lesion_study's recalibration
-FIXED_FLAGS = {"include_openers": False, "recal_batches": 4, "recal_batch_size": 128}
+# ... and, fixed in this pipeline, lesion_study's defaults: openers left out of k-deletions, its recalibration
+FIXED_FLAGS = {name: p.default for name, p in inspect.signature(lesion_study.sweep_network).parameters.items()
+               if name in ("include_openers", "recal_batches", "recal_batch_size")}
 
 
 def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
