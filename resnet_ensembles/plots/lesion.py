@@ -10,6 +10,7 @@ from typing import Optional
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles.lesion_summary import errors_by_k
 from resnet_ensembles.plots import PAPER_STYLE
@@ -62,6 +63,7 @@ def multi_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     _overlay(ax, paper, net["label"])
   ax.set(xlabel="number of layers deleted", ylabel="test error (%)", ylim=(0, 100),
          title=f"Deleting random sets of layers ({result['bn']} BN)")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts blocks
   ax.legend(fontsize=8)
   fig.tight_layout()
   return fig

@@ -9,6 +9,7 @@ from typing import Optional
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
@@ -49,6 +50,7 @@ def figure(variants: dict[str, tuple[dict, dict]], paper: Optional[dict] = None)
   ax1.set(xlabel="deleted block", ylabel="test error (%)", title="one block deleted (dotted: full network)")
   ax2.set(xlabel="number of deleted blocks k", ylabel="test error (%)", title="k random blocks deleted (mean ± std)")
   for ax in (ax1, ax2):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks and block counts
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
