@@ -11,7 +11,7 @@ for run in "$@"; do
   latest="$(ls "$run/checkpoints" | grep -E '^[0-9]+$' | sort -n | tail -1)"
   rm -rf "$dest/$name" && mkdir -p "$dest/$name/checkpoints"
   cp "$run"/config.json "$run"/metrics.jsonl "$dest/$name/"
-  [ -f "$run/data.json" ] && cp "$run/data.json" "$dest/$name/"
+  for f in data.json starts.jsonl; do [ -f "$run/$f" ] && cp "$run/$f" "$dest/$name/"; done
   cp -r "$run/checkpoints/$latest" "$dest/$name/checkpoints/"
   echo "$name: step $latest -> $dest/$name"
 done
