@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, paper, study_data
+from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, study_data
 from resnet_ensembles.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.provenance import git_commit
@@ -81,12 +81,9 @@ def main(argv):
   with open(stem + ".json", "w") as f:
     json.dump(result, f, indent=1)
   write_csv(result, stem + ".csv")
-  blocks = {net["label"]: net["num_blocks"] for net in networks}
-  normal = (networks[0].get("train_mask") or {}).get("kind", "none") == "none"
-  # Veit et al.'s values are for normally trained networks: no overlay on a stochastic-depth / short-path one
-  overlay = paper.lesion_overlays(blocks["ResNet"], blocks.get("plain"))[_SWEEP.value] if normal else None
   with open(stem + ".json") as f:  # the figure is a function of the JSON (and the paper's numbers)
-    lesion_plots.save(json.load(f), stem + ".png", paper=overlay)
+    saved = json.load(f)
+  lesion_plots.save(saved, stem + ".png", paper=lesion_plots.paper_overlay(saved))
   for net in networks:
     errs = [r["error"] for r in net["rows"]]
     print(f"{net['label']}: full error {100 * net['full_error']:.2f}%, lesions {100 * min(errs):.2f}-"

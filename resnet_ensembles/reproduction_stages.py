@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from absl import logging
 
 from experiments.configs import cifar10 as cifar10_config
-from resnet_ensembles import checkpoints, distributed, lesion_study, paper, paths, report, train
+from resnet_ensembles import checkpoints, distributed, lesion_study, paths, report, train
 from resnet_ensembles import data as data_lib
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.plots import paths as paths_plots
@@ -186,9 +186,7 @@ def stage_figures(config, workdir: str, data: DataCache) -> None:
     for run in runs:
       stem = os.path.join(workdir, "lesion", run, f"{sweep}_{bn}")
       result = read_json(stem + ".json")
-      nets = {n["label"]: n["num_blocks"] for n in result["networks"]}
-      overlay = paper.lesion_overlays(nets.get("ResNet", 0), nets.get("plain"))[sweep] if run == "resnet" else None
-      lesion_plots.save(result, stem + ".png", paper=overlay)
+      lesion_plots.save(result, stem + ".png", paper=lesion_plots.paper_overlay(result))
   paths_plots.save(read_json(os.path.join(workdir, "paths", "paths.json")),
                    os.path.join(workdir, "paths", "paths.png"))
   variants = {LABELS[run]: tuple(read_json(os.path.join(workdir, "lesion", run, f"{s}_{bn}.json"))

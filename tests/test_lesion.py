@@ -280,3 +280,15 @@ def test_four_fake_devices_match_one_device():
   assert four["devices"] == 4 and one["devices"] == 1
   for k in ("vmapped", "recal", "prefix"):
     np.testing.assert_allclose(four[k], one[k], atol=1e-12)
+
+
+def test_paper_overlay_only_for_normally_trained_networks():
+  from resnet_ensembles.plots import lesion as lesion_plots
+  net = {"label": "ResNet", "num_blocks": 15, "train_mask": {"kind": "none"}}
+  plain = {"label": "plain", "num_blocks": 15, "train_mask": None}
+  single = lesion_plots.paper_overlay({"sweep": "single", "networks": [net, plain]})
+  assert single["ResNet"]["x"] == [1, 15] and single["plain"]["y"][0] > 80   # the paper's plain net: near chance
+  multi = lesion_plots.paper_overlay({"sweep": "multi", "networks": [dict(net, train_mask=None)]})
+  assert multi["ResNet"]["x"] == [5, 10, 20]
+  sd = dict(net, train_mask={"kind": "stochastic_depth"})
+  assert lesion_plots.paper_overlay({"sweep": "single", "networks": [sd]}) is None

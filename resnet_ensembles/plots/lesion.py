@@ -12,8 +12,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k
-from resnet_ensembles.plots import PAPER_STYLE
+from resnet_ensembles.plots import PAPER_STYLE, legend_below
 
 COLORS = {"ResNet": "tab:blue", "plain": "tab:orange"}
 
@@ -42,7 +43,7 @@ def single_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     _overlay(ax, paper, net["label"])
     ax.set(title=f"{net['label']} (depth {net['model']['depth']})", xlabel="dropped layer index",
            ylim=(0, 100))
-    ax.legend(fontsize=8, loc="lower right")
+    legend_below(ax, ncol=2)
   axes[0][0].set_ylabel("test error (%)")
   fig.suptitle(f"Deleting individual layers ({result['bn']} BN statistics, {result['test_images']} test images)")
   fig.tight_layout()
@@ -64,7 +65,7 @@ def multi_figure(result: dict, paper: Optional[dict] = None) -> Figure:
   ax.set(xlabel="number of layers deleted", ylabel="test error (%)", ylim=(0, 100),
          title=f"Deleting random sets of layers ({result['bn']} BN)")
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts blocks
-  ax.legend(fontsize=8)
+  legend_below(ax)
   fig.tight_layout()
   return fig
 
@@ -85,7 +86,7 @@ def reorder_figure(result: dict, paper: Optional[dict] = None) -> Figure:
   ax.set(xlabel="Kendall tau", ylabel="test error (%)", ylim=(0, 100),
          title=f"Reordering layers ({result['bn']} BN)")
   ax.invert_xaxis()  # more reordering to the right, as in the paper
-  ax.legend(fontsize=8)
+  legend_below(ax)
   fig.tight_layout()
   return fig
 
@@ -99,8 +100,18 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
   return FIGURES[result["sweep"]](result, paper)
 
 
+def paper_overlay(result: dict) -> Optional[dict]:
+  """The paper's values for this sweep, or None: Veit et al. report them for normally trained networks only,
+  so a stochastic-depth or short-path network (its `train_mask`) gets no overlay."""
+  nets = {net["label"]: net for net in result["networks"]}
+  if "ResNet" not in nets or (nets["ResNet"].get("train_mask") or {}).get("kind", "none") != "none":
+    return None
+  plain = nets["plain"]["num_blocks"] if "plain" in nets else None
+  return paper_lib.lesion_overlays(nets["ResNet"]["num_blocks"], plain)[result["sweep"]]
+
+
 def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
   fig = figure(result, paper)
-  fig.savefig(path, dpi=130)
+  fig.savefig(path, dpi=130, bbox_inches="tight")
   plt.close(fig)
   return path

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles import paths as paths_lib
-from resnet_ensembles.plots import PAPER_STYLE
+from resnet_ensembles.plots import PAPER_STYLE, legend_below
 
 WHERE = {"image": ("input image", "tab:blue"), "block0": ("input of block 1", "tab:green")}
 
@@ -46,7 +46,7 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
   ax.set_yscale("log")
   ax.set(title=f"(b) gradient of one path ({s['samples_per_length']} samples / length)",
          xlabel="path length k", ylabel="gradient magnitude (mean ± std)")
-  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+  legend_below(ax, fontsize=7)
 
   ax = axes[2]
   total, rng = np.asarray(result["total"]["image"]), result["effective_range"]["image"]
@@ -62,7 +62,7 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
     ax.plot([], [], " ", label=f"paper (ResNet-110, {paper['num_blocks']} blocks): effective paths "
             f"{paper['lo']}-{paper['hi']}, {100 * paper['path_fraction']:.2f}% of paths")
   ax.set(title="(c) total gradient magnitude per length", xlabel="path length k", ylabel="total gradient magnitude")
-  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+  legend_below(ax, fontsize=7)
 
   ax = axes[3]
   for w, (label, color) in WHERE.items():
@@ -72,13 +72,13 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
   ax.set_yscale("log")
   ax.set(title="(d) exact decomposition: all length-k paths", xlabel="path length k",
          ylabel=f"||G_k||  (sum_k G_k = gradient, err {e['sum_error']:.0e})")
-  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+  legend_below(ax, fontsize=7)
   fig.tight_layout()
   return fig
 
 
 def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
   fig = figure(result, paper)
-  fig.savefig(path, dpi=130)
+  fig.savefig(path, dpi=130, bbox_inches="tight")
   plt.close(fig)
   return path

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
-from resnet_ensembles.plots import PAPER_STYLE
+from resnet_ensembles.plots import PAPER_STYLE, legend_below
 
 
 def _first_net(result: dict) -> dict:
@@ -52,13 +52,13 @@ def figure(variants: dict[str, tuple[dict, dict]], paper: Optional[dict] = None)
   for ax in (ax1, ax2):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # blocks and block counts
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_below(ax, ncol=2)
   fig.tight_layout()
   return fig
 
 
 def save(variants: dict[str, tuple[dict, dict]], path: str, paper: Optional[dict] = None) -> str:
   fig = figure(variants, paper)
-  fig.savefig(path, dpi=120)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
   plt.close(fig)
   return path
