@@ -23,6 +23,10 @@ def _color(label: str) -> str:
   return COLORS.get(label, "tab:green")
 
 
+def _bn(result: dict) -> str:
+  return {"recalibrate": "recalibrated"}.get(result["bn"], result["bn"])
+
+
 def _overlay(ax, paper: Optional[dict], label: str) -> None:
   """The paper's values for this network (y in percent), if given."""
   if paper and label in paper:
@@ -45,7 +49,7 @@ def single_figure(result: dict, paper: Optional[dict] = None) -> Figure:
            ylim=(0, 100))
     legend_below(ax, ncol=2)
   axes[0][0].set_ylabel("test error (%)")
-  fig.suptitle(f"Deleting individual layers ({result['bn']} BN statistics, {result['test_images']} test images)")
+  fig.suptitle(f"Deleting individual layers ({_bn(result)} BN statistics, {result['test_images']} test images)")
   fig.tight_layout()
   return fig
 
@@ -63,7 +67,7 @@ def multi_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.25, lw=0, label="± 1 std")
     _overlay(ax, paper, net["label"])
   ax.set(xlabel="number of layers deleted", ylabel="test error (%)", ylim=(0, 100),
-         title=f"Deleting random sets of layers ({result['bn']} BN)")
+         title=f"Deleting random sets of layers ({_bn(result)} BN)")
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # k counts blocks
   legend_below(ax)
   fig.tight_layout()
@@ -84,7 +88,7 @@ def reorder_figure(result: dict, paper: Optional[dict] = None) -> Figure:
     ax.plot([1.0], [100 * net["full_error"]], "*", ms=12, color=c, mec="k", label=f"{net['label']}: original order")
     _overlay(ax, paper, net["label"])
   ax.set(xlabel="Kendall tau", ylabel="test error (%)", ylim=(0, 100),
-         title=f"Reordering layers ({result['bn']} BN)")
+         title=f"Reordering layers ({_bn(result)} BN)")
   ax.invert_xaxis()  # more reordering to the right, as in the paper
   legend_below(ax)
   fig.tight_layout()
