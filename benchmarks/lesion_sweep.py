@@ -8,6 +8,7 @@ Reports masks*images per second, ratios to (a), and the fraction of fp32 peak, c
 2 * MACs of the residual branches actually run ((a) and (b) also run the branch a mask zeroes).
 
   nice -n 10 .venv/bin/python -m benchmarks.lesion_sweep --depth=32 --images=500
+  nice -n 10 .venv/bin/python -m benchmarks.lesion_sweep --workdir=<trained run> --images=500   # its test images
 """
 import time
 
@@ -16,13 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from resnet_ensembles import data, lesion, lesion_common, masks, models
+from resnet_ensembles import checkpoints, data, lesion, lesion_common, masks, models, study_data
 
 _DEPTH = flags.DEFINE_integer("depth", 32, "CIFAR ResNet depth (6n+2).")
 _IMAGES = flags.DEFINE_integer("images", 500, "Test images swept per mask.")
 _BATCH = flags.DEFINE_integer("batch_size", 250, "Images per batch (all three methods).")
 _REPEATS = flags.DEFINE_integer("repeats", 4, "Timed repetitions after a warm-up; the best is reported.")
 _PEAK = flags.DEFINE_float("peak_gflops", 166.4, "fp32 peak: 2 cores x 2.6 GHz x 32 FLOP/cycle.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained run (its network and test images); default: random init.")
 _BUDGET = flags.DEFINE_integer("memory_budget_mb", lesion.DEFAULT_BUDGET >> 20, "Activation budget of (b), (c).")
 
 
@@ -43,16 +45,20 @@ def best_times(runs: dict, repeats: int) -> dict:
 
 def main(argv):
   del argv
-  model = models.CifarResNet(_DEPTH.value)
-  v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
-  rng = np.random.default_rng(0)
-  split = (rng.integers(0, 256, (_IMAGES.value, 32, 32, 3), dtype=np.uint8),
-           rng.integers(0, 10, _IMAGES.value).astype(np.int32))
+  if _WORKDIR.value:
+    model, v, config = checkpoints.load_trained(_WORKDIR.value)
+    split, what = study_data.load(config, test_size=_IMAGES.value)["test"], f"trained ({_WORKDIR.value})"
+  else:
+    model, what = models.CifarResNet(_DEPTH.value), "random init"
+    v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    rng = np.random.default_rng(0)
+    split = (rng.integers(0, 256, (_IMAGES.value, 32, 32, 3), dtype=np.uint8),
+             rng.integers(0, 10, _IMAGES.value).astype(np.int32))
   lay = model.layout
   n, bs, budget = lay.num_blocks, _BATCH.value, _BUDGET.value << 20
   stack, _ = masks.single_deletions(lay)
   batches = [jax.device_put(b) for b in lesion_common.batches(split, bs)]
-  one = jax.jit(lambda v, m, x, y: jnp.sum(jnp.argmax(model.apply(v, data.normalize(x), block_mask=m), -1) == y))
+  one = jax.jit(lambda v, m, x, y: jnp.sum(jnp.argmax(model.apply(v, data.normalize_for(model, x), block_mask=m), -1) == y))
 
   def loop():
     out = [one(v, m, x, y) for m in stack for x, y, _ in batches]
@@ -65,13 +71,13 @@ def main(argv):
   full_macs = sum(lay.block_macs)
   macs = {"(a) loop of jitted apply": n * full_macs, "(b) vmapped evaluate": n * full_macs,
           "(c) prefix-shared sweep": sum((t + 1) * lay.block_macs[t] for t in range(n))}
-  print(f"ResNet-{_DEPTH.value} ({n} blocks), {n} single-deletion masks x {_IMAGES.value} images, batch {bs}, "
-        f"{jax.device_count()} {jax.devices()[0].platform} device(s), random init")
+  print(f"{type(model).__name__}-{getattr(model, 'depth', '?')} ({n} blocks), {n} single-deletion masks x {len(split[1])} images, batch {bs}, "
+        f"{jax.device_count()} {jax.devices()[0].platform} device(s), {what}")
   base = None
   for name, (seconds, cpu) in best_times(runs, _REPEATS.value).items():
-    rate = n * _IMAGES.value / seconds
+    rate = n * len(split[1]) / seconds
     base = base or rate
-    gflops = 2 * macs[name] * _IMAGES.value / seconds / 1e9
+    gflops = 2 * macs[name] * len(split[1]) / seconds / 1e9
     print(f"{name:26s} {seconds:6.2f} s (cpu {cpu:6.2f} s) {rate:6.0f} masks*images/s  x{rate / base:4.2f} vs (a)  "
           f"{gflops:5.1f} GFLOP/s = {100 * gflops / _PEAK.value:4.1f}% of peak "
           f"(block work {macs[name] / (n * full_macs):.2f} of n^2)")
