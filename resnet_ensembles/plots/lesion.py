@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k
-from resnet_ensembles.plots import PAPER_STYLE, legend_below
+from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 COLORS = {"ResNet": "tab:blue", "plain": "tab:orange"}
 
@@ -115,7 +115,4 @@ def paper_overlay(result: dict) -> Optional[dict]:
 
 
 def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
-  fig = figure(result, paper)
-  fig.savefig(path, dpi=130, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  return save_figure(figure(result, paper), path)

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles import paths as paths_lib
-from resnet_ensembles.plots import PAPER_STYLE, legend_below
+from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 WHERE = {"image": ("input image", "tab:blue"), "block0": ("input of block 1", "tab:green")}
 
@@ -78,7 +78,4 @@ def figure(result: dict, paper: Optional[dict] = None) -> Figure:
 
 
 def save(result: dict, path: str, paper: Optional[dict] = None) -> str:
-  fig = figure(result, paper)
-  fig.savefig(path, dpi=130, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  return save_figure(figure(result, paper), path)

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
 from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
-from resnet_ensembles.plots import PAPER_STYLE, legend_below
+from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 
 def _first_net(result: dict) -> dict:
@@ -58,7 +58,4 @@ def figure(variants: dict[str, tuple[dict, dict]], paper: Optional[dict] = None)
 
 
 def save(variants: dict[str, tuple[dict, dict]], path: str, paper: Optional[dict] = None) -> str:
-  fig = figure(variants, paper)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
-  plt.close(fig)
-  return path
+  return save_figure(figure(variants, paper), path, dpi=120)
