@@ -4,7 +4,8 @@ r"""The whole Veit et al. study in one command (the work: `resnet_ensembles.repr
 
 Stages train -> lesion sweeps -> paths -> figures -> report; each is skipped when its outputs exist for the
 same config, so a rerun after a kill continues where it stopped. SIGTERM during training checkpoints the
-run and exits with status 143 (rerun the command to resume).
+run and exits with status 143 (rerun the command to resume). `--only_runs=short,short_fwd` trains and sweeps
+just those runs (e.g. on a GPU); copy their train/<run> and lesion/<run> folders into the main workdir.
 """
 import os
 import signal
@@ -20,6 +21,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "reproduce.py"),
     "Reproduce config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage writes.")
+_ONLY = flags.DEFINE_list("only_runs", [], "Train only these runs (of resnet, plain, sd, short, short_fwd) and "
+                          "sweep them, marking no stage done: part of a study done on another machine.")
 flags.mark_flags_as_required(["workdir"])
 distributed.define_flags()
 
@@ -28,7 +31,10 @@ distributed.define_flags()
 def main(argv):
   distributed.start_main(argv)
   try:
-    reproduction.run(_CONFIG.value, _WORKDIR.value)
+    if _ONLY.value:
+      reproduction.run_part(_CONFIG.value, _WORKDIR.value, _ONLY.value)
+    else:
+      reproduction.run(_CONFIG.value, _WORKDIR.value)
   except reproduction.Preempted as e:
     print(f"stopped: {e}", flush=True)
     sys.exit(128 + signal.SIGTERM)

@@ -6,7 +6,11 @@ import subprocess
 
 
 def git_commit() -> str:
-  """HEAD of the repository holding this package ("unknown" outside a git checkout)."""
+  """HEAD of the repository holding this package; outside a git checkout (code copied to a pod or a GPU
+  machine without .git) $RESNET_ENSEMBLES_COMMIT if set, else "unknown"."""
+  if os.environ.get("RESNET_ENSEMBLES_COMMIT") and not os.path.isdir(os.path.join(
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git")):
+    return os.environ["RESNET_ENSEMBLES_COMMIT"]
   try:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                           cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()

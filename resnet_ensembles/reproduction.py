@@ -17,10 +17,11 @@ from typing import Optional
 from resnet_ensembles import distributed
 from resnet_ensembles.provenance import git_commit
 from resnet_ensembles.reproduction_stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
-                                                  Preempted, is_forward_short_path, train_config, write_json)
+                                                  Preempted, is_forward_short_path, lesion_run, train_config,
+                                                  train_run, write_json)
 
-__all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "stage_outputs",
-           "train_config"]
+__all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "run_part",
+           "stage_outputs", "train_config"]
 
 STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
 TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "lesion multi",
@@ -98,3 +99,21 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
     ran.append(stage)
   say(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}")
   return ran
+
+
+def run_part(config, workdir: str, runs: list[str], data: Optional[dict] = None) -> None:
+  """Trains only `runs` and writes their lesion sweeps, exactly as the train and lesion stages would, and
+  marks no stage done: part of a study done on another machine (e.g. a GPU), whose workdir/train/<run> and
+  workdir/lesion/<run> are copied into the main workdir, where `run` then keeps them (same networks)."""
+  unknown = sorted(set(runs) - set(RUNS))
+  if unknown:
+    raise ValueError(f"--only_runs: unknown run(s) {unknown}; runs are {list(RUNS)}")
+  loader = DataCache(data)
+  for run in runs:
+    print(f"[part] training {run}", flush=True)
+    train_run(config, workdir, loader, run)
+  for sweep, sweep_runs in SWEEP_RUNS.items():
+    for run in runs:
+      if run in sweep_runs:  # (the ResNet's single sweep also lesions the plain net: list both)
+        print(f"[part] lesion {sweep} of {run}", flush=True)
+        lesion_run(config, workdir, loader, sweep, run)

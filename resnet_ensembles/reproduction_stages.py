@@ -94,18 +94,23 @@ def is_forward_short_path(config, run: str) -> bool:
 
 def stage_train(config, workdir: str, data: DataCache) -> None:
   for run in RUNS:
-    cfg = train_config(config, run)
-    run_dir = os.path.join(workdir, "train", run)
-    logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
-    out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
-    if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
-      raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
-    print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
-    if is_forward_short_path(config, run):  # Sec. 5.3 leaves the test-time treatment open: measure both
-      t = lesion_study.test_time_treatments(run_dir, data(cfg)["test"], batch_size=config.lesion.batch_size)
-      write_json(t, os.path.join(run_dir, TREATMENTS))
-      print(f"  {run}: test error {100 * t['unscaled_error']:.2f}% unscaled, {100 * t['scaled_error']:.2f}% with "
-            f"branches scaled by K/n = {t['num_active']}/{t['num_blocks']}", flush=True)
+    train_run(config, workdir, data, run)
+
+
+def train_run(config, workdir: str, data: DataCache, run: str) -> None:
+  """Trains (or resumes, or keeps) one run in workdir/train/<run>; raises Preempted on SIGTERM."""
+  cfg = train_config(config, run)
+  run_dir = os.path.join(workdir, "train", run)
+  logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
+  out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
+  if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
+    raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
+  print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
+  if is_forward_short_path(config, run):  # Sec. 5.3 leaves the test-time treatment open: measure both
+    t = lesion_study.test_time_treatments(run_dir, data(cfg)["test"], batch_size=config.lesion.batch_size)
+    write_json(t, os.path.join(run_dir, TREATMENTS))
+    print(f"  {run}: test error {100 * t['unscaled_error']:.2f}% unscaled, {100 * t['scaled_error']:.2f}% with "
+          f"branches scaled by K/n = {t['num_active']}/{t['num_blocks']}", flush=True)
 
 
 def _lesion_args(lc) -> dict:
@@ -136,27 +141,31 @@ def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
   return [n.get("variables_sha256") for n in old["networks"]] == fingerprints
 
 
+def lesion_run(config, workdir: str, data: DataCache, sweep: str, run: str) -> None:
+  """One run's sweep into workdir/lesion/<run>/<sweep>_<bn>.json (kept if already there for this network)."""
+  lc = config.lesion
+  d = data(train_config(config, run))
+  labels = {os.path.join(workdir, "train", run): LABELS[run]}
+  if sweep == "single" and run == "resnet":
+    labels[os.path.join(workdir, "train", "plain")] = "plain"
+  out = os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json")
+  if kept_sweep(out, lc, list(labels), int(len(d["test"][1]))):
+    print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
+    return
+  nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
+  result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
+            "test_images": int(len(d["test"][1])), "networks": nets}
+  write_json(result, out)
+  for net in nets:
+    errs = [r["error"] for r in net["rows"]]
+    print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "
+          f"{100 * min(errs):.2f}-{100 * max(errs):.2f}%", flush=True)
+
+
 def stage_lesion(sweep: str) -> Callable:
   def run_stage(config, workdir: str, data: DataCache) -> None:
-    lc = config.lesion
     for run in SWEEP_RUNS[sweep]:
-      cfg = train_config(config, run)
-      d = data(cfg)
-      labels = {os.path.join(workdir, "train", run): LABELS[run]}
-      if sweep == "single" and run == "resnet":
-        labels[os.path.join(workdir, "train", "plain")] = "plain"
-      out = os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json")
-      if kept_sweep(out, lc, list(labels), int(len(d["test"][1]))):
-        print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
-        continue
-      nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
-      result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
-                "test_images": int(len(d["test"][1])), "networks": nets}
-      write_json(result, out)
-      for net in nets:
-        errs = [r["error"] for r in net["rows"]]
-        print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "
-              f"{100 * min(errs):.2f}-{100 * max(errs):.2f}%", flush=True)
+      lesion_run(config, workdir, data, sweep, run)
   return run_stage
 
 
