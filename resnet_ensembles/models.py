@@ -5,7 +5,9 @@ A block computes y = post(shortcut(x) + m * f(x)) (ResNet) or y = m * post(f(x))
 
   block_mask  [n]  0 deletes block i (its output becomes its shortcut applied to its input);
   block_order [n]  within-stage permutation: position j runs the parameters of block order[j];
-  grad_route  [n]  forward unchanged, backward through the residual branch (1) or the skip (0) only;
+  grad_route  [n]  forward unchanged, backward through the residual branch (1) or the skip (0) only
+                   (one path's route); or [2, n]: gates on the branch's and the skip's gradient, row by
+                   row (short-path training: branch gates 1 on K blocks, skip gates all 1);
   path_groups  K   (static) the batch holds K identical copies; each residual branch moves its
                    cotangent from copy k to copy k+1, so copy k's input gradient is the sum over all
                    paths of length k (the exact per-length decomposition of `paths.py`).
@@ -122,9 +124,9 @@ class CifarResNet(nn.Module):
     for name, arr in (("block_mask", block_mask), ("block_order", block_order), ("grad_route", grad_route)):
       if arr is None:
         continue
-      per_example = name == "block_mask" and jnp.shape(arr) == (x.shape[0], n)
-      if jnp.shape(arr) != (n,) and not per_example:
-        raise ValueError(f"{name} must have shape ({n},){' or (batch, n)' if name == 'block_mask' else ''} "
+      second = {"block_mask": ((x.shape[0], n), "(batch, n)"), "grad_route": ((2, n), "(2, n)")}.get(name)
+      if jnp.shape(arr) != (n,) and (second is None or jnp.shape(arr) != second[0]):
+        raise ValueError(f"{name} must have shape ({n},){f' or {second[1]}' if second else ''} "
                          f"for depth {self.depth}, got {jnp.shape(arr)}")
     if grad_route is not None and not self.residual:
       raise ValueError("grad_route needs skip connections; a plain net has none")
@@ -138,7 +140,7 @@ class CifarResNet(nn.Module):
     for pos in range(n):
       x = self.block(x, pos, train,
                      mask=None if block_mask is None else block_mask[..., pos],
-                     route=None if grad_route is None else grad_route[pos],
+                     route=None if grad_route is None else grad_route[..., pos],
                      order=block_order, path_groups=path_groups)
     return self.readout(x, train)
 
@@ -175,7 +177,8 @@ class CifarResNet(nn.Module):
   def block(self, x: Array, pos: int, train: bool = False, mask: Optional[Array] = None,
             route: Optional[Array] = None, order: Optional[Array] = None, path_groups: int = 0) -> Array:
     """One block at position `pos`; `mask`/`route` are this block's scalars (traced is fine), or
-    `mask` is one value per example [B] (per-example stochastic depth)."""
+    `mask` is one value per example [B] (per-example stochastic depth), or `route` is [2] (the branch's
+    and the skip's gradient gates; a scalar r means r and 1 - r)."""
     shortcut = self.shortcut(x, pos, train)
     branch = self.branch(x, pos, train, order)
     if path_groups:
@@ -190,8 +193,9 @@ class CifarResNet(nn.Module):
       return out if m is None else m * out + (1 - m) * shortcut
     if route is not None:
       r = jnp.asarray(route, self.dtype)
-      shortcut = r * jax.lax.stop_gradient(shortcut) + (1 - r) * shortcut
-      branch = r * branch + (1 - r) * jax.lax.stop_gradient(branch)
+      to_branch, to_skip = (r[0], r[1]) if r.ndim else (r, 1 - r)
+      shortcut = to_skip * shortcut + (1 - to_skip) * jax.lax.stop_gradient(shortcut)
+      branch = to_branch * branch + (1 - to_branch) * jax.lax.stop_gradient(branch)
     return self._post(shortcut + (branch if m is None else m * branch))
 
   def deleted(self, x: Array, pos: int) -> Array:

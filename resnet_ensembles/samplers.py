@@ -1,7 +1,8 @@
 """Training-time block masks: the only thing stochastic depth and short-path training add.
 
 A sampler maps a PRNG key to (block_mask, grad_route) for one mini-batch; either may be None. Masks
-are [n] (one draw per mini-batch, Huang et al.) or, for per-example stochastic depth, [batch, n]. The
+are [n] (one draw per mini-batch, Huang et al.) or, for per-example stochastic depth, [batch, n]; routes
+are [2, n] (branch gates, skip gates; see models.py). The
 test-time mask says how each residual branch is scaled when every block runs (None: not scaled).
 A dropped block is multiplied by 0, not skipped: skipping it with `nn.cond` gives the same gradients but
 ran 17x slower on XLA's CPU backend (benchmarks/skip_dropped_blocks.py), so a masked step costs a full one.
@@ -60,7 +61,9 @@ def make_sampler(cfg, layout: Layout, batch_size: Optional[int] = None) -> Optio
     raise ValueError(f"train_mask.num_active must be in 1..{n}, got {k}")
   if kind == "short_path_forward":
     return lambda key: (exactly_k(key, n, k), None)
-  return lambda key: (None, exactly_k(key, n, k))
+  # Route: gradient enters the branches of the K blocks only, and passes every skip, so the paths that
+  # training sees run through subsets of those K blocks: lengths 0..K, Binomial(K, 1/2) (paper: <= 23, ~11.5).
+  return lambda key: (None, jnp.stack([exactly_k(key, n, k), jnp.ones((n,), jnp.float32)]))
 
 
 def test_time_mask(cfg, layout: Layout) -> Optional[np.ndarray]:

@@ -30,8 +30,10 @@ def test_short_path_has_exactly_k(kind):
   assert samplers.default_num_active(54) == 23
   sample = jax.vmap(samplers.make_sampler(_cfg(kind), lay))
   mask, route = sample(jax.random.split(jax.random.PRNGKey(1), 200))
-  drawn = np.asarray(mask if kind == "short_path_forward" else route)
   assert (mask is None) == (kind == "short_path_route")
+  if kind == "short_path_route":  # [draws, 2, n]: branch gates (K ones), skip gates (all ones)
+    np.testing.assert_array_equal(route[:, 1], 1.0)
+  drawn = np.asarray(mask if kind == "short_path_forward" else route[:, 0])
   np.testing.assert_array_equal(drawn.sum(1), 23)
   assert drawn.mean(0).min() > 0.2  # every block gets trained sometimes
 
@@ -110,3 +112,27 @@ def test_per_example_stochastic_depth_trains(cifar, tmp_path):
   c.batch_size, c.num_epochs, c.progress, c.train_mask.per_example = 32, 1, False, True
   result = train.train_and_evaluate(c, str(tmp_path), data=small)
   assert result["step"] == 2 and np.isfinite(result["test_loss"])
+
+
+def test_two_row_route_gates_branch_and_skip_gradients():
+  """[2, n] routes: all-ones gates are plain backprop; branch gates 0 leave those blocks' parameters without
+  gradient but still pass gradient through their skips; [r; 1 - r] is the one-row route r."""
+  model = models.CifarResNet(20)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  v = model.init(jax.random.PRNGKey(0), x)
+  def grads(route):
+    f = lambda p, x: jnp.sum(model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, grad_route=route) ** 2)
+    return jax.grad(f, argnums=(0, 1))(v["params"], x)
+  n = model.layout.num_blocks
+  plain, ones = grads(None), grads(jnp.ones((2, n)))
+  for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(ones)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  active = jnp.array([1.0, 0, 1, 0, 0, 1, 0, 0, 1])
+  (p_grads, x_grad) = grads(jnp.stack([active, jnp.ones(n)]))
+  for i in range(n):
+    norm = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(p_grads[f"block_{i:02d}"]))
+    assert (norm > 0) == bool(active[i]), (i, norm)
+  assert float(jnp.abs(x_grad).sum()) > 0
+  r = jnp.array([1.0, 0, 0, 1, 0, 0, 0, 1, 0])
+  for a, b in zip(jax.tree.leaves(grads(r)), jax.tree.leaves(grads(jnp.stack([r, 1 - r])))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -11,7 +11,8 @@ He et al. 2016a blocks, e.g. resnet56_original) followed by comma-separated modi
           one mask per mini-batch as in Huang et al., or per example with train_mask.per_example=True;
   sp_forward / sp_route   short-path training (Veit et al. Sec. 5.3): each mini-batch trains a random
           K = round(23/54 n) blocks, (a) running only those blocks, or (b) running all blocks forward and
-          backpropagating through the K branches only; `train_mask.num_active` sets K,
+          backpropagating into the K branches only (and through every skip: paths of length 0..K);
+          `train_mask.num_active` sets K,
           `train_mask.scale_at_test` scales branches by K/n at test time for (a).
 Any field can be overridden: --config.num_epochs=3 --config.data.folder=/path/to/cifar10-jpeg.
 Data: config.data.folder (or the CIFAR10_DIR environment variable) points at a folder copy laid out
