@@ -6,15 +6,19 @@ import subprocess
 
 
 def git_commit() -> str:
-  """HEAD of the repository holding this package; outside a git checkout (code copied to a pod or a GPU
-  machine without .git) $RESNET_ENSEMBLES_COMMIT if set, else "unknown"."""
-  if os.environ.get("RESNET_ENSEMBLES_COMMIT") and not os.path.isdir(os.path.join(
-      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git")):
+  """$RESNET_ENSEMBLES_COMMIT if set (code copied to a pod or a GPU machine, whose git state may not be the
+  code's), else HEAD of the repository holding this package, with "-dirty" when tracked files differ from
+  it; "unknown" outside a git checkout."""
+  if os.environ.get("RESNET_ENSEMBLES_COMMIT"):
     return os.environ["RESNET_ENSEMBLES_COMMIT"]
+  git = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True,
+                                     cwd=os.path.dirname(os.path.abspath(__file__)))
   try:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
+    head = git("rev-parse", "HEAD")
+    if head.returncode:
+      return "unknown"
+    return head.stdout.strip() + ("-dirty" if git("diff", "--quiet", "HEAD").returncode else "")
+  except OSError:
     return "unknown"
 
 

@@ -176,3 +176,18 @@ def test_eight_fake_devices_match_one_device():
     out[n] = np.array(losses, float)
   np.testing.assert_allclose(out[8], out[1], rtol=2e-5)
   assert out[1][2] != out[1][0]
+
+
+def test_git_commit_names_the_code_that_ran(monkeypatch):
+  """A copy of the code on another machine says its commit through $RESNET_ENSEMBLES_COMMIT (its own git
+  state may be another commit); here, HEAD, marked -dirty while tracked files differ from it."""
+  from resnet_ensembles import provenance
+  monkeypatch.delenv("RESNET_ENSEMBLES_COMMIT", raising=False)
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root)
+  if head.returncode:
+    pytest.skip("not a git checkout")
+  dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+  assert provenance.git_commit() == head.stdout.strip() + ("-dirty" if dirty else "")
+  monkeypatch.setenv("RESNET_ENSEMBLES_COMMIT", "abc123")
+  assert provenance.git_commit() == "abc123"
