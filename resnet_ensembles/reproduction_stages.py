@@ -137,7 +137,11 @@ def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
   got = {k: flags.get(k, FIXED_FLAGS.get(k)) for k in want}
   if got != want or old.get("test_images") != test_images:
     return False
-  fingerprints = [checkpoints.fingerprint(checkpoints.load_trained(d)[1]) for d in run_dirs]
+  trained = [checkpoints.load_trained(d) for d in run_dirs]
+  masks = [t[2].train_mask.to_dict() if "train_mask" in t[2] else None for t in trained]
+  if [n.get("train_mask") for n in old["networks"]] != masks:  # e.g. now evaluated with scaled branches
+    return False
+  fingerprints = [checkpoints.fingerprint(t[1]) for t in trained]
   return [n.get("variables_sha256") for n in old["networks"]] == fingerprints
 
 

@@ -13,7 +13,7 @@ He et al. 2016a blocks, e.g. resnet56_original) followed by comma-separated modi
           K = round(23/54 n) blocks, (a) running only those blocks, or (b) running all blocks forward and
           backpropagating into the K branches only (and through every skip: paths of length 0..K);
           `train_mask.num_active` sets K,
-          `train_mask.scale_at_test` scales branches by K/n at test time for (a).
+          `train_mask.scale_at_test` (modifier `scaled`) scales branches by K/n at test time for (a).
 Any field can be overridden: --config.num_epochs=3 --config.data.folder=/path/to/cifar10-jpeg.
 Data: config.data.folder (or the CIFAR10_DIR environment variable) points at a folder copy laid out
 <root>/<split>/<class>/*.jpg; otherwise TFDS `cifar10` is used.
@@ -83,6 +83,8 @@ def get_config(arg: str = "resnet20") -> ml_collections.ConfigDict:
       c.train_mask.kind = "short_path_forward"
     elif mod == "sp_route":
       c.train_mask.kind = "short_path_route"
+    elif mod == "scaled":  # with sp_forward: evaluate (and lesion) with branches scaled by K/n
+      c.train_mask.scale_at_test = True
     else:
-      raise ValueError(f"unknown config modifier {mod!r} (known: quick, cpu, sd, sp_forward, sp_route)")
+      raise ValueError(f"unknown config modifier {mod!r} (known: quick, cpu, sd, sp_forward, sp_route, scaled)")
   return c
