@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from resnet_ensembles import paths, reproduction, reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
@@ -57,6 +59,20 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   stamp = os.path.getmtime(paths_json)   # the paths stage keeps a paths.json of the same network and config
   reproduction_stages.stage_paths(config, workdir, reproduction_stages.DataCache(cifar))
   assert os.path.getmtime(paths_json) == stamp
+
+  # Part of a study done elsewhere (--only_runs): the run and its sweeps as the stages write them, no stage done.
+  part = str(tmp_path / "part")
+  reproduction.run_part(config, part, ["short_fwd"], data=cifar)
+  run_dir = os.path.join(part, "train", "short_fwd")
+  sweep = os.path.join(part, "lesion", "short_fwd", "multi_stored.json")
+  assert reproduction_stages.kept_sweep(sweep, config.lesion, [run_dir], 100)
+  assert not [f for f in os.listdir(part) if f.endswith(".done.json")]
+  saved = json.load(open(os.path.join(run_dir, "config.json")))
+  saved["train_mask"]["scale_at_test"] = not saved["train_mask"]["scale_at_test"]
+  json.dump(saved, open(os.path.join(run_dir, "config.json"), "w"))
+  assert not reproduction_stages.kept_sweep(sweep, config.lesion, [run_dir], 100)  # other test-time treatment
+  with pytest.raises(ValueError, match="unknown run"):
+    reproduction.run_part(config, part, ["shortest"])
 
   # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
   run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
