@@ -21,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/resnet32_cpu).")
 _DATA = flags.DEFINE_string("data_description", None, "What the run trained on, where the workdir has no "
                             "data.json (runs started before it was written).")
+_MACHINE = flags.DEFINE_string("machine", None, "Where the run trained, if not on this machine (e.g. a GPU).")
 flags.mark_flags_as_required(["workdir", "out_dir"])
 
 
@@ -49,13 +50,14 @@ def main(argv):
   extra = {"export": {"commit": git_commit(), "epochs": last["eval/epoch"], "step": last["step"],
                       "test_error": last["eval/test_error"],
                       "train_wall_s": max(r.get("train/wall_s", 0.0) for r in rows),
-                      "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+                      "machine": _MACHINE.value or f"{platform.machine()}, {os.cpu_count()} CPU cores",
                       "data": data_description(_WORKDIR.value),
                       "train_starts": provenance.read_starts(_WORKDIR.value)}}
   checkpoints.export_variables(variables, config, _OUT.value, extra)
   shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
-  m = config.model
-  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}), CIFAR-10 (JPEG q75 copy)",
+  m, kind = config.model, config.train_mask.kind if "train_mask" in config else "none"
+  trained = "" if kind == "none" else f", {kind.replace('_', ' ')}"
+  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}{trained}), CIFAR-10 (JPEG q75 copy)",
                        os.path.join(_OUT.value, "curves.png"))
   print(f"exported {_OUT.value}: test error {100 * last['eval/test_error']:.2f}% after {last['eval/epoch']:.0f} epochs")
 
