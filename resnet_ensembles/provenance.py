@@ -26,13 +26,15 @@ STARTS_FILE = "starts.jsonl"
 
 
 def record_start(workdir: str, step: int) -> None:
-  """Appends {time, step, git_commit, host} to workdir/starts.jsonl: a run resumed across sessions then says
+  """Appends {time, step, git_commit, host, devices} to workdir/starts.jsonl: a run resumed across sessions then says
   which code trained which steps."""
   import json
   import socket
   import time
+  import jax
   row = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "step": int(step),
-         "git_commit": git_commit(), "host": socket.gethostname()}
+         "git_commit": git_commit(), "host": socket.gethostname(),
+         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}"}
   with open(os.path.join(workdir, STARTS_FILE), "a") as f:
     f.write(json.dumps(row) + "\n")
 
@@ -44,3 +46,11 @@ def read_starts(workdir: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def trained_by(starts: list[dict], final_step: int) -> str:
+  """'<commit> on <machine>: steps a-b; ...' for the starts that trained steps (a resume at the end trains none)."""
+  ends = [s["step"] for s in starts[1:]] + [final_step]
+  parts = [f"{s['git_commit'][:7]} on {s.get('machine') or s.get('devices') or s.get('host', '?')}: steps "
+           f"{s['step']}-{end}" for s, end in zip(starts, ends) if end > s["step"]]
+  return "; ".join(parts) or "no record"

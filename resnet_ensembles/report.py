@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from resnet_ensembles import paper, paths
+from resnet_ensembles import metrics, paper, paths, provenance
 from resnet_ensembles.lesion_summary import k_means, single_stats
 
 RUNS = ("resnet", "sd", "short", "short_fwd")
@@ -99,6 +99,10 @@ def render(inputs: dict, numbers: dict) -> str:
          "they are for a deeper network, so the comparison is about the qualitative claim, judged by the rules "
          "below.", "", "## Rules for \"holds?\"", ""]
   out += [f"{i}. {r}" for i, r in enumerate(RULES, 1)]
+  if inputs.get("trained_by"):  # which code on which machine trained each network
+    errors = {"resnet": full, "plain": p["full"], **{r: _net(lesion[r]["single"])["full_error"] for r in RUNS[1:]}}
+    out += ["", "## Networks", "", "| run | test error (as lesioned) | trained by (commit on machine: steps) |",
+            "|---|---|---|"] + [f"| {r} | {_pct(errors.get(r))} | {t} |" for r, t in inputs["trained_by"].items()]
 
   he = numbers.get("he2016a_cifar10_error", {}).get(f"resnet{depth}")
   rows = [(f"full-network error (ResNet-{depth})",
@@ -215,5 +219,11 @@ def build(workdir: str, bn: str = "stored") -> str:
   lesion = {run: {s: load("lesion", run, f"{s}_{bn}.json") for s in ss} for run, ss in sweeps.items()}
   figures = [os.path.join("lesion", run, f"{s}_{bn}.png") for run, ss in sweeps.items() for s in ss]
   figures += [os.path.join("paths", "paths.png"), os.path.join("variants", "variants.png")]
+  trained_by = {}
+  for run in ("resnet", "plain") + RUNS[1:]:
+    run_dir = os.path.join(workdir, "train", run)
+    final = max(r["step"] for r in metrics.read_metrics(run_dir))
+    trained_by[run] = provenance.trained_by(provenance.read_starts(run_dir), final)
   return render({"lesion": lesion, "paths": load("paths", "paths.json"), "figures": figures, "bn": bn,
-                 "treatments": load("train", "short_fwd", "test_time_treatments.json")}, paper.numbers())
+                 "treatments": load("train", "short_fwd", "test_time_treatments.json"), "trained_by": trained_by},
+                paper.numbers())

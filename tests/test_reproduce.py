@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from resnet_ensembles import paths, reproduction, reproduction_stages
+from resnet_ensembles import paths, provenance, reproduction, reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,9 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   with open(os.path.join(workdir, "train", "short_fwd", reproduction.TREATMENTS)) as f:
     t = json.load(f)
   assert f"{100 * t['unscaled_error']:.2f}% / {100 * t['scaled_error']:.2f}%" in report  # both treatments
+  trained = [l for l in report.splitlines() if l.startswith("| sd |")]  # which code and machine trained it
+  import jax
+  assert trained and f"{provenance.git_commit()[:7]} on {jax.device_count()} x cpu: steps 0-8" in trained[0], trained
 
   assert reproduction.run(config, workdir, data=cifar) == []   # everything done: nothing reruns
 

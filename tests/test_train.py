@@ -191,3 +191,12 @@ def test_git_commit_names_the_code_that_ran(monkeypatch):
   assert provenance.git_commit() == head.stdout.strip() + ("-dirty" if dirty else "")
   monkeypatch.setenv("RESNET_ENSEMBLES_COMMIT", "abc123")
   assert provenance.git_commit() == "abc123"
+
+
+def test_trained_by_names_the_starts_that_trained_steps():
+  from resnet_ensembles import provenance
+  starts = [{"step": 0, "git_commit": "a" * 40, "host": "h", "devices": "1 x cpu"},
+            {"step": 100, "git_commit": "b" * 40, "host": "h", "machine": "one H200"},
+            {"step": 300, "git_commit": "c" * 40, "host": "h"}]  # resumed at the end: trained nothing
+  assert provenance.trained_by(starts, 300) == "aaaaaaa on 1 x cpu: steps 0-100; bbbbbbb on one H200: steps 100-300"
+  assert provenance.trained_by([], 5) == "no record"
