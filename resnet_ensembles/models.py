@@ -128,8 +128,6 @@ class CifarResNet(nn.Module):
       if jnp.shape(arr) != (n,) and (second is None or jnp.shape(arr) != second[0]):
         raise ValueError(f"{name} must have shape ({n},){f' or {second[1]}' if second else ''} "
                          f"for depth {self.depth}, got {jnp.shape(arr)}")
-    if grad_route is not None and not self.residual:
-      raise ValueError("grad_route needs skip connections; a plain net has none")
     if path_groups and (train or not self.residual):
       raise ValueError("path_groups needs a ResNet in inference mode (BatchNorm must not mix copies)")
     if block_order is not None and train:

@@ -118,9 +118,9 @@ def eval_step(variables, batch: dict, *, model, block_mask=None) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_program(model, mesh):
-  """One compiled eval step per (model, mesh), reused by every evaluation of a run."""
-  return jax.jit(functools.partial(eval_step, model=model), out_shardings=replicated_spec(mesh))
+def eval_program(step_fn: Callable, model, mesh, **static) -> Callable:
+  """One compiled `step_fn` per (model, mesh, static settings), reused by every evaluation of a run."""
+  return jax.jit(functools.partial(step_fn, model=model, **static), out_shardings=replicated_spec(mesh))
 
 
 def evaluate(variables, split: data_lib.Split, *, model, batch_size: int, mesh,
@@ -128,7 +128,7 @@ def evaluate(variables, split: data_lib.Split, *, model, batch_size: int, mesh,
   """Test error and loss over a whole split, in padded batches sharded over the mesh."""
   images, labels = split
   bs = _round_up(min(batch_size, len(labels)), mesh.size)
-  program = _eval_program(model, mesh)
+  program = eval_program(eval_step, model, mesh)
   fn = lambda v, batch: program(v, batch, block_mask=block_mask)
   totals = {"wrong": 0.0, "loss": 0.0, "count": 0.0}
   for start in range(0, len(labels), bs):

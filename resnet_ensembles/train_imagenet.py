@@ -11,15 +11,13 @@ the points where the run was stopped, without reading through the data already s
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from resnet_ensembles import imagenet_data, imagenet_models, samplers, train
-from resnet_ensembles.sharding import data_mesh, global_batch, process_rows, replicated_spec
+from resnet_ensembles.sharding import data_mesh, global_batch, process_rows
 
 
 def validate_config(config) -> None:
@@ -51,17 +49,11 @@ def eval_step(variables, batch: dict, block_mask=None, *, model, top: int) -> di
           "loss": jnp.sum(losses * w), "count": jnp.sum(w)}
 
 
-@functools.lru_cache(maxsize=None)
-def _eval_program(model, mesh, top: int):
-  """One compiled eval step per (model, mesh), reused every epoch."""
-  return jax.jit(functools.partial(eval_step, model=model, top=top), out_shardings=replicated_spec(mesh))
-
-
 def evaluate(variables, config, *, model, mesh) -> dict:
   """Top-1 (and top-5 where there are more than 5 classes) error and loss over the eval split."""
   top = min(5, config.model.num_classes)
   rows = process_rows(mesh, config.eval_batch_size)
-  program = _eval_program(model, mesh, top)
+  program = train.eval_program(eval_step, model, mesh, top=top)
   test_mask = samplers.test_time_mask(config.train_mask, model.layout)
   fn = lambda v, batch: program(v, batch, test_mask)
   totals = {"wrong": 0.0, "wrong_top": 0.0, "loss": 0.0, "count": 0.0}
