@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv from requirements.txt on first use, then
-#   ./run.sh main   the main job on this CPU with defaults (a short ResNet-20 run that prints test error)
+#   ./run.sh main   the main job on this CPU with defaults: the whole study (experiments.reproduce, `cpu` config)
+#                   in runs/repro; it resumes where it stopped when rerun
+#   ./run.sh quick  a 1-epoch ResNet-20 run on a data subset that prints its test error (a smoke test)
 #   ./run.sh test   the test suite
 #   ./run.sh python -m experiments.<job> ...   anything else inside the environment
 # Data: CIFAR10_DIR (a <root>/<split>/<class>/*.jpg copy) wins; else ../shared/data/cifar10-jpeg beside
@@ -25,9 +27,11 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 cmd="${1:-main}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  main) exec "$venv/bin/python" -m experiments.train \
+  main) exec "$venv/bin/python" -m experiments.reproduce \
+          --config=experiments/configs/reproduce.py:cpu --workdir="${WORKDIR:-runs/repro}" "$@" ;;
+  quick) exec "$venv/bin/python" -m experiments.train \
           --config=experiments/configs/cifar10.py:resnet20,quick --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
   test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
   python) exec "$venv/bin/python" "$@" ;;
-  *) echo "usage: ./run.sh [main|test|python ...]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh [main|quick|test|python ...]" >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Optional
 
 from resnet_ensembles import distributed
@@ -92,9 +93,13 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
     done = _done_path(workdir, stage)
     if main and os.path.exists(done):
       os.remove(done)
+    start = time.time()
     if main or stage not in HOST_STAGES:
       STAGE_FNS[stage](config, workdir, loader)
-    write_json({"stage": stage, "hash": config_hash(config, stage), "git_commit": git_commit()}, done)
+    wall = round(time.time() - start, 1)  # this start only: a stage resumed after a kill took longer in all
+    write_json({"stage": stage, "hash": config_hash(config, stage), "git_commit": git_commit(),
+                "wall_s_this_start": wall, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, done)
+    say(f"[stage {i}/{len(STAGES)}] {TITLES[stage]}: done in {wall:.0f} s")
     distributed.barrier(f"reproduce_done_{stage}")
     ran.append(stage)
   say(f"stages run: {ran}; report: {os.path.join(workdir, 'report.md')}")

@@ -21,7 +21,9 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   ran = reproduction.run(config, workdir, data=cifar)
   assert ran == list(reproduction.STAGES)
   for stage in reproduction.STAGES:
-    assert os.path.exists(os.path.join(workdir, f"{stage}.done.json"))
+    with open(os.path.join(workdir, f"{stage}.done.json")) as f:
+      done = json.load(f)
+    assert done["stage"] == stage and done["wall_s_this_start"] >= 0 and done["finished"].endswith("Z")
     assert all(os.path.exists(p) for p in reproduction.stage_outputs(config, workdir, stage))
 
   report = open(os.path.join(workdir, "report.md")).read()
