@@ -49,8 +49,11 @@ def read_starts(workdir: str) -> list[dict]:
 
 
 def trained_by(starts: list[dict], final_step: int) -> str:
-  """'<commit> on <machine>: steps a-b; ...' for the starts that trained steps (a resume at the end trains none)."""
+  """'<commit> on <machine>: steps a-b; ...' for the starts that trained steps (a resume at the end trains none);
+  steps trained before the first recorded start (runs older than starts.jsonl) are named as unrecorded."""
   ends = [s["step"] for s in starts[1:]] + [final_step]
-  parts = [f"{s['git_commit'][:7]} on {s.get('machine') or s.get('devices') or s.get('host', '?')}: steps "
-           f"{s['step']}-{end}" for s, end in zip(starts, ends) if end > s["step"]]
+  first = starts[0]["step"] if starts else final_step
+  parts = [f"steps 0-{first}: not recorded"] if first > 0 else []
+  parts += [f"{s['git_commit'][:7]} on {s.get('machine') or s.get('devices') or s.get('host', '?')}: steps "
+            f"{s['step']}-{end}" for s, end in zip(starts, ends) if end > s["step"]]
   return "; ".join(parts) or "no record"

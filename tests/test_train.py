@@ -199,4 +199,6 @@ def test_trained_by_names_the_starts_that_trained_steps():
             {"step": 100, "git_commit": "b" * 40, "host": "h", "machine": "one H200"},
             {"step": 300, "git_commit": "c" * 40, "host": "h"}]  # resumed at the end: trained nothing
   assert provenance.trained_by(starts, 300) == "aaaaaaa on 1 x cpu: steps 0-100; bbbbbbb on one H200: steps 100-300"
-  assert provenance.trained_by([], 5) == "no record"
+  assert provenance.trained_by([], 5) == "steps 0-5: not recorded"
+  assert provenance.trained_by([], 0) == "no record"
+  assert provenance.trained_by(starts[1:], 300) == "steps 0-100: not recorded; bbbbbbb on one H200: steps 100-300"
