@@ -23,6 +23,8 @@ from resnet_ensembles.provenance import git_commit
 SWEEPS = ("single", "multi", "reorder")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained ResNet: a training workdir or an exported folder.")
 _PLAIN = flags.DEFINE_string("plain_workdir", None, "Optional trained plain net, swept the same way.")
+_LABEL = flags.DEFINE_string("label", "ResNet", "Name of the --workdir network in the JSON and figure "
+                             "(e.g. 'stochastic depth').")
 _SWEEP = flags.DEFINE_enum("sweep", None, SWEEPS, "single: each block deleted; multi: k random deletions; "
                            "reorder: k random within-stage swaps.")
 _BN = flags.DEFINE_enum("bn", "stored", lesion.BN_MODES, "BatchNorm statistics: stored or recalibrated per lesion.")
@@ -67,7 +69,7 @@ def main(argv):
       path, label, data, _SWEEP.value, bn=_BN.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
       seed=_SEED.value, include_openers=_OPENERS.value, batch_size=_BATCH.value,
       memory_budget_mb=_BUDGET.value, recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
-  networks = [sweep(_WORKDIR.value, "ResNet")]
+  networks = [sweep(_WORKDIR.value, _LABEL.value)]
   if _PLAIN.value:
     networks.append(sweep(_PLAIN.value, "plain"))
   result = {"sweep": _SWEEP.value, "bn": _BN.value, "git_commit": git_commit(),

@@ -84,11 +84,12 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
                                           timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resnet, plain, out = (os.path.join(workdir, "train", r) for r in ("resnet", "plain", "mains"))
   done = run_main("experiments.lesion", f"--workdir={resnet}", f"--plain_workdir={plain}", "--sweep=multi",
-                  "--num_samples=2", "--max_k=2", "--test_size=100", f"--output_dir={out}")
+                  "--num_samples=2", "--max_k=2", "--test_size=100", f"--output_dir={out}", "--label=normal")
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(out, "multi_stored.json")) as f:
     multi = json.load(f)
   assert [len(n["rows"]) for n in multi["networks"]] == [4, 4] and multi["test_images"] == 100
+  assert [n["label"] for n in multi["networks"]] == ["normal", "plain"]
   assert os.path.getsize(os.path.join(out, "multi_stored.png")) > 10_000
   done = run_main("experiments.paths", f"--workdir={resnet}", "--config=experiments/configs/paths.py:quick",
                   f"--output_dir={out}")
