@@ -120,10 +120,15 @@ def normalize_for(model, images: jax.Array) -> jax.Array:
   return normalize(images)
 
 
-def augment(key: jax.Array, images: jax.Array, pad: int = 4) -> jax.Array:
+def augment(key: jax.Array, images: jax.Array, pad: int = 4, stats: str = "cifar10") -> jax.Array:
   """The paper's augmentation on device: 4-pixel zero pad (after normalisation, as in the authors'
-  code), random 32x32 crop, random horizontal flip. Returns normalised float32 images."""
-  x = normalize(images)
+  code), random 32x32 crop, random horizontal flip. Returns float32 images standardised with `stats`
+  ("cifar10", or "imagenet" for networks trained with ImageNet channel statistics)."""
+  if stats == "imagenet":
+    from resnet_ensembles import imagenet_data
+    x = imagenet_data.normalize(images)
+  else:
+    x = normalize(images)
   n, h, w, _ = x.shape
   k_crop, k_flip = jax.random.split(key)
   x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))

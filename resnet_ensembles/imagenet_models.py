@@ -122,7 +122,7 @@ class ImageNetResNet(CifarResNet):
   num_classes: int = 1000
   width: int = 64
   dtype: Any = jnp.float32
-  input_stats: ClassVar[str] = "imagenet"
+  input_stats: str = "imagenet"
   input_stride: ClassVar[int] = 4  # stride-2 stem convolution, stride-2 max pool
 
   def __post_init__(self):

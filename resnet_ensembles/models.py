@@ -29,13 +29,17 @@ Array = Any
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # He et al. / fb.resnet.torch
 
 
-def type_a_shortcut(x: Array, features: int, stride: int) -> Array:
-  """Strided subsample plus zero-padded channels (He et al.'s option A); identity when shapes match."""
+def type_a_shortcut(x: Array, features: int, stride: int, pad: str = "end") -> Array:
+  """Strided subsample plus zero-padded channels (He et al.'s option A); identity when shapes match.
+
+  `pad="end"` appends the zero channels (fb.resnet.torch); `"both"` puts half on each side so the
+  identity channels sit in the middle (the akamaster PyTorch CIFAR ResNets that `store.torch_import` reads)."""
   if stride > 1:
     x = x[:, ::stride, ::stride, :]
   extra = features - x.shape[-1]
   if extra > 0:
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+    before = extra // 2 if pad == "both" else 0
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (before, extra - before)))
   return x
 
 
@@ -93,7 +97,8 @@ class CifarResNet(nn.Module):
   width: int = 16
   dtype: Any = jnp.float32
   residual: bool = True
-  input_stats: ClassVar[str] = "cifar10"  # which standardisation its inputs get (data.normalize_for)
+  shortcut_pad: str = "end"     # where option-A shortcuts put their zero channels: "end" or "both"
+  input_stats: str = "cifar10"  # which standardisation its inputs get (data.normalize_for): or "imagenet"
   input_stride: ClassVar[int] = 1         # input resolution / first stage's resolution
 
   @property
@@ -103,6 +108,10 @@ class CifarResNet(nn.Module):
   def setup(self):
     if self.variant not in ("preact", "original"):
       raise ValueError(f"variant must be 'preact' or 'original', got {self.variant!r}")
+    if self.shortcut_pad not in ("end", "both"):
+      raise ValueError(f"shortcut_pad must be 'end' or 'both', got {self.shortcut_pad!r}")
+    if self.input_stats not in ("cifar10", "imagenet"):
+      raise ValueError(f"input_stats must be 'cifar10' or 'imagenet', got {self.input_stats!r}")
     layout = self.layout
     bn = lambda: nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype)
     self.stem_conv = nn.Conv(self.width, (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
@@ -157,7 +166,8 @@ class CifarResNet(nn.Module):
 
   def shortcut(self, x: Array, pos: int, train: bool = False) -> Array:
     del train  # parameter-free here; subclasses with projection shortcuts (BatchNorm) need it
-    return type_a_shortcut(x, self.layout.block_features[pos], self.layout.block_strides[pos])
+    return type_a_shortcut(x, self.layout.block_features[pos], self.layout.block_strides[pos],
+                           self.shortcut_pad)
 
   def branch(self, x: Array, pos: int, train: bool = False, order: Optional[Array] = None) -> Array:
     """f at position `pos`: block `order[pos]`'s variables (a traced index) when an order is given."""
@@ -211,12 +221,14 @@ class PlainNet(CifarResNet):
 
 
 def build_model(name: str, depth: int, variant: str = "preact", num_classes: int = 10,
-                width: int = 16, dtype: Any = jnp.float32) -> CifarResNet:
+                width: int = 16, dtype: Any = jnp.float32, shortcut_pad: str = "end",
+                input_stats: str = "cifar10") -> CifarResNet:
   """Builds a model by config name ("resnet" or "plain")."""
   classes = {"resnet": CifarResNet, "plain": PlainNet}
   if name not in classes:
     raise ValueError(f"model must be one of {sorted(classes)}, got {name!r}")
-  return classes[name](depth=depth, variant=variant, num_classes=num_classes, width=width, dtype=dtype)
+  return classes[name](depth=depth, variant=variant, num_classes=num_classes, width=width, dtype=dtype,
+                       shortcut_pad=shortcut_pad, input_stats=input_stats)
 
 
 def num_params(params) -> int:

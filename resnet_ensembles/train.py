@@ -41,7 +41,8 @@ class TrainState(struct.PyTreeNode):
 
 def build_model_from_config(config) -> models.CifarResNet:
   m = config.model
-  return models.build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype))
+  return models.build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype),
+                            m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"))
 
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -77,6 +78,20 @@ def create_state(config, model, tx, key: jax.Array, image_size: int = 32) -> Tra
                     batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
 
 
+def init_from_trained(state: TrainState, config, model, tx) -> TrainState:
+  """A fresh run that starts from a trained network (`config.init_from`: a workdir or exported folder,
+  e.g. an imported PyTorch network) with a new optimizer state; a resumed run ignores it."""
+  trained_model, variables, _ = checkpoints.load_trained(config.init_from)
+  if trained_model != model:
+    raise ValueError(f"init_from {config.init_from} holds {trained_model}, but the config builds {model}")
+  shapes = lambda tree: jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+  if shapes(variables["params"]) != shapes(jax.device_get(state.params)):
+    raise ValueError(f"init_from {config.init_from}: its parameters do not match the configured network")
+  params = jax.tree.map(jnp.asarray, variables["params"])
+  return state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
+                       opt_state=tx.init(params))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
@@ -110,7 +125,8 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
 
 def eval_step(variables, batch: dict, *, model, block_mask=None) -> dict:
   """Sums (not means) so padded batches can be weighted exactly."""
-  logits = model.apply(variables, data_lib.normalize(batch["image"]), train=False, block_mask=block_mask)
+  logits = model.apply(variables, data_lib.normalize_for(model, batch["image"]), train=False,
+                       block_mask=block_mask)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   wrong = (jnp.argmax(logits, -1) != batch["label"]).astype(jnp.float32)
   w = batch["weight"]
@@ -209,8 +225,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   test_mask = samplers.test_time_mask(config.train_mask, model.layout)
   evaluate_fn = lambda variables: evaluate(variables, data["test"], model=model, batch_size=config.eval_batch_size,
                                            mesh=mesh, block_mask=test_mask)
+  preprocess = functools.partial(data_lib.augment, stats=model.input_stats)
   return fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
-             evaluate_fn=evaluate_fn)
+             evaluate_fn=evaluate_fn, preprocess=preprocess)
 
 
 class Preemption:
@@ -259,6 +276,8 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   state = replicate(create_state(config, model, tx, jax.random.PRNGKey(config.seed), image_size), mesh)
   state = ckpt.restore_or(state)
   start_step = int(state.step)
+  if start_step == 0 and config.get("init_from"):
+    state = replicate(init_from_trained(state, config, model, tx), mesh)
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step)
   if start_step:
     logging.info("Resumed from step %d (epoch %d) in %s", start_step, start_step // steps_per_epoch, workdir)

@@ -120,7 +120,7 @@ def test_masks_delete_branches_and_keep_projections(small):
   masks = (jax.random.uniform(jax.random.PRNGKey(3), (4, 16)) > 0.5).astype(jnp.float32)
   batched = jax.jit(jax.vmap(lambda m: model.apply(v, X, block_mask=m)))(masks)
   for m, out in zip(masks, batched):
-    np.testing.assert_allclose(out, apply(m), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out, apply(m), rtol=1e-4, atol=1e-4)
   assert not np.allclose(batched[0], full)
 
 
