@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv from requirements.txt on first use, then
 #   ./run.sh main   the main job on this CPU with defaults: the whole study (experiments.reproduce, `cpu` config)
-#                   in runs/repro; it resumes where it stopped when rerun
+#                   in runs/repro, started from the finished study committed in results/repro (networks, sweeps),
+#                   so it redoes only what this machine changes and writes runs/repro/report.md in minutes
+#   ./run.sh scratch  the same study trained from nothing (about a day of a 2-core CPU); resumes when rerun
 #   ./run.sh quick  a 1-epoch ResNet-20 run on a data subset that prints its test error (a smoke test)
 #   ./run.sh test   the test suite
 #   ./run.sh python -m experiments.<job> ...   anything else inside the environment
@@ -27,11 +29,13 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 cmd="${1:-main}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  main) exec "$venv/bin/python" -m experiments.reproduce \
-          --config=experiments/configs/reproduce.py:cpu --workdir="${WORKDIR:-runs/repro}" "$@" ;;
+  main) exec "$venv/bin/python" -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu \
+          --workdir="${WORKDIR:-runs/repro}" --start_from=results/repro "$@" ;;
+  scratch) exec "$venv/bin/python" -m experiments.reproduce --config=experiments/configs/reproduce.py:cpu \
+          --workdir="${WORKDIR:-runs/repro_scratch}" "$@" ;;
   quick) exec "$venv/bin/python" -m experiments.train \
           --config=experiments/configs/cifar10.py:resnet20,quick --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
   test) exec "$venv/bin/python" -m pytest -q tests "$@" ;;
   python) exec "$venv/bin/python" "$@" ;;
-  *) echo "usage: ./run.sh [main|quick|test|python ...]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh [main|scratch|quick|test|python ...]" >&2; exit 2 ;;
 esac

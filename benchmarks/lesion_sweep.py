@@ -17,7 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, data, lesion, lesion_common, masks, models, study_data
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.lesion import common as lesion_common
+from resnet_ensembles.lesion import masks
+from resnet_ensembles import models
+from resnet_ensembles.data import for_run as study_data
 
 _DEPTH = flags.DEFINE_integer("depth", 32, "CIFAR ResNet depth (6n+2).")
 _IMAGES = flags.DEFINE_integer("images", 500, "Test images swept per mask.")
@@ -47,7 +53,7 @@ def main(argv):
   del argv
   if _WORKDIR.value:
     model, v, config = checkpoints.load_trained(_WORKDIR.value)
-    split, what = study_data.load(config, test_size=_IMAGES.value)["test"], f"trained ({_WORKDIR.value})"
+    split, what = study_data.load_for_study(config, test_size=_IMAGES.value)["test"], f"trained ({_WORKDIR.value})"
   else:
     model, what = models.CifarResNet(_DEPTH.value), "random init"
     v = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))

@@ -42,14 +42,15 @@ import functools, json, sys, time
 import jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, {root!r})
 from experiments.configs import cifar10
-from resnet_ensembles import train
+from resnet_ensembles import models
+from resnet_ensembles.training import schedules, steps
 c = cifar10.get_config({arch!r})
 c.model.dtype = {overrides!r}.get("dtype", "float32")
 bs = {overrides!r}.get("batch_size", 128)
-model = train.build_model_from_config(c)
-tx = train.make_optimizer(c, train.learning_rate_fn(c, 100))
-state = train.create_state(c, model, tx, jax.random.PRNGKey(0))
-step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, sampler=None), donate_argnums=0)
+model = models.from_config(c)
+tx = schedules.make_optimizer(c, schedules.learning_rate_fn(c, 100))
+state = steps.create_state(c, model, tx, jax.random.PRNGKey(0))
+step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, sampler=None), donate_argnums=0)
 rng = np.random.default_rng(0)
 batch = {{"image": jnp.asarray(rng.integers(0, 256, (bs, 32, 32, 3), dtype=np.uint8)),
           "label": jnp.asarray(rng.integers(0, 10, bs).astype(np.int32))}}
@@ -89,7 +90,7 @@ def measure(arch: str, attempt: str, steps: int, eval_images: int) -> dict:
 
 def main(argv):
   del argv
-  from resnet_ensembles.layout import forward_macs
+  from resnet_ensembles.models.layout import forward_macs
   print(f"fp32 peak assumed: {PEAK_FLOPS / 1e9:.0f} GFLOP/s; {os.cpu_count()} CPU cores")
   print(f"{'network':<11}{'attempt':<11}{'train img/s':>12}{'x base':>8}{'% peak':>8}"
         f"{'eval img/s':>12}{'x base':>8}{'% peak':>8}{'compile s':>11}")

@@ -12,10 +12,12 @@ import shutil
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, metrics, provenance
-from resnet_ensembles.logs import one_line_errors, parse_flags, setup_logging
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.training import metrics
+from resnet_ensembles.utils import provenance
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 from resnet_ensembles.plots.training import plot_training_curves
-from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.utils.provenance import git_commit
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/resnet32_cpu).")
@@ -35,7 +37,6 @@ def data_description(workdir: str) -> str:
   return _DATA.value
 
 
-
 @one_line_errors
 def main(argv):
   del argv
@@ -53,11 +54,12 @@ def main(argv):
                       "machine": _MACHINE.value or f"{platform.machine()}, {os.cpu_count()} CPU cores",
                       "data": data_description(_WORKDIR.value),
                       "train_starts": provenance.read_starts(_WORKDIR.value)}}
+  data = extra["export"]["data"]
   checkpoints.export_variables(variables, config, _OUT.value, extra)
   shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
   m, kind = config.model, config.train_mask.kind if "train_mask" in config else "none"
   trained = "" if kind == "none" else f", {kind.replace('_', ' ')}"
-  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}{trained}), CIFAR-10 (JPEG q75 copy)",
+  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}{trained}), {data}",
                        os.path.join(_OUT.value, "curves.png"))
   print(f"exported {_OUT.value}: test error {100 * last['eval/test_error']:.2f}% after {last['eval/epoch']:.0f} epochs")
 

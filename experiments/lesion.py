@@ -15,10 +15,15 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles import checkpoints, distributed, lesion, lesion_study, masks, study_data
-from resnet_ensembles.logs import one_line_errors, parse_flags
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.lesion import study as lesion_study
+from resnet_ensembles.lesion import masks
+from resnet_ensembles.data import for_run as study_data
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import lesion as lesion_plots
-from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.utils.provenance import git_commit
 
 SWEEPS = ("single", "multi", "reorder")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Trained ResNet: a training workdir or an exported folder.")
@@ -63,7 +68,7 @@ def main(argv):
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
   config = checkpoints.read_config(_WORKDIR.value)
   recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value == "recalibrate" else 0
-  data = study_data.load(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
+  data = study_data.load_for_study(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
                          train_size=recal_images, seed=_SEED.value)
   sweep = lambda path, label: lesion_study.sweep_network(
       path, label, data, _SWEEP.value, bn=_BN.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,

@@ -12,10 +12,13 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from resnet_ensembles import checkpoints, distributed, paths, study_data
-from resnet_ensembles.logs import one_line_errors, parse_flags
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.data import for_run as study_data
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import paths as paths_plots
-from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.utils.provenance import git_commit
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "paths.py"),
@@ -37,7 +40,7 @@ def main(argv):
   paths.check_model(model)
   need = config.num_batches * config.batch_size  # ImageNet loads only the images sampled; CIFAR-10 all of them
   imagenet = trained.model.name == "imagenet_resnet"
-  images, labels = study_data.load(trained, test_size=need if imagenet else None, train_size=need,
+  images, labels = study_data.load_for_study(trained, test_size=need if imagenet else None, train_size=need,
                                    seed=config.seed)[config.split]
   logging.info("paths: %d-block %s, %d routes per length over %d batches of %d (%s BN)", model.layout.num_blocks,
                trained.model.variant, config.samples_per_length, config.num_batches, config.batch_size, config.bn)

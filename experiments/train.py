@@ -12,8 +12,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_ensembles import distributed, train
-from resnet_ensembles.logs import one_line_errors, parse_flags
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles import training as train
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events go here.")

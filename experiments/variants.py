@@ -12,9 +12,9 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles.logs import one_line_errors, parse_flags
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import variants as variant_plots
-from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.utils.provenance import git_commit
 
 _RUNS = flags.DEFINE_list("runs", None, "label=lesion_output_dir, one per training variant.")
 _BN = flags.DEFINE_string("bn", "stored", "Which lesion JSONs to read (stored or recalibrate).")

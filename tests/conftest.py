@@ -18,5 +18,5 @@ def cifar_root() -> str:
 
 @pytest.fixture(scope="session")
 def cifar(cifar_root):
-  from resnet_ensembles import data
+  from resnet_ensembles.data import cifar10 as data
   return data.load_cifar10("folder", cifar_root)

@@ -3,7 +3,7 @@ model behaviour (deletions, orders) can be checked against an independent constr
 import jax.numpy as jnp
 import flax.linen as nn
 
-from resnet_ensembles.models import ResidualBranch, type_a_shortcut
+from resnet_ensembles.models.cifar import ResidualBranch, type_a_shortcut
 
 
 def reference_forward(model, variables, x, deleted=(), order=None):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_ensembles import data
+from resnet_ensembles.data import cifar10 as data
 
 
 def test_folder_copy_loads_cifar10(cifar, cifar_root):
@@ -66,3 +66,25 @@ def test_augment_is_pad_crop_flip():
   for o in out:  # every output is one of the 162 crops (or their mirror images)
     assert min(np.abs(o - c).max() for c in candidates) < 1e-6
   assert len({o.tobytes() for o in out}) > 20
+
+
+def test_a_folder_is_named_by_its_metadata_content_or_path(tmp_path, cifar_root):
+  from resnet_ensembles.data import for_run
+  root = str(tmp_path / "copy")
+  _fake_folder(root, data.CIFAR10_CLASSES, per_class=1)
+  assert for_run.describe_folder(root) == f"CIFAR-10 (image folder {root})"   # unknown: its path
+  with open(os.path.join(root, for_run.METADATA_FILE), "w") as f:
+    f.write('{"description": "CIFAR-10 (my PNG copy)"}')
+  assert for_run.describe_folder(root) == "CIFAR-10 (my PNG copy)"           # its own dataset.json
+  # The shared JPEG copy holds no metadata file (read-only); it is recognised by its content, at any path.
+  assert for_run.describe_folder(cifar_root) == "CIFAR-10 (JPEG q75 copy)"
+  renamed = str(tmp_path / "elsewhere")
+  os.symlink(cifar_root, renamed)
+  assert for_run.describe_folder(renamed) == "CIFAR-10 (JPEG q75 copy)"
+  # One changed file (a different size) is a different copy.
+  changed = str(tmp_path / "changed")
+  _fake_folder(changed, data.CIFAR10_CLASSES, per_class=1)
+  assert for_run.folder_fingerprint(changed) == for_run.folder_fingerprint(root)  # dataset.json is not content
+  with open(os.path.join(changed, "train", "cat", "0.png"), "ab") as f:
+    f.write(b"\0")
+  assert for_run.folder_fingerprint(changed) != for_run.folder_fingerprint(root)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from experiments.configs import imagenet as imagenet_config
-from resnet_ensembles import imagenet_data, imagenet_models as im, metrics, models, sharding, train
+from resnet_ensembles.data import imagenet as imagenet_data
+from resnet_ensembles.models import imagenet as im
+from resnet_ensembles.training import metrics
+from resnet_ensembles import models
+from resnet_ensembles.parallel import mesh as sharding
+from resnet_ensembles import training as train
+from resnet_ensembles.training import schedules
 
 X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))
 
@@ -239,26 +245,29 @@ def test_imagenet_config_trains_resumes_and_reports_top_k(image_folder, tmp_path
 def test_learning_rate_schedules():
   c = ml_collections.ConfigDict(dict(num_epochs=4, learning_rate=0.4, lr_schedule="cosine", warmup_epochs=1,
                                      lr_boundaries=(0.5,), lr_decay=0.1))
-  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
   # linear to 0.4 over epoch 1, then a cosine over the remaining 30 steps: no jump where they meet
   np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(20), lr(25), lr(40)],
                              [0.0, 0.2, 0.4, 0.4 * (1 + np.cos(np.pi / 3)) / 2, 0.2, 0.0], atol=1e-6)
   c.warmup_epochs = 0
-  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
   np.testing.assert_allclose([lr(0), lr(20), lr(40)], [0.4, 0.2, 0.0], atol=1e-6)
   c.warmup_epochs = 1
   c.lr_schedule, c.warmup_epochs = "step", 0
-  lr = train.learning_rate_fn(c, steps_per_epoch=10)
+  lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
   np.testing.assert_allclose([lr(0), lr(19), lr(20)], [0.4, 0.4, 0.04], rtol=1e-6)
   c.lr_schedule = "linear"
   with pytest.raises(ValueError, match="lr_schedule must be"):
-    train.learning_rate_fn(c, steps_per_epoch=10)
+    schedules.learning_rate_fn(c, steps_per_epoch=10)
 
 
 def test_lesion_sweeps_and_path_decomposition_run_on_a_bottleneck_net():
   """The engines take an ImageNet model unchanged: top-5 above 10 classes, ImageNet input statistics,
   the wavefront equals the vmapped sweep, and the G_k sum to the gradient through projection openers."""
-  from resnet_ensembles import data, lesion, masks, paths
+  from resnet_ensembles.data import cifar10 as data
+  from resnet_ensembles.lesion import sweep as lesion
+  from resnet_ensembles.lesion import masks
+  from resnet_ensembles.paths import analysis as paths
   model = im.ImageNetResNet(50, num_classes=12, width=4)
   v = _init(model)
   rng = np.random.default_rng(0)
@@ -277,7 +286,7 @@ def test_lesion_sweeps_and_path_decomposition_run_on_a_bottleneck_net():
 
 
 def test_lesion_memory_estimate_follows_the_input():
-  from resnet_ensembles import lesion_common
+  from resnet_ensembles.lesion import common as lesion_common
   r50, r20 = im.ImageNetResNet(50), models.CifarResNet(20)
   # ResNet-50 at 224: the first stage holds 56 x 56 x 256 values per image; CIFAR: 32 x 32 x 16.
   assert lesion_common.activation_bytes(r50, image_hw=(224, 224)) == 6 * 56 * 56 * 256 * 4
@@ -285,7 +294,7 @@ def test_lesion_memory_estimate_follows_the_input():
 
 
 def test_load_trained_builds_an_imagenet_model(tmp_path):
-  from resnet_ensembles import checkpoints
+  from resnet_ensembles.store import checkpoints
   c = imagenet_config.get_config("resnet50")
   c.model.update(width=4, num_classes=12, dtype="float32")
   model = im.build_from_config(c)
@@ -298,18 +307,20 @@ def test_load_trained_builds_an_imagenet_model(tmp_path):
 def test_lesion_and_path_clis_read_an_imagenet_run(image_folder, tmp_path):
   """study_data (what experiments/lesion.py and paths.py load) takes the run's ImageNet split, centre-cropped
   at its image size, and a seeded draw of training images that a recalibrated lesion sweep then uses."""
-  from resnet_ensembles import checkpoints, lesion_study, study_data
+  from resnet_ensembles.store import checkpoints
+  from resnet_ensembles.lesion import study as lesion_study
+  from resnet_ensembles.data import for_run as study_data
   c = imagenet_config.get_config("resnet50")
   c.model.update(width=4, num_classes=3, dtype="float32")
   c.data.update(source="folder", folder=image_folder.folder, image_size=32)
   path = checkpoints.export_variables(_init(im.build_from_config(c)), c, str(tmp_path / "r50"))
-  data = study_data.load(checkpoints.read_config(path), train_size=5, seed=1)
+  data = study_data.load_for_study(checkpoints.read_config(path), train_size=5, seed=1)
   (tx, ty), (rx, ry) = data["test"], data["train"]
   assert tx.shape == (9, 32, 32, 3) and tx.dtype == np.uint8 and list(ty) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
   assert rx.shape == (5, 32, 32, 3) and set(ry) <= {0, 1, 2}
-  again = study_data.load(checkpoints.read_config(path), test_size=4, train_size=5, seed=1)
+  again = study_data.load_for_study(checkpoints.read_config(path), test_size=4, train_size=5, seed=1)
   assert np.array_equal(again["train"][0], rx) and np.array_equal(again["test"][0], tx[:4])
-  assert not np.array_equal(study_data.load(c, test_size=1, train_size=5, seed=2)["train"][0], rx)
+  assert not np.array_equal(study_data.load_for_study(c, test_size=1, train_size=5, seed=2)["train"][0], rx)
   out = lesion_study.sweep_network(path, "ResNet", data, "multi", bn="recalibrate", num_samples=1, max_k=1,
                                    batch_size=9, recal_batches=1, recal_batch_size=5)
   assert len(out["rows"]) == 1 and out["rows"][0]["k"] == 1 and 0 <= out["full_error"] <= 1

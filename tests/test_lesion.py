@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from resnet_ensembles import data, lesion, masks, models, samplers
-from resnet_ensembles.layout import check_block_order
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.lesion import masks
+from resnet_ensembles import models
+from resnet_ensembles.models import samplers
+from resnet_ensembles.models.layout import check_block_order
 from tests.reference import reference_forward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +136,8 @@ def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
   """lesion_study on an exported network: repeated random lesions are evaluated once and fanned back
   out, so every row equals the plain vmapped sweep of the whole stack."""
   from experiments.configs import cifar10
-  from resnet_ensembles import checkpoints, lesion_study
+  from resnet_ensembles.store import checkpoints
+  from resnet_ensembles.lesion import study as lesion_study
   model, v, split = net14
   path = checkpoints.export_variables(v, cifar10.get_config("resnet14"), str(tmp_path / "net"))
   data_ = {"test": split, "train": split}

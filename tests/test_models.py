@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from resnet_ensembles import models
-from resnet_ensembles.layout import cifar_layout, forward_macs
+from resnet_ensembles.models.layout import cifar_layout, forward_macs
 from tests.reference import reference_forward
 
 

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from resnet_ensembles import distributed, sharding
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles.parallel import mesh as sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 420
@@ -20,12 +21,16 @@ _WORKER = r"""
 import json, os, sys
 sys.path.insert(0, %(root)r)
 pid, nproc, port, workdir, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-from resnet_ensembles import distributed
+from resnet_ensembles.parallel import distributed
 if nproc > 1:
   assert distributed.initialize(coordinator_address="127.0.0.1:" + port, num_processes=nproc, process_id=pid)
 import jax, numpy as np
 from experiments.configs import cifar10
-from resnet_ensembles import lesion, masks, metrics, paths, train
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.lesion import masks
+from resnet_ensembles.training import metrics
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles import models, training as train
 assert jax.process_count() == nproc and jax.device_count() == 4, (jax.process_count(), jax.device_count())
 assert distributed.agree(jax.process_index() == 0)  # every process takes process 0's decision
 rng = np.random.default_rng(0)
@@ -39,7 +44,7 @@ c.max_steps = -1
 result = train.train_and_evaluate(c, workdir, data=data)  # restores (multi-host) and finishes the epoch
 state = result["state"]
 variables = {"params": state.params, "batch_stats": state.batch_stats}
-model = train.build_model_from_config(c)
+model = models.from_config(c)
 deletions = masks.single_deletions(model.layout)[0]
 les = lesion.evaluate(model, variables, data["test"], deletions, batch_size=20)
 wave = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=20)

@@ -12,7 +12,8 @@ import pytest
 from scipy import stats
 
 from experiments.configs.paths import get_config
-from resnet_ensembles import models, paths
+from resnet_ensembles import models
+from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.plots import paths as plots
 
 X = jax.random.normal(jax.random.PRNGKey(7), (2, 32, 32, 3))

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from resnet_ensembles import paths, provenance, reproduction, reproduction_stages
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.utils import provenance
+from resnet_ensembles.study import reproduction
+from resnet_ensembles.study import stages as reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

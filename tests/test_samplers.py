@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 
 from experiments.configs import cifar10
-from resnet_ensembles import data, models, samplers, train
-from resnet_ensembles.layout import cifar_layout
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles import models
+from resnet_ensembles.models import samplers
+from resnet_ensembles import training as train
+from resnet_ensembles.models.layout import cifar_layout
 
 
 def _cfg(kind, **kw):

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import cifar10
-from resnet_ensembles import checkpoints, data, train
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles import training as train
+from resnet_ensembles.training import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,13 +63,13 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(small, tmp_path, m
   """A preemption notice (SIGTERM) mid-epoch stops at the next step with a checkpoint; the rerun ends
   exactly where an uninterrupted run does."""
   import signal
-  from resnet_ensembles import metrics
+  from resnet_ensembles.training import metrics
   full = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "a"), data=small)
   update = metrics.Progress.update
 
   def notice_at_step_5(self, step):
     if step == 5:
-      signal.raise_signal(signal.SIGTERM)  # delivered to train.Preemption's handler
+      signal.raise_signal(signal.SIGTERM)  # delivered to loop.Preemption's handler
     return update(self, step)
   monkeypatch.setattr(metrics.Progress, "update", notice_at_step_5)
   stopped = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
@@ -78,7 +81,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted(small, tmp_path, m
   monkeypatch.setattr(metrics.Progress, "update", update)
   resumed = train.train_and_evaluate(_config(log_every_steps=1), str(tmp_path / "b"), data=small)
   assert resumed["step"] == 16 and not resumed.get("preempted")
-  from resnet_ensembles import provenance  # each start is on record with its code
+  from resnet_ensembles.utils import provenance  # each start is on record with its code
   starts = provenance.read_starts(str(tmp_path / "b"))
   assert [s["step"] for s in starts] == [0, 6] and starts[1]["git_commit"] == provenance.git_commit()
   for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
@@ -91,12 +94,12 @@ def test_a_late_sigterm_is_redelivered():
   seen = []
   previous = signal.signal(signal.SIGTERM, lambda *a: seen.append("outer"))
   try:
-    p = train.Preemption(manager=None)
+    p = loop.Preemption(manager=None)
     signal.raise_signal(signal.SIGTERM)
     assert p.reached(1) and seen == []
     p.close()
     assert seen == ["outer"]
-    p = train.Preemption(manager=None)
+    p = loop.Preemption(manager=None)
     signal.raise_signal(signal.SIGTERM)
     p.acted = True  # the loop stopped for it: nothing to re-deliver
     p.close()
@@ -141,18 +144,43 @@ def test_load_trained_from_workdir_and_export(small, tmp_path):
   assert checkpoints.fingerprint(variables) != checkpoints.fingerprint(exported)
 
 
+def test_finetune_starts_from_the_trained_network(small, tmp_path):
+  """finetune.py:DIR rebuilds the folder's network exactly (here: original blocks, both-sides shortcut pad,
+  ImageNet input statistics) and starts from its weights; a resumed run ignores init_from."""
+  from experiments.configs import finetune
+  src = _config(num_epochs=1)
+  src.model = cifar10.get_config("resnet8_original").model
+  src.model.shortcut_pad, src.model.input_stats = "both", "imagenet"
+  first = train.train_and_evaluate(src, str(tmp_path / "src"), data=small)
+  c = finetune.get_config(f"{tmp_path / 'src'},epochs=1,lr=0.05")
+  assert (c.model.shortcut_pad, c.model.input_stats, c.learning_rate, c.num_epochs) == ("both", "imagenet", 0.05, 1)
+  c.batch_size, c.eval_batch_size, c.progress, c.max_steps = 32, 200, False, 0
+  start = train.train_and_evaluate(c, str(tmp_path / "ft"), data=small)   # 0 steps: the network as imported
+  assert start["test_error"] == first["test_error"] and start["test_loss"] == pytest.approx(first["test_loss"])
+  c.max_steps = -1
+  tuned = train.train_and_evaluate(c, str(tmp_path / "ft"), data=small)
+  assert tuned["step"] == 256 // 32 and tuned["test_loss"] != start["test_loss"]
+  with pytest.raises(ValueError, match="parameters do not match|holds"):
+    other = finetune.get_config(str(tmp_path / "src"))
+    other.model.depth, other.progress = 14, False
+    train.train_and_evaluate(other, str(tmp_path / "other"), data=small)
+  with pytest.raises(ValueError, match="finetune option must be"):
+    finetune.get_config(f"{tmp_path / 'src'},epoch=3")
+
+
 _SHARDED = r"""
 import functools, sys, jax, jax.numpy as jnp, numpy as np
 sys.path.insert(0, %r)
 from experiments.configs import cifar10
-from resnet_ensembles import train
-from resnet_ensembles.sharding import data_mesh, replicate, shard_batch_spec
+from resnet_ensembles import models
+from resnet_ensembles.training import schedules, steps
+from resnet_ensembles.parallel.mesh import data_mesh, replicate, shard_batch_spec
 c = cifar10.get_config("resnet8"); c.batch_size = 16
-model = train.build_model_from_config(c)
-tx = train.make_optimizer(c, train.learning_rate_fn(c, 10))
+model = models.from_config(c)
+tx = schedules.make_optimizer(c, schedules.learning_rate_fn(c, 10))
 mesh = data_mesh()
-state = replicate(train.create_state(c, model, tx, jax.random.PRNGKey(0)), mesh)
-step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, sampler=None), donate_argnums=0)
+state = replicate(steps.create_state(c, model, tx, jax.random.PRNGKey(0)), mesh)
+step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, sampler=None), donate_argnums=0)
 rng = np.random.default_rng(0)
 losses = []
 for i in range(3):
@@ -181,7 +209,7 @@ def test_eight_fake_devices_match_one_device():
 def test_git_commit_names_the_code_that_ran(monkeypatch):
   """A copy of the code on another machine says its commit through $RESNET_ENSEMBLES_COMMIT (its own git
   state may be another commit); here, HEAD, marked -dirty while tracked files differ from it."""
-  from resnet_ensembles import provenance
+  from resnet_ensembles.utils import provenance
   monkeypatch.delenv("RESNET_ENSEMBLES_COMMIT", raising=False)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=root)
@@ -194,7 +222,7 @@ def test_git_commit_names_the_code_that_ran(monkeypatch):
 
 
 def test_trained_by_names_the_starts_that_trained_steps():
-  from resnet_ensembles import provenance
+  from resnet_ensembles.utils import provenance
   starts = [{"step": 0, "git_commit": "a" * 40, "host": "h", "devices": "1 x cpu"},
             {"step": 100, "git_commit": "b" * 40, "host": "h", "machine": "one H200"},
             {"step": 300, "git_commit": "c" * 40, "host": "h"}]  # resumed at the end: trained nothing

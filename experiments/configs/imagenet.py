@@ -21,7 +21,7 @@ pod"):
 """
 import ml_collections
 
-from resnet_ensembles.imagenet_models import STAGE_BLOCKS, VARIANTS
+from resnet_ensembles.models.imagenet import STAGE_BLOCKS, VARIANTS
 
 _DEFAULT_VARIANT = {50: "original", 101: "original", 152: "original", 200: "preact"}
 

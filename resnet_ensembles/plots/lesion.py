@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
-from resnet_ensembles.lesion_summary import errors_by_k
+from resnet_ensembles.lesion.summary import errors_by_k
 from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 COLORS = {"ResNet": "tab:blue", "plain": "tab:orange"}

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from resnet_ensembles import paper as paper_lib
-from resnet_ensembles import paths as paths_lib
+from resnet_ensembles.paths import analysis as paths_lib
 from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 WHERE = {"image": ("input image", "tab:blue"), "block0": ("input of block 1", "tab:green")}

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from resnet_ensembles import paper as paper_lib
-from resnet_ensembles.lesion_summary import errors_by_k, k_means, single_stats
+from resnet_ensembles.lesion.summary import errors_by_k, k_means, single_stats
 from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 

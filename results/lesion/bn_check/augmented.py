@@ -2,10 +2,13 @@
 import json, time
 import jax, jax.numpy as jnp
 import numpy as np
-from resnet_ensembles import checkpoints, data as data_lib, lesion, study_data
-from resnet_ensembles.lesion import BN_MOMENTUM
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.data import for_run as study_data
+from resnet_ensembles.lesion.sweep import BN_MOMENTUM
 model, variables, config = checkpoints.load_trained("/work/runs/repro/train/resnet")
-data = study_data.load(config, test_size=0)
+data = study_data.load_for_study(config, test_size=0)
 n = model.layout.num_blocks
 full = np.ones((1, n), np.float32)
 

@@ -1,7 +1,9 @@
 import jax, jax.numpy as jnp, numpy as np
-from resnet_ensembles import checkpoints, data as data_lib, study_data
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.data import for_run as study_data
 model, variables, config = checkpoints.load_trained("/work/runs/repro/train/resnet")
-data = study_data.load(config, test_size=0)
+data = study_data.load_for_study(config, test_size=0)
 print(config.train_mask if "train_mask" in config else None)
 @jax.jit
 def batch_stats(x):

@@ -1,9 +1,11 @@
 """Full ResNet-32: test error with stored BN vs BN recalibrated on N x 128 un-augmented training images."""
 import json, sys, time
 import numpy as np
-from resnet_ensembles import checkpoints, lesion, study_data
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.data import for_run as study_data
 model, variables, config = checkpoints.load_trained("/work/runs/repro/train/resnet")
-data = study_data.load(config, test_size=0)
+data = study_data.load_for_study(config, test_size=0)
 n = model.layout.num_blocks
 full = np.ones((1, n), np.float32)
 out = {"stored": float(lesion.evaluate(model, variables, data["test"], full)["error"][0])}

@@ -115,7 +115,7 @@ def normalize(images: jax.Array) -> jax.Array:
 def normalize_for(model, images: jax.Array) -> jax.Array:
   """`images` (uint8) standardised as `model` was trained: CIFAR-10 or ImageNet channel statistics."""
   if getattr(model, "input_stats", "cifar10") == "imagenet":
-    from resnet_ensembles import imagenet_data
+    from resnet_ensembles.data import imagenet as imagenet_data
     return imagenet_data.normalize(images)
   return normalize(images)
 
@@ -125,7 +125,7 @@ def augment(key: jax.Array, images: jax.Array, pad: int = 4, stats: str = "cifar
   code), random 32x32 crop, random horizontal flip. Returns float32 images standardised with `stats`
   ("cifar10", or "imagenet" for networks trained with ImageNet channel statistics)."""
   if stats == "imagenet":
-    from resnet_ensembles import imagenet_data
+    from resnet_ensembles.data import imagenet as imagenet_data
     x = imagenet_data.normalize(images)
   else:
     x = normalize(images)

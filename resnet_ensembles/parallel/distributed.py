@@ -116,7 +116,7 @@ def start_main(argv, config=None) -> None:
   """What every absl main does first: refuse stray arguments, set up logging, and start jax.distributed
   (from the flags, over `config.distributed`) before anything touches a device."""
   from absl import app
-  from resnet_ensembles.logs import setup_logging
+  from resnet_ensembles.utils.logs import setup_logging
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   setup_logging()

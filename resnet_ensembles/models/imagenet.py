@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from resnet_ensembles.layout import Layout
-from resnet_ensembles.models import Array, CifarResNet, _conv_init
+from resnet_ensembles.models.layout import Layout
+from resnet_ensembles.models.cifar import Array, CifarResNet, _conv_init
 
 STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
 EXPANSION = 4

@@ -3,7 +3,7 @@
 ImageNet does not fit in host memory as CIFAR-10 does, so every process decodes and augments only its
 share of the split with tf.data (`imagenet_data`), and `sharding.global_batch` assembles the global batch
 from the shares; normalisation (in the model's dtype) is the on-device `preprocess`. Everything else —
-optimizer, schedule, mask samplers, orbax checkpoints, metrics, resume — is `train.fit`.
+optimizer, schedule, mask samplers, orbax checkpoints, metrics, resume — is `loop.fit`.
 
 Epochs are counted in steps (split size // global batch), as in the Flax ImageNet example. A resumed
 run restarts the stream with a seed derived from its start step, so the batches are reproducible given
@@ -16,8 +16,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from resnet_ensembles import imagenet_data, imagenet_models, samplers, train
-from resnet_ensembles.sharding import data_mesh, global_batch, process_rows
+from resnet_ensembles.data import imagenet as imagenet_data
+from resnet_ensembles.models import imagenet as imagenet_models
+from resnet_ensembles.models import samplers
+from resnet_ensembles.training import loop, steps
+from resnet_ensembles.parallel.mesh import data_mesh, global_batch, process_rows
 
 
 def validate_config(config) -> None:
@@ -53,7 +56,7 @@ def evaluate(variables, config, *, model, mesh) -> dict:
   """Top-1 (and top-5 where there are more than 5 classes) error and loss over the eval split."""
   top = min(5, config.model.num_classes)
   rows = process_rows(mesh, config.eval_batch_size)
-  program = train.eval_program(eval_step, model, mesh, top=top)
+  program = steps.eval_program(eval_step, model, mesh, top=top)
   test_mask = samplers.test_time_mask(config.train_mask, model.layout)
   fn = lambda v, batch: program(v, batch, test_mask)
   totals = {"wrong": 0.0, "wrong_top": 0.0, "loss": 0.0, "count": 0.0}
@@ -68,8 +71,10 @@ def evaluate(variables, config, *, model, mesh) -> dict:
   return result
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, data=None) -> dict:
   """Trains an `experiments/configs/imagenet.py` config (resuming in `workdir`); returns the final metrics."""
+  if data is not None:
+    raise ValueError("ImageNet configs stream their data (config.data); `data` is for CIFAR-10 arrays")
   validate_config(config)
   model = imagenet_models.build_from_config(config)
   mesh = data_mesh()
@@ -87,6 +92,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       yield global_batch(local, mesh, config.batch_size)
 
   preprocess = lambda key, images: imagenet_data.normalize(images, model.dtype)
-  return train.fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
+  return loop.fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
                    evaluate_fn=lambda v: evaluate(v, config, model=model, mesh=mesh), preprocess=preprocess,
                    image_size=d.image_size)

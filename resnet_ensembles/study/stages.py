@@ -14,12 +14,17 @@ from typing import Callable, Optional
 from absl import logging
 
 from experiments.configs import cifar10 as cifar10_config
-from resnet_ensembles import checkpoints, distributed, lesion_study, paths, report, train
-from resnet_ensembles import data as data_lib
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles.lesion import study as lesion_study
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.study import report
+from resnet_ensembles import training
+from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.plots import paths as paths_plots
 from resnet_ensembles.plots import variants as variant_plots
-from resnet_ensembles.provenance import git_commit
+from resnet_ensembles.utils.provenance import git_commit
 
 RUNS = ("resnet", "plain", "sd", "short", "short_fwd")
 LABELS = {"resnet": "ResNet", "plain": "plain", "sd": "stochastic depth", "short": "short-path (route)",
@@ -102,7 +107,7 @@ def train_run(config, workdir: str, data: DataCache, run: str) -> None:
   cfg = train_config(config, run)
   run_dir = os.path.join(workdir, "train", run)
   logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
-  out = train.train_and_evaluate(cfg, run_dir, data=data(cfg))
+  out = training.train_and_evaluate(cfg, run_dir, data=data(cfg))
   if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
     raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
   print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)

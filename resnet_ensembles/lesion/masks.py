@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import stats
 
-from resnet_ensembles.layout import Layout
+from resnet_ensembles.models.layout import Layout
 
 PAPER_MAX_K = 20  # Fig. 5a deletes 1..20 blocks of ResNet-110
 

@@ -16,10 +16,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
-from resnet_ensembles import data as data_lib
-from resnet_ensembles.lesion_common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
                                             cached, check_scale as _check_scale, counts, shard, summary)
-from resnet_ensembles.sharding import data_mesh
+from resnet_ensembles.parallel.mesh import data_mesh
 
 
 def deleted_block_output(model, variables: dict, h: Any, pos: int) -> Any:

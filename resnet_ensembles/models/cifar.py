@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_ensembles.layout import Layout, cifar_layout, check_block_order
+from resnet_ensembles.models.layout import Layout, cifar_layout, check_block_order
 
 Array = Any
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # He et al. / fb.resnet.torch

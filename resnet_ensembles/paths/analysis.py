@@ -24,13 +24,13 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
-from resnet_ensembles import checkpoints
-from resnet_ensembles import data as data_lib
-from resnet_ensembles.path_gradients import (Tape, check_model, decompose, decomposition_norms,  # noqa: F401
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.paths.gradients import (Tape, check_model, decompose, decomposition_norms,  # noqa: F401
                                              forward_tape, full_gradient, mean_norm, routed_gradient,
                                              routed_norms)
-from resnet_ensembles.samplers import exactly_k
-from resnet_ensembles.sharding import data_mesh, replicate, replicated_spec, shard_host_batch
+from resnet_ensembles.models.samplers import exactly_k
+from resnet_ensembles.parallel.mesh import data_mesh, replicate, replicated_spec, shard_host_batch
 
 Array = Any
 

@@ -13,8 +13,11 @@ from typing import Optional
 
 import numpy as np
 
-from resnet_ensembles import metrics, paper, paths, provenance
-from resnet_ensembles.lesion_summary import k_means, single_stats
+from resnet_ensembles.training import metrics
+from resnet_ensembles import paper
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.utils import provenance
+from resnet_ensembles.lesion.summary import k_means, single_stats
 
 RUNS = ("resnet", "sd", "short", "short_fwd")
 TAU_BINS = (("tau>=0.95", 0.95, 1.01), ("0.90<=tau<0.95", 0.90, 0.95), ("tau<0.90", -1.01, 0.90))

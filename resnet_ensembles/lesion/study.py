@@ -14,8 +14,11 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from resnet_ensembles import checkpoints, lesion, masks, samplers
-from resnet_ensembles.layout import Layout
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.lesion import sweep as lesion
+from resnet_ensembles.lesion import masks
+from resnet_ensembles.models import samplers
+from resnet_ensembles.models.layout import Layout
 
 SWEEPS = ("single", "multi", "reorder")
 

@@ -1,4 +1,6 @@
-"""Orbax checkpoints of a run, and `load_trained` for experiments (a workdir or an exported folder)."""
+"""Orbax checkpoints of a run, and `load_trained` for experiments (a workdir or an exported folder).
+
+Loading a trained network needs only `models.from_config`: nothing here imports a trainer."""
 from __future__ import annotations
 
 import hashlib
@@ -11,6 +13,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization, traverse_util
+
+from resnet_ensembles import models
 
 CONFIG_FILE = "config.json"
 EXPORT_FILE = "variables.msgpack"
@@ -92,16 +96,11 @@ def fingerprint(variables) -> str:
 
 def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
   """(model, {"params", "batch_stats"}, config) from a training workdir or an exported folder."""
-  from resnet_ensembles import train  # local: train imports this module
   if not os.path.exists(os.path.join(path, CONFIG_FILE)):
     raise FileNotFoundError(f"{path} is not a trained run: no {CONFIG_FILE} (expected a training workdir "
                             f"or a folder written by export_variables)")
   config = read_config(path)
-  if config.model.name == "imagenet_resnet":
-    from resnet_ensembles import imagenet_models
-    model = imagenet_models.build_from_config(config)
-  else:
-    model = train.build_model_from_config(config)
+  model = models.from_config(config)
   exported = os.path.join(path, EXPORT_FILE)
   if os.path.exists(exported):
     with open(exported, "rb") as f:

@@ -5,23 +5,27 @@ skipped when its outputs and done-file exist and the hash matches; once a stage 
 reruns too. Training resumes from its own checkpoints, so a rerun after a kill continues where it stopped.
 Layout: train/{resnet,plain,sd,short,short_fwd}/, lesion/<run>/{single,multi,reorder}_<bn>.json (+ .csv, .png),
 paths/paths.json (+ .png), variants/variants.{json,png}, report.md. The stages themselves live in
-`reproduction_stages`; the command is experiments/reproduce.py.
+`stages`; the command is experiments/reproduce.py.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import Optional
 
-from resnet_ensembles import distributed
-from resnet_ensembles.provenance import git_commit
-from resnet_ensembles.reproduction_stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
-                                                  Preempted, is_forward_short_path, lesion_run, train_config,
-                                                  train_run, write_json)
+import jax
+from absl import logging
 
-__all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "run_part",
+from resnet_ensembles.parallel import distributed
+from resnet_ensembles.utils.provenance import git_commit
+from resnet_ensembles.study.stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
+                                           Preempted, is_forward_short_path, lesion_run, train_config,
+                                           train_run, write_json)
+
+__all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "run_part", "seed_workdir",
            "stage_outputs", "train_config"]
 
 STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
@@ -70,6 +74,23 @@ def is_done(config, workdir: str, stage: str) -> bool:
     return False
   with open(path) as f:
     return json.load(f).get("hash") == config_hash(config, stage)
+
+
+def seed_workdir(source: str, workdir: str) -> bool:
+  """Copies a study folder (e.g. the committed results/repro) into a workdir that does not exist yet, so a
+  first run redoes only what differs here. Returns whether it copied; an existing workdir is left alone."""
+  if os.path.exists(workdir):
+    logging.info("%s exists: continuing it (--start_from %s ignored)", workdir, source)
+    return False
+  if not os.path.isfile(os.path.join(source, "train.done.json")):
+    raise FileNotFoundError(f"--start_from {source} is not a study folder (no train.done.json)")
+  if jax.process_index() == 0:
+    shutil.copytree(source, workdir)
+  distributed.barrier("seed_workdir")
+  logging.info("started %s from the finished study in %s: the stages keep every network and sweep that is "
+               "still valid and redo what this machine's data or code changes (./run.sh scratch trains anew)",
+               workdir, source)
+  return True
 
 
 def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:

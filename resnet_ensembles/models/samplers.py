@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_ensembles.layout import Layout
+from resnet_ensembles.models.layout import Layout
 
 Sampler = Callable[[jax.Array], tuple[Optional[jax.Array], Optional[jax.Array]]]
 KINDS = ("none", "stochastic_depth", "short_path_forward", "short_path_route")

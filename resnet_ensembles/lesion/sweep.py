@@ -24,12 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from resnet_ensembles import data as data_lib, masks as masks_lib, models
-from resnet_ensembles.layout import Layout, check_block_order
-from resnet_ensembles.lesion_common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.lesion import masks as masks_lib
+from resnet_ensembles import models
+from resnet_ensembles.models.layout import Layout, check_block_order
+from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
                                             cached, check_scale, counts, shard, summary)
-from resnet_ensembles.lesion_wavefront import single_deletion_sweep, wavefront_logits  # noqa: F401 (re-export)
-from resnet_ensembles.sharding import data_mesh
+from resnet_ensembles.lesion.wavefront import single_deletion_sweep, wavefront_logits  # noqa: F401 (re-export)
+from resnet_ensembles.parallel.mesh import data_mesh
 
 BN_MODES = ("stored", "recalibrate")
 BN_MOMENTUM = 0.9          # models.py BatchNorm: new = 0.9 * old + 0.1 * batch

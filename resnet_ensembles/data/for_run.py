@@ -1,0 +1,85 @@
+"""The images a run reads: `load` for training (and what it records about them), `load_for_study` for a
+lesion sweep or a path analysis of a trained CIFAR-10 or ImageNet run.
+
+What a data folder is (its name in reports) comes from the folder itself (`describe_folder`): a
+`dataset.json` in it with a "description", else a known copy recognised by its content (file names and
+sizes), else its path. Both engines hold their images in host memory and stream them to the devices in batches. CIFAR-10 fits
+whole, so it loads as training loaded it. ImageNet does not: its test split is the configured evaluation
+split (the first `test_size` images; the whole split, ~7.5 GB at 224 px, when test_size <= 0) and its
+training split a fixed-seed random `train_size` images, all centre-cropped as in evaluation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Optional
+
+import jax
+from absl import logging
+
+from resnet_ensembles.data import cifar10 as data_lib
+
+METADATA_FILE = "dataset.json"
+# Copies recognised by content (`folder_fingerprint`), for read-only folders that cannot hold a dataset.json.
+KNOWN_COPIES = {"f09789290e31607d": "CIFAR-10 (JPEG q75 copy)"}  # ../shared/data/cifar10-jpeg, 60,000 files
+
+
+def folder_fingerprint(root: str) -> str:
+  """16 hex digits of a sha256 over every `<split>/<class>/<file>:<size>` line (sorted): cheap (stat only)."""
+  h = hashlib.sha256()
+  for split in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
+    for cls in sorted(os.listdir(os.path.join(root, split))):
+      folder = os.path.join(root, split, cls)
+      if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+          h.update(f"{split}/{cls}/{name}:{os.path.getsize(os.path.join(folder, name))}\n".encode())
+  return h.hexdigest()[:16]
+
+
+def describe_folder(root: str) -> str:
+  """The name results give the data in `root`: its dataset.json, else a known copy, else its path."""
+  meta = os.path.join(root, METADATA_FILE)
+  if os.path.isfile(meta):
+    with open(meta) as f:
+      return json.load(f)["description"]
+  return KNOWN_COPIES.get(folder_fingerprint(root), f"CIFAR-10 (image folder {root})")
+
+
+def load(config, workdir: Optional[str] = None) -> dict[str, data_lib.Split]:
+  """The configured CIFAR-10 splits (subsets as configured); records in workdir/data.json what was read."""
+  d = config.data
+  out = data_lib.load_cifar10(d.source, d.folder or None, d.cache_dir or None)
+  if workdir and jax.process_index() == 0:
+    kind, folder = data_lib.resolve_source(d.source, d.folder or None)
+    desc = "CIFAR-10 (TFDS cifar10)" if kind == "tfds" else describe_folder(folder)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "data.json"), "w") as f:
+      json.dump({"description": desc, "source": kind, "folder": folder}, f)
+  out["train"] = data_lib.subset(out["train"], d.train_size, d.subset_seed)
+  out["test"] = data_lib.subset(out["test"], d.test_size, d.subset_seed + 1)
+  return out
+
+
+def load_for_study(config, *, test_size: Optional[int] = None, train_size: int = 0, seed: int = 0
+         ) -> dict[str, data_lib.Split]:
+  """{"train", "test"} splits for the trained run whose config is `config`.
+
+  test_size: None keeps the run's own setting (CIFAR-10: config.data.test_size; ImageNet: the whole split),
+  0 the whole split. train_size: ImageNet training images to load (0: none); CIFAR-10 loads them all."""
+  if config.model.name != "imagenet_resnet":
+    if test_size is not None:  # CIFAR-10 exactly as the run saw it
+      config = config.copy_and_resolve_references()
+      config.data.test_size = test_size
+    return load(config)
+  from resnet_ensembles.data import imagenet as imagenet_data
+  d = config.data
+  size = d.image_size
+  n_test = test_size or 0
+  logging.info("ImageNet %s: loading %s images (%d px) into host memory", d.eval_split,
+               n_test or imagenet_data.num_examples(d, d.eval_split), size)
+  out = {"test": imagenet_data.load_arrays(d, d.eval_split, n_test, image_size=size)}
+  empty = (out["test"][0][:0], out["test"][1][:0])
+  out["train"] = (imagenet_data.load_arrays(d, d.train_split, train_size, image_size=size, shuffle=True, seed=seed)
+                  if train_size > 0 else empty)
+  return out

@@ -1,0 +1,36 @@
+"""Every network family the engines study, behind one small interface (see `CifarResNet`):
+
+  layout                      blocks, stage openers, which blocks may be deleted / permuted together
+  embed(x) -> h               the activation entering block 0
+  block(h, pos, mask, route, order) -> h,  deleted(h, pos) -> h
+  readout(h) -> logits
+
+Masks, orders and routes are traced inputs, so one compiled program serves a whole `vmap`ped stack of
+them. `from_config(config)` builds any model a run's config.json names. This package imports nothing
+from the rest of resnet_ensembles: data, store and every engine sit above it.
+
+  from resnet_ensembles import models
+  net = models.CifarResNet(depth=110)              # pre-activation ResNet-110, 54 blocks
+  logits = net.apply(variables, images, block_mask=mask)   # mask [54]: 0 deletes a block
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from resnet_ensembles.models.cifar import (CifarResNet, PlainNet, build_model, block_names,  # noqa: F401
+                                           keep_stats_of_inactive_blocks, num_params, type_a_shortcut)
+from resnet_ensembles.models.imagenet import ImageNetResNet, build_from_config as _imagenet_from_config
+from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
+
+
+def from_config(config) -> CifarResNet:
+  """The model of a run's config (`config.model`): CIFAR ResNet / plain net, or ImageNet ResNet."""
+  m = config.model
+  if m.name == "imagenet_resnet":
+    return _imagenet_from_config(config)
+  return build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype),
+                     m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"))
+
+
+__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "Layout", "build_model", "from_config", "cifar_layout",
+           "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut"]
