@@ -4,7 +4,7 @@ r"""Lesion study of a trained network (Veit et al. Figs. 3, 5a, 5b): JSON + CSV 
   python -m experiments.lesion --workdir=runs/r110 --sweep=multi --num_samples=10 [--bn=recalibrate]
   python -m experiments.lesion --workdir=runs/r110 --sweep=reorder
 
-On several hosts run the same command on every host (README, "Running on a pod"); process 0 writes.
+On several hosts run the same command on every host (docs/parallel.md); process 0 writes.
 Each network's full (unlesioned) error is evaluated in the same run, under the same BatchNorm mode.
 The figure is drawn from the JSON (resnet_ensembles/plots/lesion.py), with the paper's ResNet-110 values
 (resnet_ensembles/paper_numbers.json) overlaid in a dashed grey style.

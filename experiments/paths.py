@@ -4,7 +4,7 @@ r"""Path analysis of a trained ResNet (Veit et al. Sec. 5.2, Fig. 6): a JSON, th
 
 Writes <output_dir>/paths.json (config, git commit, every curve) and paths.png (Fig. 6 a-d); the
 figure is redrawn from the JSON alone (resnet_ensembles/plots/paths.py). On several hosts run the same
-command on every host (README, "Running on a pod"); process 0 writes.
+command on every host (docs/parallel.md); process 0 writes.
 """
 import json
 import os

@@ -3,7 +3,7 @@ r"""Trains a CIFAR-10 (or ImageNet) network; rerunning the same command resumes 
   python -m experiments.train --config=experiments/configs/cifar10.py:resnet20,quick --workdir=runs/quick
   python -m experiments.train --config=experiments/configs/imagenet.py:resnet50 --workdir=runs/r50
 
-On several hosts run the same command on every host (README, "Running on a pod"): jax.distributed is
+On several hosts run the same command on every host (docs/parallel.md): jax.distributed is
 initialized from --coordinator_address/--num_processes/--process_id, else auto-detected (TPU pod, SLURM).
 """
 import signal

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_ensembles import cifar_pack, data
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.data import pack as cifar_pack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

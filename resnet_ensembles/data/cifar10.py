@@ -3,7 +3,7 @@
 Sources (`resolve_source`): an explicit folder (config field or the CIFAR10_DIR environment variable)
 wins; otherwise TFDS `cifar10` (prepared data, else download). TensorFlow is imported only on the TFDS
 path, so a machine with JAX alone can train from a folder copy. The folder may also be one packed file
-(`*.cifarpack`, or any regular file; written by experiments/pack_cifar10.py, read by cifar_pack).
+(`*.cifarpack`, or any regular file; written by experiments/pack_cifar10.py, read by data/pack.py).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def load_cifar10(source: str = "auto", folder: Optional[str] = None,
   """Both splits as uint8 arrays: {"train": (x, y), "test": (x, y)}."""
   kind, path = resolve_source(source, folder)
   if kind == "folder":
-    from resnet_ensembles import cifar_pack
+    from resnet_ensembles.data import pack as cifar_pack
     if cifar_pack.is_pack(path):
       return cifar_pack.load_pack(path, cache_dir)
     return {split: load_folder_split(path, split, cache_dir) for split in ("train", "test")}

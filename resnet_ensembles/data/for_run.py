@@ -18,9 +18,9 @@ from typing import Optional
 import jax
 from absl import logging
 
-from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.data import cifar10 as data_lib, pack
 
-METADATA_FILE = "dataset.json"
+METADATA_FILE = pack.METADATA_FILE  # "dataset.json"
 # Copies recognised by content (`folder_fingerprint`), for read-only folders that cannot hold a dataset.json.
 KNOWN_COPIES = {"f09789290e31607d": "CIFAR-10 (JPEG q75 copy)"}  # ../shared/data/cifar10-jpeg, 60,000 files
 
@@ -38,8 +38,13 @@ def folder_fingerprint(root: str) -> str:
 
 
 def describe_folder(root: str) -> str:
-  """The name results give the data in `root`: its dataset.json, else a known copy, else its path."""
+  """The name results give the data in `root`: its dataset.json (a pack: its header), else a known copy,
+  else its path."""
+  if pack.is_pack(root):
+    return pack.read_pack_info(root)["description"]
   meta = os.path.join(root, METADATA_FILE)
+  if not os.path.isdir(root):  # the loader says what is wrong with it
+    return f"CIFAR-10 (image folder {root})"
   if os.path.isfile(meta):
     with open(meta) as f:
       return json.load(f)["description"]

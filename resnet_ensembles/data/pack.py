@@ -52,7 +52,7 @@ SPLITS = ("train", "test")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-METADATA_FILE = "metadata.json"  # optional, in the folder root: {"description": "..."}
+METADATA_FILE = "dataset.json"  # optional, in the folder root: {"description": "..."}
 _PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -104,7 +104,7 @@ def pack_folder(root: str, out_path: str, description: Optional[str] = None,
                 splits: tuple[str, ...] = SPLITS, preset: int = PRESET) -> dict:
   """Writes `<root>/<split>/<class>/*` of every split in `splits` to the one file `out_path`.
 
-  `description` defaults to "description" of `<root>/metadata.json`, else "CIFAR-10 (image folder <name>)".
+  `description` defaults to "description" of `<root>/dataset.json`, else "CIFAR-10 (image folder <name>)".
   The output depends only on the files' names and bytes (no timestamps), so packing again gives the
   same file. Returns the header (without the file lists) plus "file_size".
   """
