@@ -8,6 +8,9 @@ Presets:
          10 random lesions per k, 1,000 sampled routes per path length as in the paper (the `paper`
          path-analysis preset: 2,470 s for the ResNet-32 on this CPU);
   paper  pre-activation ResNet-110 / plain-110, 164 epochs, TFDS cifar10, the `paper` path preset;
+  paper_jpeg  `paper` on the CIFAR-10 JPEG copy packed into .devdata/cifar10-jpeg.cifarpack (a path relative
+         to the repository root, so a study resumed on another machine keeps its config): the study that
+         experiments/paper_chain.py advances piece by piece on lent GPU time (docs/paper_chain.md);
   tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
          2 lesions per k, k <= 2, the `quick` path preset.
 The forward short-path run (`short_fwd`) is evaluated and lesioned with its branches scaled by K/n
@@ -17,6 +20,9 @@ Note on `tiny`: the brief asked for depth 8, but a depth-8 CIFAR ResNet has 3 bl
 openers, so the k-deletion sweep (openers excluded) and the reordering sweep (two non-openers in one stage
 needed) cannot run on it; depth 20 (9 blocks, 2 movable per stage) is the smallest depth that runs all sweeps.
 Any field can be overridden: --config.train.num_epochs=2 --config.lesion.num_samples=5.
+`train.dtype` / `train.matmul_precision` (empty: the networks' own float32, JAX's default precision) set the
+compute precision of every run; experiments/paper_chain.py sets them from its speed measurement. `chain` holds
+the settings of experiments/paper_chain.py (ignored by experiments/reproduce.py).
 """
 import os
 
@@ -26,10 +32,12 @@ from experiments.configs import paths as paths_config
 
 
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
-  if arg not in ("cpu", "paper", "tiny"):
-    raise ValueError(f"reproduce config arg must be cpu, paper or tiny; got {arg!r}")
+  if arg not in ("cpu", "paper", "paper_jpeg", "tiny"):
+    raise ValueError(f"reproduce config arg must be cpu, paper, paper_jpeg or tiny; got {arg!r}")
+  jpeg = arg == "paper_jpeg"
+  arg = "paper" if jpeg else arg
   c = ml_collections.ConfigDict()
-  c.preset = arg
+  c.preset = "paper_jpeg" if jpeg else arg
   t = c.train = ml_collections.ConfigDict()
   depth = {"cpu": 32, "paper": 110, "tiny": 20}[arg]
   mod = "" if arg == "paper" else ",cpu"   # experiments/configs/cifar10.py modifiers
@@ -37,8 +45,10 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.runs = ml_collections.ConfigDict({"resnet": f"resnet{depth}{mod}", "plain": f"plain{depth}{mod}",
                                       "sd": f"resnet{depth}{mod},sd", "short": f"resnet{depth}{mod},sp_route",
                                       "short_fwd": f"resnet{depth}{mod},sp_forward,scaled"})
-  t.source = "tfds" if arg == "paper" else "folder"
-  t.folder = "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
+  t.source = "tfds" if arg == "paper" and not jpeg else "folder"
+  t.folder = PACK if jpeg else "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
+  t.dtype = ""              # "" keeps each network's own (float32); "bfloat16" computes in bf16
+  t.matmul_precision = ""   # "" is JAX's default (TF32 convolutions on recent NVIDIA GPUs); "highest": fp32
   t.num_epochs = {"cpu": 40, "paper": 164, "tiny": 1}[arg]
   t.batch_size = 32 if arg == "tiny" else 128
   t.train_size = 256 if arg == "tiny" else 0
@@ -57,4 +67,16 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).
   c.figures = ml_collections.ConfigDict(dict(version=1))
   c.report = ml_collections.ConfigDict(dict(version=2))  # 2: steps trained before starts.jsonl named as unrecorded
+
+  # experiments/paper_chain.py: the speed measurement that picks the precision, and the BatchNorm treatments
+  # swept (lesion.bn and these); the study's runs in the order the chain trains them.
+  ch = c.chain = ml_collections.ConfigDict()
+  ch.runs = ("resnet", "plain", "sd", "short", "short_fwd")
+  ch.extra_bn = ("recalibrate",)
+  ch.speed_warmup = 2 if arg == "tiny" else 20    # untimed steps after the compiling one
+  ch.speed_steps = 3 if arg == "tiny" else 100    # timed steps per precision (batch train.batch_size)
+  ch.check_steps = 6 if arg == "tiny" else 400    # bf16 accuracy check: steps of real training in each
   return c
+
+
+PACK = ".devdata/cifar10-jpeg.cifarpack"  # python -m experiments.paper_chain --prepare writes it

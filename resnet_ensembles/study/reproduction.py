@@ -22,7 +22,7 @@ from absl import logging
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.utils.provenance import git_commit
 from resnet_ensembles.study.stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
-                                           Preempted, is_forward_short_path, lesion_run, train_config,
+                                           Preempted, apply_precision, is_forward_short_path, lesion_run, train_config,
                                            train_run, write_json)
 
 __all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "run_part", "seed_workdir",
@@ -101,6 +101,7 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
   and all of them meet at a barrier before and after each stage, so they take the same decisions."""
   main = distributed.is_main_process()
   os.makedirs(workdir, exist_ok=True)
+  apply_precision(config)
   loader, ran, rerun = DataCache(data), [], False
   say = lambda text: print(text, flush=True) if main else None
   for i, stage in enumerate(STAGES, 1):
@@ -134,6 +135,7 @@ def run_part(config, workdir: str, runs: list[str], data: Optional[dict] = None)
   unknown = sorted(set(runs) - set(RUNS))
   if unknown:
     raise ValueError(f"--only_runs: unknown run(s) {unknown}; runs are {list(RUNS)}")
+  apply_precision(config)
   loader = DataCache(data)
   for run in runs:
     print(f"[part] training {run}", flush=True)

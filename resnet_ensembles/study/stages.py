@@ -48,7 +48,20 @@ def train_config(config, run: str):
   c.progress = t.progress
   if t.batch_size < 128:
     c.eval_batch_size = min(c.eval_batch_size, max(t.test_size, t.batch_size) if t.test_size else 500)
+  if t.get("dtype"):  # set only when asked, so the runs (and stage hashes) of existing studies stay as they were
+    c.model.dtype = t.dtype
+  if t.get("matmul_precision"):  # recorded in the run's config.json; applied process-wide by apply_precision
+    c.matmul_precision = t.matmul_precision
   return c
+
+
+def apply_precision(config) -> None:
+  """Sets JAX's default matmul/convolution precision for this process from config.train.matmul_precision
+  ("" leaves JAX's default: TF32 convolutions on recent NVIDIA GPUs, full fp32 on CPU)."""
+  p = config.train.get("matmul_precision", "")
+  if p:
+    import jax
+    jax.config.update("jax_default_matmul_precision", p)
 
 
 def write_json(obj, path: str) -> None:
@@ -162,8 +175,21 @@ def lesion_run(config, workdir: str, data: DataCache, sweep: str, run: str) -> N
     print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
     return
   nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
+  write_sweep(lc, sweep, nets, int(len(d["test"][1])), out, run)
+
+
+def sweep_network(config, workdir: str, data: DataCache, sweep: str, run: str) -> dict:
+  """One network's entry of a sweep JSON (`lesion_run` writes a list of them): for a caller that sweeps the
+  networks of one JSON at different times (experiments/paper_chain.py: the ResNet, then the plain net)."""
+  d = data(train_config(config, run))
+  return lesion_study.sweep_network(os.path.join(workdir, "train", run), LABELS[run], d, sweep,
+                                    **_lesion_args(config.lesion))
+
+
+def write_sweep(lc, sweep: str, nets: list[dict], test_images: int, out: str, run: str) -> None:
+  """The sweep JSON of `lesion_run` from its networks' entries, and one summary line per network."""
   result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
-            "test_images": int(len(d["test"][1])), "networks": nets}
+            "test_images": test_images, "networks": nets}
   write_json(result, out)
   for net in nets:
     errs = [r["error"] for r in net["rows"]]

@@ -1,0 +1,228 @@
+"""The files of a study advanced piece by piece (experiments/paper_chain.py): seed, collect, absorb.
+
+A chain's state is a folder (results/paper110) laid out as a reproduction workdir (`reproduction`) plus
+chain/ (which steps are done, the speed measurement, the piece counter) and chain_log.jsonl (one line per
+piece). Each piece copies it into a work folder (`seed`), works there, and `collect`s the new state into an
+output folder of a few files that a lent machine hands back (at most MAX_FILES files of at most PART_BYTES):
+
+  piece.json            this piece's log line (also appended to chain_log.jsonl inside the state)
+  state.tar             the small state: JSON, jsonl, figures, reports, done files
+  checkpoint.tar[.NN]   the latest checkpoint (with optimizer state) of each run still in training
+  networks.tar[.NN]     networks whose work is finished in this piece: variables + config, no optimizer
+                        (they leave the state: it must travel to the next machine, 64 MiB in all)
+
+`absorb(out_dir, state_dir, networks_dir)` puts such a folder back: the state replaces state_dir, the networks
+go to networks_dir. Only the standard library is imported (the piece's parent process never starts JAX).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import time
+from typing import Iterable, Optional
+
+MAX_FILES = 8
+PART_BYTES = 15 << 20          # under the 16 MiB a returned file may have
+WORK_MARKER = ".paper_chain_work"  # a work folder `seed` may wipe
+STATE_FILE = os.path.join("chain", "state.json")
+LOG_FILE = "chain_log.jsonl"
+RETIRED = "retired"            # work folder only: networks finished in this piece
+_NEVER = ("tensorboard",)      # event files: metrics.jsonl holds the same numbers
+
+
+def read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(obj, path: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def piece_number(state_dir: str) -> int:
+  return int(read_json(os.path.join(state_dir, STATE_FILE), {}).get("piece", 0))
+
+
+def seed(state_dir: str, work_dir: str) -> None:
+  """A fresh work folder holding a copy of the state (an empty one for the first piece)."""
+  if os.path.exists(work_dir):
+    if not os.path.exists(os.path.join(work_dir, WORK_MARKER)):
+      raise FileExistsError(f"{work_dir} exists and is not a chain work folder (no {WORK_MARKER}); "
+                            "pass another --work_dir")
+    shutil.rmtree(work_dir)
+  if os.path.isdir(state_dir):
+    shutil.copytree(state_dir, work_dir)
+  else:
+    os.makedirs(work_dir)
+  open(os.path.join(work_dir, WORK_MARKER), "w").close()
+
+
+def latest_checkpoint(run_dir: str) -> Optional[str]:
+  """The newest finished orbax step folder of a run (in-progress saves have non-numeric names)."""
+  ckpts = os.path.join(run_dir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckpts) if d.isdigit()] if os.path.isdir(ckpts) else []
+  return os.path.join(ckpts, str(max(steps))) if steps else None
+
+
+def _is_junk(rel: str) -> bool:
+  parts = rel.split(os.sep)
+  return (any(p in _NEVER for p in parts) or ".tmp" in parts[-1] or parts[0] == RETIRED
+          or parts[-1] == WORK_MARKER or "checkpoints" in parts)
+
+
+def state_files(work_dir: str) -> list[str]:
+  """The small state: every file of the work folder but checkpoints, retired networks and temporaries."""
+  out = []
+  for root, dirs, files in os.walk(work_dir):
+    dirs.sort()
+    for name in sorted(files):
+      rel = os.path.relpath(os.path.join(root, name), work_dir)
+      if not _is_junk(rel):
+        out.append(rel)
+  return out
+
+
+def live_checkpoints(work_dir: str, live_runs: Iterable[str]) -> list[str]:
+  """Folders (relative) of the latest checkpoint of each run still needing its network."""
+  out = []
+  for run in live_runs:
+    latest = latest_checkpoint(os.path.join(work_dir, "train", run))
+    if latest:
+      out.append(os.path.relpath(latest, work_dir))
+  return out
+
+
+def _tar_bytes(base: str, names: Iterable[str]) -> bytes:
+  buf = io.BytesIO()
+  with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    for name in names:
+      info = tar.gettarinfo(os.path.join(base, name), arcname=name)
+      info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
+      if info.isfile():
+        with open(os.path.join(base, name), "rb") as f:
+          tar.addfile(info, f)
+      else:
+        tar.addfile(info)
+  return buf.getvalue()
+
+
+def _walk_files(base: str, folders: Iterable[str]) -> list[str]:
+  out = []
+  for folder in folders:
+    for root, dirs, files in os.walk(os.path.join(base, folder)):
+      dirs.sort()
+      out += [os.path.relpath(os.path.join(root, f), base) for f in sorted(files)]
+  return out
+
+
+def _write_parts(blob: bytes, out_dir: str, stem: str) -> list[str]:
+  if len(blob) <= PART_BYTES:
+    names = [stem]
+    chunks = [blob]
+  else:
+    chunks = [blob[i:i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)]
+    names = [f"{stem}.{i:02d}" for i in range(len(chunks))]
+  for name, chunk in zip(names, chunks):
+    with open(os.path.join(out_dir, name), "wb") as f:
+      f.write(chunk)
+  return names
+
+
+def collect(work_dir: str, out_dir: str, log_line: dict, live_runs: Iterable[str]) -> list[str]:
+  """Writes the new state into out_dir (see the module docstring); appends `log_line` to the state's log and
+  advances its piece counter first. Returns the file names written."""
+  state = read_json(os.path.join(work_dir, STATE_FILE), {})
+  state.update(piece=int(state.get("piece", 0)) + 1, last_piece=log_line)
+  write_json(state, os.path.join(work_dir, STATE_FILE))
+  with open(os.path.join(work_dir, LOG_FILE), "a") as f:
+    f.write(json.dumps(log_line, sort_keys=True) + "\n")
+  os.makedirs(out_dir, exist_ok=True)
+  written = []
+  written += _write_parts(_tar_bytes(work_dir, state_files(work_dir)), out_dir, "state.tar")
+  ckpts = live_checkpoints(work_dir, live_runs)
+  if ckpts:
+    written += _write_parts(_tar_bytes(work_dir, _walk_files(work_dir, ckpts)), out_dir, "checkpoint.tar")
+  if os.path.isdir(os.path.join(work_dir, RETIRED)):
+    written += _write_parts(_tar_bytes(os.path.join(work_dir, RETIRED), _walk_files(
+        os.path.join(work_dir, RETIRED), sorted(os.listdir(os.path.join(work_dir, RETIRED))))),
+        out_dir, "networks.tar")
+  write_json(log_line, os.path.join(out_dir, "piece.json"))
+  written.append("piece.json")
+  if len(written) > MAX_FILES - 1:  # one left for the wrapper's log (experiments/paper_chain.sh)
+    raise RuntimeError(f"{len(written)} files in {out_dir}: with the log, more than the {MAX_FILES} a lent "
+                       "machine returns")
+  return written
+
+
+def _joined(out_dir: str, stem: str) -> Optional[bytes]:
+  if os.path.exists(os.path.join(out_dir, stem)):
+    with open(os.path.join(out_dir, stem), "rb") as f:
+      return f.read()
+  parts = sorted(n for n in os.listdir(out_dir) if n.startswith(stem + ".") and n[len(stem) + 1:].isdigit())
+  if not parts:
+    return None
+  if [int(p[len(stem) + 1:]) for p in parts] != list(range(len(parts))):
+    raise ValueError(f"{out_dir}: parts of {stem} missing ({parts})")
+  blob = b""
+  for p in parts:
+    with open(os.path.join(out_dir, p), "rb") as f:
+      blob += f.read()
+  return blob
+
+
+def _extract(blob: bytes, dest: str) -> None:
+  with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+    for m in tar.getmembers():
+      if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
+        raise ValueError(f"refusing tar member {m.name!r}")
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: no links, no absolute paths
+      tar.extractall(dest, filter="data")
+    else:
+      tar.extractall(dest)
+
+
+def absorb(out_dir: str, state_dir: str, networks_dir: str) -> dict:
+  """Makes the state that a piece wrote into out_dir the state in state_dir (replacing it whole; refused unless
+  the piece started from exactly this state) and moves its finished networks into networks_dir."""
+  line = read_json(os.path.join(out_dir, "piece.json"))
+  state = _joined(out_dir, "state.tar")
+  if line is None or state is None:
+    raise FileNotFoundError(f"{out_dir} holds no piece (piece.json and state.tar expected)")
+  have = piece_number(state_dir)
+  if line["piece"] != have + 1:
+    raise ValueError(f"{out_dir} holds piece {line['piece']} (started from piece {line['piece'] - 1}); "
+                     f"{state_dir} is at piece {have}: absorb the pieces in order, each once")
+  tmp = state_dir.rstrip("/") + ".absorbing"
+  if os.path.exists(tmp):
+    shutil.rmtree(tmp)
+  os.makedirs(tmp)
+  _extract(state, tmp)
+  ckpt = _joined(out_dir, "checkpoint.tar")
+  if ckpt is not None:
+    _extract(ckpt, tmp)
+  if piece_number(tmp) != have + 1:
+    raise ValueError(f"{out_dir}: its state.tar is not piece {have + 1}")
+  nets = _joined(out_dir, "networks.tar")
+  if nets is not None:
+    os.makedirs(networks_dir, exist_ok=True)
+    _extract(nets, networks_dir)
+  old = state_dir.rstrip("/") + ".old"
+  if os.path.exists(state_dir):
+    os.replace(state_dir, old)
+  os.replace(tmp, state_dir)
+  if os.path.exists(old):
+    shutil.rmtree(old)
+  return line
+
+
+def utc(t: Optional[float] = None) -> str:
+  return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
