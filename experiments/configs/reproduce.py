@@ -56,5 +56,5 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "tiny": "quick"}[arg])
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).
   c.figures = ml_collections.ConfigDict(dict(version=1))
-  c.report = ml_collections.ConfigDict(dict(version=2))  # 2: steps trained before starts.jsonl named as unrecorded
+  c.report = ml_collections.ConfigDict(dict(version=3))  # 3: verdicts compare effect sizes (study/verdicts.py)
   return c
