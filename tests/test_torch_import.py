@@ -285,8 +285,7 @@ def test_resnet20_matches_a_numpy_forward_of_pytorch(resnet20_file):
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_shortcut_keeps_identity_channels_in_the_middle(resnet20_file):
-  del resnet20_file
+def test_shortcut_keeps_identity_channels_in_the_middle():
   model = torch_import.build_model(20)
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32)))
   x = np.random.default_rng(2).normal(size=(2, 8, 8, 16)).astype(np.float32) + 3
