@@ -9,8 +9,9 @@ Writes variables.msgpack + config.json (loadable with `checkpoints.load_trained(
 """
 from absl import app, flags
 
-from resnet_ensembles import torch_import
-from resnet_ensembles.logs import one_line_errors, parse_flags, setup_logging
+from experiments.configs import cifar10
+from resnet_ensembles.store import torch_import
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A torch.save file (legacy or zip format).")
 _OUT = flags.DEFINE_string("out_dir", None, "Folder to write.")
@@ -20,11 +21,20 @@ _LICENCE = flags.DEFINE_string("licence", None, "The source's licence in words (
 flags.mark_flags_as_required(["checkpoint", "out_dir"])
 
 
+def import_config(depth: int):
+  """The repository's config for the network, with akamaster's own training schedule (200 epochs)."""
+  config = cifar10.get_config(f"resnet{depth}_original")
+  config.model.shortcut_pad, config.model.input_stats = "both", "imagenet"
+  config.num_epochs, config.warmup_steps = 200, 0
+  return config
+
+
 @one_line_errors
 def main(argv):
   del argv
   setup_logging()
-  s = torch_import.import_checkpoint(_CHECKPOINT.value, _OUT.value, _DEPTH.value, _LICENCE.value)
+  s = torch_import.import_checkpoint(_CHECKPOINT.value, _OUT.value, import_config, _DEPTH.value,
+                                     _LICENCE.value)
   print(f"imported {_CHECKPOINT.value} -> {s['out_dir']}: ResNet-{s['depth']}, {s['blocks']} blocks, "
         f"{s['params']:,} params, sha256 {s['sha256']}")
 

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_ensembles import checkpoints, data, torch_import, torch_reader
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.store import checkpoints, torch_import, torch_reader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.environ.get("PRETRAINED_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",

@@ -11,14 +11,16 @@ import hashlib
 import os
 import re
 import shutil
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from resnet_ensembles import checkpoints, models, provenance, torch_reader
+from resnet_ensembles import models
+from resnet_ensembles.store import checkpoints, torch_reader
+from resnet_ensembles.utils import provenance
 
 _BLOCK_KEY = re.compile(r"layer([123])\.(\d+)\.")
 _BN = {"weight": ("params", "scale"), "bias": ("params", "bias"),
@@ -132,18 +134,12 @@ def _licence_note(path: str, licence: Optional[str]) -> str:
   return f"{licence} ({where})" if licence else where
 
 
-def import_config(depth: int):
-  """The repository's config for the network, with akamaster's own training schedule (200 epochs)."""
-  from experiments.configs import cifar10
-  config = cifar10.get_config(f"resnet{depth}_original")
-  config.model.shortcut_pad, config.model.input_stats = "both", "imagenet"
-  config.num_epochs, config.warmup_steps = 200, 0
-  return config
-
-
-def import_checkpoint(path: str, out_dir: str, depth: Optional[int] = None,
+def import_checkpoint(path: str, out_dir: str, make_config: Callable[[int], Any], depth: Optional[int] = None,
                       licence: Optional[str] = None) -> dict[str, Any]:
-  """Reads a torch.save checkpoint and writes `out_dir` for `checkpoints.load_trained`; returns a summary."""
+  """Reads a torch.save checkpoint and writes `out_dir` for `checkpoints.load_trained`; returns a summary.
+
+  `make_config(depth)` gives the run config recorded beside the weights (its `model` must build the network
+  this module maps onto: the caller owns configs, the store layer only checks that it does)."""
   obj = torch_reader.load(path)
   state_dict = obj.get("state_dict", obj) if isinstance(obj, dict) else None
   if not isinstance(state_dict, dict):
@@ -154,7 +150,10 @@ def import_checkpoint(path: str, out_dir: str, depth: Optional[int] = None,
             "licence": _licence_note(path, licence), "importer_commit": provenance.git_commit()}
   if isinstance(obj.get("best_prec1"), (int, float)):
     source["best_prec1"] = float(obj["best_prec1"])
-  checkpoints.export_variables(variables, import_config(found), out_dir, {"imported_from": source})
+  config = make_config(found)
+  if models.from_config(config) != build_model(found):
+    raise ValueError(f"make_config({found}) describes {models.from_config(config)}, not {build_model(found)}")
+  checkpoints.export_variables(variables, config, out_dir, {"imported_from": source})
   if _licence_file(path):  # copyfile, not copy: the source may be read-only, a rerun must overwrite it
     shutil.copyfile(_licence_file(path), os.path.join(out_dir, LICENSE_FILE))
   return {"depth": found, "blocks": (found - 2) // 2, "params": models.num_params(variables["params"]),
