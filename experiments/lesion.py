@@ -15,7 +15,7 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.lesion import sweep as lesion
 from resnet_ensembles.lesion import study as lesion_study
@@ -66,7 +66,13 @@ def main(argv):
   lesion_study.check_sweep_args(_SWEEP.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
-  config = checkpoints.read_config(_WORKDIR.value)
+  config = checkpoints.read_config(_WORKDIR.value)  # a wrong --workdir fails before anything is created
+  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
+  with lock.hold(out_dir, hint="use another --output_dir"):  # before the sweep: a second one fails at once
+    run_and_write(config, out_dir)
+
+
+def run_and_write(config, out_dir: str) -> None:
   recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value == "recalibrate" else 0
   data = study_data.load_for_study(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
                          train_size=recal_images, seed=_SEED.value)
@@ -82,7 +88,6 @@ def main(argv):
             "test_images": int(len(data["test"][1])), "networks": networks}
   if not distributed.is_main_process():
     return
-  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f"{_SWEEP.value}_{_BN.value}")
   with open(stem + ".json", "w") as f:
