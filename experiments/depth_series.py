@@ -13,6 +13,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_ensembles.plots import depth_series as series_plot
+from resnet_ensembles.store import lock
 from resnet_ensembles.study import depth_series, series
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
@@ -29,7 +30,12 @@ def main(argv):
   del argv
   setup_logging()
   c, workdir = _CONFIG.value, _WORKDIR.value
-  if not _SUMMARY_ONLY.value:
+  with lock.hold(workdir):  # one process per workdir
+    summarize(c, workdir, run_first=not _SUMMARY_ONLY.value)
+
+
+def summarize(c, workdir: str, run_first: bool) -> None:
+  if run_first:
     depth_series.run(c, workdir)
   names = list(c.order) + [n for n in c.networks if n not in c.order]
   summary = series.summarize(workdir, names, list(c.fit_networks), list(c.bns))
