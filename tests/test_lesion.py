@@ -132,7 +132,7 @@ def test_branch_scale_lesions_the_network_as_tested(net14):
   np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
+def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path, monkeypatch):
   """lesion_study on an exported network: repeated random lesions are evaluated once and fanned back
   out, so every row equals the plain vmapped sweep of the whole stack."""
   from experiments.configs import cifar10
@@ -141,10 +141,19 @@ def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
   model, v, split = net14
   path = checkpoints.export_variables(v, cifar10.get_config("resnet14"), str(tmp_path / "net"))
   data_ = {"test": split, "train": split}
+  evaluated, real = [], lesion.evaluate
+
+  def counting(model, variables, split, masks=None, orders=None, **kw):
+    evaluated.append(np.asarray(masks))
+    return real(model, variables, split, masks, orders, **kw)
+  monkeypatch.setattr(lesion, "evaluate", counting)
   net = lesion_study.sweep_network(path, "ResNet", data_, "multi", num_samples=6, max_k=3, batch_size=16)
   m, _, rows = lesion_study.lesion_stack(model.layout, "multi", num_samples=6, max_k=3)
-  assert len(np.unique(m, axis=0)) < len(m)  # 3 deletable blocks: k = 3 has one mask, drawn 6 times
-  direct = lesion.evaluate(model, v, split, m, batch_size=16)
+  distinct = np.unique(m, axis=0)
+  assert len(distinct) < len(m)  # 3 deletable blocks: k = 3 has one mask, drawn 6 times
+  assert len(evaluated) == 1 and len(evaluated[0]) == len(distinct)  # each distinct lesion evaluated once
+  np.testing.assert_array_equal(np.unique(evaluated[0], axis=0), distinct)
+  direct = real(model, v, split, m, batch_size=16)
   np.testing.assert_allclose([r["error"] for r in net["rows"]], direct["error"][:-1], atol=1e-12)
   assert net["full_error"] == direct["error"][-1] and [r["k"] for r in net["rows"]] == [r["k"] for r in rows[:-1]]
 
