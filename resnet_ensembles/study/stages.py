@@ -16,6 +16,7 @@ from absl import logging
 from experiments.configs import cifar10 as cifar10_config
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.parallel import distributed
+from resnet_ensembles.lesion import progress as lesion_progress
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import report
@@ -160,11 +161,17 @@ def lesion_run(config, workdir: str, data: DataCache, sweep: str, run: str) -> N
   out = os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json")
   if kept_sweep(out, lc, list(labels), int(len(d["test"][1]))):
     print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
+    if distributed.is_main_process():
+      lesion_progress.discard(out)  # killed between writing the JSON and removing its chunks
     return
-  nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
+  # finished chunks of each network's sweep go to <out>.partial/<label>/: a rerun after a kill continues there
+  nets = [lesion_study.sweep_network(path, label, d, sweep, resume_dir=lesion_progress.partial_dir(out, label),
+                                     **_lesion_args(lc)) for path, label in labels.items()]
   result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
             "test_images": int(len(d["test"][1])), "networks": nets}
   write_json(result, out)
+  if distributed.is_main_process():
+    lesion_progress.discard(out)
   for net in nets:
     errs = [r["error"] for r in net["rows"]]
     print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "
