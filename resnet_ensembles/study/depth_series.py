@@ -9,7 +9,6 @@ with its next chunk where the sweep engine keeps chunks). `series.summarize` tur
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -18,7 +17,7 @@ import numpy as np
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
-from resnet_ensembles.lesion import study as lesion_study
+from resnet_ensembles.lesion import progress, study as lesion_study
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.utils.provenance import git_commit
@@ -75,18 +74,19 @@ def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str
   if os.path.exists(out):
     old = _read(out)
     if old.get("settings") == settings and old["networks"][0].get("variables_sha256") == sha:
+      progress.discard(out)  # killed between writing the JSON and removing its chunks
       return "kept"
   split = {"test": _test_split(data, settings["test_images"], config.subset_seed), "train": data["train"]}
   kwargs = dict(bn=bn, num_samples=settings["num_samples"], max_k=settings["max_k"], seed=settings["seed"],
                 batch_size=config.batch_size, memory_budget_mb=config.memory_budget_mb,
                 recal_batches=config.recal_batches, recal_batch_size=config.recal_batch_size)
-  if "resume_dir" in inspect.signature(lesion_study.sweep_network).parameters:
-    kwargs["resume_dir"] = out + ".partial"  # finished chunks survive a kill (the sweep engine keeps them)
   t0 = time.time()
-  net = lesion_study.sweep_network(path, name, split, sweep, **kwargs)
+  # finished chunks go to <out>.partial/<name>/ as they finish: a rerun after a kill continues there
+  net = lesion_study.sweep_network(path, name, split, sweep, resume_dir=progress.partial_dir(out, name), **kwargs)
   write_json({"sweep": sweep, "bn": bn, "git_commit": git_commit(), "settings": settings,
               "flags": {k: settings[k] for k in ("bn", "num_samples", "max_k", "seed")},
               "test_images": int(len(split["test"][1])), "wall_s": time.time() - t0, "networks": [net]}, out)
+  progress.discard(out)
   return f"{time.time() - t0:.0f} s"
 
 
