@@ -55,6 +55,13 @@ def main(argv):
                       "data": data_description(_WORKDIR.value),
                       "train_starts": provenance.read_starts(_WORKDIR.value)}}
   data = extra["export"]["data"]
+  if config.get("init_from"):  # a fine-tune: name what it started from (and carry a source's licence along)
+    start = checkpoints.read_config(config.init_from).to_dict()
+    extra["export"]["started_from"] = {"folder": config.init_from, "commit": start.get("export", {}).get("commit"),
+                                       "imported_from": start.get("imported_from")}
+    if os.path.exists(os.path.join(config.init_from, "LICENSE")):
+      os.makedirs(_OUT.value, exist_ok=True)
+      shutil.copyfile(os.path.join(config.init_from, "LICENSE"), os.path.join(_OUT.value, "LICENSE"))
   checkpoints.export_variables(variables, config, _OUT.value, extra)
   shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
   m, kind = config.model, config.train_mask.kind if "train_mask" in config else "none"

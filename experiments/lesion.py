@@ -15,11 +15,12 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.lesion import sweep as lesion
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.lesion import masks
+from resnet_ensembles.lesion import progress
 from resnet_ensembles.data import for_run as study_data
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 from resnet_ensembles.plots import lesion as lesion_plots
@@ -66,14 +67,24 @@ def main(argv):
   lesion_study.check_sweep_args(_SWEEP.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
-  config = checkpoints.read_config(_WORKDIR.value)
+  config = checkpoints.read_config(_WORKDIR.value)  # a wrong --workdir fails before anything is created
+  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
+  with lock.hold(out_dir, hint="use another --output_dir"):  # before the sweep: a second one fails at once
+    run_and_write(config, out_dir)
+
+
+def run_and_write(config, out_dir: str) -> None:
   recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value == "recalibrate" else 0
   data = study_data.load_for_study(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
                          train_size=recal_images, seed=_SEED.value)
+  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
+  stem = os.path.join(out_dir, f"{_SWEEP.value}_{_BN.value}")
+  # finished chunks go to <stem>.json.partial/<label>/ as they finish: a rerun after a kill continues there
   sweep = lambda path, label: lesion_study.sweep_network(
       path, label, data, _SWEEP.value, bn=_BN.value, num_samples=_SAMPLES.value, max_k=_MAX_K.value,
       seed=_SEED.value, include_openers=_OPENERS.value, batch_size=_BATCH.value,
-      memory_budget_mb=_BUDGET.value, recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
+      memory_budget_mb=_BUDGET.value, recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value,
+      resume_dir=progress.partial_dir(stem + ".json", label))
   networks = [sweep(_WORKDIR.value, _LABEL.value)]
   if _PLAIN.value:
     networks.append(sweep(_PLAIN.value, "plain"))
@@ -82,11 +93,11 @@ def main(argv):
             "test_images": int(len(data["test"][1])), "networks": networks}
   if not distributed.is_main_process():
     return
-  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
   os.makedirs(out_dir, exist_ok=True)
-  stem = os.path.join(out_dir, f"{_SWEEP.value}_{_BN.value}")
-  with open(stem + ".json", "w") as f:
+  with open(stem + ".json.tmp", "w") as f:
     json.dump(result, f, indent=1)
+  os.replace(stem + ".json.tmp", stem + ".json")
+  progress.discard(stem + ".json")
   write_csv(result, stem + ".csv")
   with open(stem + ".json") as f:  # the figure is a function of the JSON (and the paper's numbers)
     saved = json.load(f)

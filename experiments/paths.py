@@ -12,7 +12,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.data import for_run as study_data
@@ -36,8 +36,14 @@ def main(argv):
   config = _CONFIG.value
   if config.split not in ("train", "test"):
     raise ValueError(f"split must be 'train' or 'test', got {config.split!r}")
-  model, variables, trained = checkpoints.load_trained(_WORKDIR.value)
+  model, variables, trained = checkpoints.load_trained(_WORKDIR.value)  # a wrong --workdir: nothing created
   paths.check_model(model)
+  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "paths")
+  with lock.hold(out_dir, hint="use another --output_dir"):  # before the analysis: a second one fails at once
+    analyze_and_write(config, model, variables, trained, out_dir)
+
+
+def analyze_and_write(config, model, variables, trained, out_dir: str) -> None:
   need = config.num_batches * config.batch_size  # ImageNet loads only the images sampled; CIFAR-10 all of them
   imagenet = trained.model.name == "imagenet_resnet"
   images, labels = study_data.load_for_study(trained, test_size=need if imagenet else None, train_size=need,
@@ -49,7 +55,6 @@ def main(argv):
                 model=trained.model.to_dict())
   if not distributed.is_main_process():
     return
-  out_dir = _OUT.value or os.path.join(_WORKDIR.value, "paths")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, "paths")
   with open(stem + ".json", "w") as f:

@@ -17,6 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_ensembles.parallel import distributed
+from resnet_ensembles.store import lock
 from resnet_ensembles.study import reproduction
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 
@@ -35,13 +36,14 @@ distributed.define_flags()
 @one_line_errors
 def main(argv):
   distributed.start_main(argv)
-  if _START_FROM.value:
-    reproduction.seed_workdir(_START_FROM.value, _WORKDIR.value)
   try:
-    if _ONLY.value:
-      reproduction.run_part(_CONFIG.value, _WORKDIR.value, _ONLY.value)
-    else:
-      reproduction.run(_CONFIG.value, _WORKDIR.value)
+    with lock.hold(_WORKDIR.value):  # around the seeding too: two mains never copy into one workdir
+      if _START_FROM.value:
+        reproduction.seed_workdir(_START_FROM.value, _WORKDIR.value)
+      if _ONLY.value:
+        reproduction.run_part(_CONFIG.value, _WORKDIR.value, _ONLY.value)
+      else:
+        reproduction.run(_CONFIG.value, _WORKDIR.value)
   except reproduction.Preempted as e:
     print(f"stopped: {e}", flush=True)
     sys.exit(128 + signal.SIGTERM)

@@ -88,3 +88,75 @@ def test_a_folder_is_named_by_its_metadata_content_or_path(tmp_path, cifar_root)
   with open(os.path.join(changed, "train", "cat", "0.png"), "ab") as f:
     f.write(b"\0")
   assert for_run.folder_fingerprint(changed) != for_run.folder_fingerprint(root)
+
+
+def _bad_image_error(root, cache_dir) -> str:
+  with pytest.raises(ValueError) as e:
+    data.load_folder_split(root, "train", cache_dir=cache_dir)
+  assert "\n" not in str(e.value) and not os.path.exists(cache_dir)  # one line; nothing cached
+  return str(e.value)
+
+
+def test_bad_images_and_folders_are_one_line_naming_the_file(tmp_path):
+  """A garbage, truncated or wrongly sized image, a missing or empty class folder: one line naming it, not a
+  PIL traceback from the decoding threads; nothing is cached. The pack reader names the packed file too."""
+  from resnet_ensembles.data import pack
+  root, cache = str(tmp_path / "f"), str(tmp_path / "cache")
+  _fake_folder(root, data.CIFAR10_CLASSES, per_class=2)
+  bad = os.path.join(root, "train", "cat", "1.png")
+  with open(bad, "wb") as f:
+    f.write(b"not an image" * 50)
+  assert _bad_image_error(root, cache).startswith(f"{bad}: not a readable image (UnidentifiedImageError: ")
+  packed = str(tmp_path / "bad.cifarpack")
+  pack.pack_folder(root, packed, splits=("train",))  # the packer copies bytes; the reader decodes and names
+  with pytest.raises(ValueError, match=f"^{packed}: train/cat/1.png: not a readable image"):
+    pack.read_pack_split(packed, "train", cache_dir=cache)
+  jpeg = os.path.join(root, "train", "cat", "1.jpg")
+  os.remove(bad)
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)).save(jpeg, quality=90)
+  os.truncate(jpeg, os.path.getsize(jpeg) // 2)
+  assert _bad_image_error(root, cache).startswith(f"{jpeg}: not a readable image (OSError: image file is truncated")
+  Image.fromarray(np.zeros((28, 30, 3), np.uint8)).save(jpeg)
+  assert _bad_image_error(root, cache) == f"{jpeg}: a 30x28 image; CIFAR-10 images are 32x32"
+  os.remove(jpeg)
+  for name in os.listdir(os.path.join(root, "train", "dog")):
+    os.remove(os.path.join(root, "train", "dog", name))
+  assert _bad_image_error(root, cache).startswith(f"{os.path.join(root, 'train', 'dog')}: no .jpg/.png images")
+  os.rmdir(os.path.join(root, "train", "dog"))
+  assert "(missing ['dog'], unexpected [])" in _bad_image_error(root, cache)
+
+
+def test_training_on_a_bad_folder_fails_before_compiling(tmp_path):
+  """The folder is read (and its errors raised) before any step compiles; the workdir holds only the lock."""
+  from experiments.configs import cifar10
+  from resnet_ensembles import training
+  root = str(tmp_path / "f")
+  for split in ("train", "test"):
+    _fake_folder(root, data.CIFAR10_CLASSES, per_class=1, split=split)
+  with open(os.path.join(root, "test", "ship", "0.png"), "wb") as f:
+    f.write(b"\xff\xd8garbage")
+  c = cifar10.get_config("resnet8")
+  c.data.source, c.data.folder, c.data.cache_dir = "folder", root, str(tmp_path / "cache")
+  with pytest.raises(ValueError, match=f"^{root}/test/ship/0.png: not a readable image"):
+    training.train_and_evaluate(c, str(tmp_path / "run"))
+  assert os.listdir(tmp_path / "run") == [".lock"]
+
+
+def test_imagenet_folder_listing_errors_name_the_folder(tmp_path):
+  """ImageNet folders are listed (not decoded) on the host: a missing split, a split without images and a
+  class folder without images fail in one line (a corrupt JPEG surfaces in tf.data: see folder_files)."""
+  from resnet_ensembles.data import imagenet
+  root = str(tmp_path / "inet")
+  with pytest.raises(FileNotFoundError, match=f"image folder split not found: {root}/val "):
+    imagenet.folder_files(root, "val")
+  for c in ("n01", "n02", "n03"):
+    os.makedirs(os.path.join(root, "val", c))
+  with pytest.raises(ValueError, match=f"^{root}/val holds no .jpg/.jpeg/.png images in class folders$"):
+    imagenet.folder_files(root, "val")
+  for c in ("n01", "n03"):
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(os.path.join(root, "val", c, "a.JPEG"))
+  with pytest.raises(ValueError, match=f"^{root}/val/n02: no .jpg/.jpeg/.png images \\(1 empty class folder"):
+    imagenet.folder_files(root, "val")
+  Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(os.path.join(root, "val", "n02", "b.jpg"))
+  files, labels, classes = imagenet.folder_files(root, "val")
+  assert list(labels) == [0, 1, 2] and classes == ["n01", "n02", "n03"]

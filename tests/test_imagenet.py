@@ -184,6 +184,14 @@ def test_train_batches_are_augmented_per_process_and_reproducible(image_folder):
   assert not all(np.array_equal(x["image"], y["image"]) for x, y in zip(a, other))
   labels = np.concatenate([x["label"] for x in take(0, 1)])
   assert set(labels) <= {0, 1, 2} and len(labels) == 12
+  # What each process streams from: disjoint shares of the split that together hold every image once.
+  shares = [[(bytes(b), int(y)) for b, y in imagenet_data._source(image_folder, "train", p, 2, shuffle_files=True,
+                                                                  seed=p)[0].as_numpy_iterator()] for p in range(2)]
+  files = imagenet_data.folder_files(image_folder.folder, "train")[0]
+  everything = sorted(open(f, "rb").read() for f in files)
+  assert len(shares[0]) + len(shares[1]) == len(files) == 9
+  assert not {b for b, _ in shares[0]} & {b for b, _ in shares[1]}
+  assert sorted(b for share in shares for b, _ in share) == everything
   # The global batch of a 1-process mesh, normalised on device, runs the model.
   mesh = sharding.data_mesh()
   batch = sharding.global_batch(a[0], mesh, 4)
@@ -199,6 +207,10 @@ def test_eval_batches_cover_the_split_once_across_processes(image_folder):
   w = np.concatenate([b["weight"] for part in parts for b in part])
   y = np.concatenate([b["label"] for part in parts for b in part])
   assert w.sum() == 9 and sorted(y[w > 0]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+  images = [np.concatenate([b["image"][b["weight"] > 0] for b in part]) for part in parts]
+  assert [len(i) for i in images] == [5, 4]  # files 0, 2, 4, ... and 1, 3, ...: no image in both shares
+  assert not {i.tobytes() for i in images[0]} & {i.tobytes() for i in images[1]}
+  assert len({i.tobytes() for part in images for i in part}) == 9
   assert imagenet_data.num_examples(image_folder, "validation") == 9
 
 
@@ -225,13 +237,24 @@ def test_unprepared_tfds_and_bad_source_are_clear(tmp_path):
 
 def test_imagenet_config_trains_resumes_and_reports_top_k(image_folder, tmp_path):
   c = imagenet_config.get_config("resnet50")
-  c.model.update(width=8, num_classes=3, dtype="float32")
+  c.model.update(width=8, num_classes=12, dtype="float32")  # 12 outputs (3 used): top-5 is not always right
   c.data.update(source="folder", folder=image_folder.folder, image_size=32, shuffle_buffer=8)
   c.batch_size, c.eval_batch_size, c.num_epochs, c.warmup_epochs = 4, 4, 2, 1
   c.log_every_steps, c.progress, c.max_steps = 1, False, 3
   first = train.train_and_evaluate(c, str(tmp_path))       # 9 images // 4 = 2 steps an epoch; stops at 3
-  assert first["step"] == 3 and 0 <= first["test_error"] <= 1
-  assert first["test_top3_error"] == 0  # 3 classes: the label is always among the top 3
+  assert first["step"] == 3 and sorted(k for k in first if k.startswith("test_")) == [
+      "test_error", "test_loss", "test_top5_error"]
+  # Both errors against the trained network's own logits on the 9 validation images, counted here.
+  batch = next(imagenet_data.eval_batches(image_folder, "validation", 9, image_size=32, process_index=0,
+                                          process_count=1))
+  state = first["state"]
+  logits = np.asarray(im.build_from_config(c).apply({"params": state.params, "batch_stats": state.batch_stats},
+                                                    imagenet_data.normalize(batch["image"])))
+  y = batch["label"]
+  top5 = np.argsort(-logits, -1)[:, :5]
+  np.testing.assert_allclose(first["test_error"], np.mean(np.argmax(logits, -1) != y), atol=1e-6)
+  np.testing.assert_allclose(first["test_top5_error"], np.mean(~np.any(top5 == y[:, None], -1)), atol=1e-6)
+  assert first["test_top5_error"] <= first["test_error"]
   c.max_steps = -1
   second = train.train_and_evaluate(c, str(tmp_path))      # resumes at step 3, finishes epoch 2
   assert second["step"] == 4 and second["epoch"] == 2
@@ -252,8 +275,11 @@ def test_learning_rate_schedules():
   c.warmup_epochs = 0
   lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
   np.testing.assert_allclose([lr(0), lr(20), lr(40)], [0.4, 0.2, 0.0], atol=1e-6)
-  c.warmup_epochs = 1
-  c.lr_schedule, c.warmup_epochs = "step", 0
+  c.lr_schedule, c.warmup_epochs = "step", 1  # linear warm-up over epoch 1, then steps at 0.5 of training
+  lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(19), lr(20), lr(39)], [0.0, 0.2, 0.4, 0.4, 0.04, 0.04],
+                             rtol=1e-6, atol=1e-7)
+  c.warmup_epochs = 0
   lr = schedules.learning_rate_fn(c, steps_per_epoch=10)
   np.testing.assert_allclose([lr(0), lr(19), lr(20)], [0.4, 0.4, 0.04], rtol=1e-6)
   c.lr_schedule = "linear"
@@ -277,6 +303,13 @@ def test_lesion_sweeps_and_path_decomposition_run_on_a_bottleneck_net():
   wave = lesion.single_deletion_sweep(model, v, split, batch_size=6)
   np.testing.assert_allclose(wave["error"], out["error"], atol=1e-12)
   assert out["top5_error"].shape == (model.layout.num_blocks,)
+  np.testing.assert_allclose(wave["top5_error"], out["top5_error"], atol=1e-12)
+  for i in (1, 8):  # top-1 and top-5 of two lesioned networks, counted here from their logits
+    logits = np.asarray(jax.jit(lambda m: model.apply(v, imagenet_data.normalize(split[0]), block_mask=m))(stack[i]))
+    in5 = np.any(np.argsort(-logits, -1)[:, :5] == split[1][:, None], -1)
+    assert out["error"][i] == pytest.approx(np.mean(np.argmax(logits, -1) != split[1]), abs=1e-12)
+    assert out["top5_error"][i] == pytest.approx(1 - np.mean(in5), abs=1e-12)
+  assert len(set(out["top5_error"].tolist())) > 1 and not np.array_equal(out["top5_error"], out["error"])
   x = data.normalize_for(model, split[0])
   np.testing.assert_allclose(x, imagenet_data.normalize(split[0]))
   tape = paths.forward_tape(model, v, x, split[1])
@@ -304,7 +337,7 @@ def test_load_trained_builds_an_imagenet_model(tmp_path):
   assert np.isfinite(loaded.apply(v, imagenet_data.normalize(np.zeros((1, 32, 32, 3), np.uint8)))).all()
 
 
-def test_lesion_and_path_clis_read_an_imagenet_run(image_folder, tmp_path):
+def test_study_data_and_a_recalibrated_sweep_read_an_imagenet_run(image_folder, tmp_path):
   """study_data (what experiments/lesion.py and paths.py load) takes the run's ImageNet split, centre-cropped
   at its image size, and a seeded draw of training images that a recalibrated lesion sweep then uses."""
   from resnet_ensembles.store import checkpoints
@@ -324,3 +357,37 @@ def test_lesion_and_path_clis_read_an_imagenet_run(image_folder, tmp_path):
   out = lesion_study.sweep_network(path, "ResNet", data, "multi", bn="recalibrate", num_samples=1, max_k=1,
                                    batch_size=9, recal_batches=1, recal_batch_size=5)
   assert len(out["rows"]) == 1 and out["rows"][0]["k"] == 1 and 0 <= out["full_error"] <= 1
+
+
+def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
+  """experiments.lesion and experiments.paths as subprocesses (absl flags, JSON, figures) on an exported tiny
+  ImageNet ResNet-50 reading the image folder its config names."""
+  import json
+  import subprocess
+  import sys
+  from resnet_ensembles.store import checkpoints
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = imagenet_config.get_config("resnet50")
+  c.model.update(width=4, num_classes=3, dtype="float32")
+  c.data.update(source="folder", folder=image_folder.folder, image_size=32)
+  path = checkpoints.export_variables(_init(im.build_from_config(c)), c, str(tmp_path / "r50"))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  main = lambda *args: subprocess.Popen([sys.executable, "-m", *args], cwd=root, env=env, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  out = tmp_path / "out"
+  lesion = main("experiments.lesion", f"--workdir={path}", "--sweep=multi", "--num_samples=2", "--max_k=2",
+                "--test_size=0", "--batch_size=9", f"--output_dir={out}")
+  paths_run = main("experiments.paths", f"--workdir={path}", "--config=experiments/configs/paths.py:quick",
+                   "--config.samples_per_length=2", "--config.num_batches=1", "--config.batch_size=4",
+                   "--config.route_chunk=8", f"--output_dir={out}")
+  (lo, le), (po, pe) = lesion.communicate(timeout=600), paths_run.communicate(timeout=600)
+  assert lesion.returncode == 0, le[-2000:]
+  assert paths_run.returncode == 0 and "effective paths" in po, pe[-2000:]
+  multi = json.load(open(out / "multi_stored.json"))
+  net = multi["networks"][0]
+  assert multi["test_images"] == 9 and net["num_blocks"] == 16 and net["model"]["name"] == "imagenet_resnet"
+  assert [r["k"] for r in net["rows"]] == [1, 1, 2, 2] and all(0 <= r["error"] <= 1 for r in net["rows"])
+  assert os.path.getsize(out / "multi_stored.png") > 10_000 and (out / "multi_stored.csv").exists()
+  assert not (out / "multi_stored.json.partial").exists()  # the sweep's chunks go once its JSON is written
+  p = json.load(open(out / "paths.json"))
+  assert p["num_blocks"] == 16 and len(p["sampled"]["image_mean"]) == 17 and (out / "paths.png").exists()

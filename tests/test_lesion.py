@@ -132,7 +132,7 @@ def test_branch_scale_lesions_the_network_as_tested(net14):
   np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
+def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path, monkeypatch):
   """lesion_study on an exported network: repeated random lesions are evaluated once and fanned back
   out, so every row equals the plain vmapped sweep of the whole stack."""
   from experiments.configs import cifar10
@@ -141,10 +141,19 @@ def test_sweep_network_evaluates_repeated_lesions_once(net14, tmp_path):
   model, v, split = net14
   path = checkpoints.export_variables(v, cifar10.get_config("resnet14"), str(tmp_path / "net"))
   data_ = {"test": split, "train": split}
+  evaluated, real = [], lesion.evaluate
+
+  def counting(model, variables, split, masks=None, orders=None, **kw):
+    evaluated.append(np.asarray(masks))
+    return real(model, variables, split, masks, orders, **kw)
+  monkeypatch.setattr(lesion, "evaluate", counting)
   net = lesion_study.sweep_network(path, "ResNet", data_, "multi", num_samples=6, max_k=3, batch_size=16)
   m, _, rows = lesion_study.lesion_stack(model.layout, "multi", num_samples=6, max_k=3)
-  assert len(np.unique(m, axis=0)) < len(m)  # 3 deletable blocks: k = 3 has one mask, drawn 6 times
-  direct = lesion.evaluate(model, v, split, m, batch_size=16)
+  distinct = np.unique(m, axis=0)
+  assert len(distinct) < len(m)  # 3 deletable blocks: k = 3 has one mask, drawn 6 times
+  assert len(evaluated) == 1 and len(evaluated[0]) == len(distinct)  # each distinct lesion evaluated once
+  np.testing.assert_array_equal(np.unique(evaluated[0], axis=0), distinct)
+  direct = real(model, v, split, m, batch_size=16)
   np.testing.assert_allclose([r["error"] for r in net["rows"]], direct["error"][:-1], atol=1e-12)
   assert net["full_error"] == direct["error"][-1] and [r["k"] for r in net["rows"]] == [r["k"] for r in rows[:-1]]
 
@@ -297,3 +306,64 @@ def test_paper_overlay_only_for_normally_trained_networks():
   assert multi["ResNet"]["x"] == [5, 10, 20]
   sd = dict(net, train_mask={"kind": "stochastic_depth"})
   assert lesion_plots.paper_overlay({"sweep": "single", "networks": [sd]}) is None
+
+
+def test_interrupted_sweep_resumes_at_its_first_unfinished_chunk(net14, tmp_path, monkeypatch, caplog):
+  """A sweep stopped after some chunks (here an exception in the 4th; kill -9 leaves the same files: each is
+  renamed into place whole) evaluates only the remaining chunks when rerun, and its rows equal an
+  uninterrupted run's exactly; other settings start afresh, a damaged chunk file is evaluated again."""
+  import logging
+  from experiments.configs import cifar10
+  from resnet_ensembles.lesion import common, progress
+  from resnet_ensembles.lesion import study as lesion_study
+  from resnet_ensembles.store import checkpoints
+  model, v, split = net14
+  path = checkpoints.export_variables(v, cifar10.get_config("resnet14"), str(tmp_path / "net"))
+  data_ = {"test": split, "train": split}
+  real, calls, stop_at = lesion._evaluate_fns, [0], [None]
+
+  def counting(model, mesh, recal):
+    count_fn, recal_fn = real(model, mesh, recal)
+
+    def counted(*args):
+      if calls[0] == stop_at[0]:
+        raise KeyboardInterrupt("stopped mid-sweep")
+      calls[0] += 1
+      return count_fn(*args)
+    return counted, recal_fn
+  monkeypatch.setattr(lesion, "_evaluate_fns", counting)
+  out = str(tmp_path / "multi_stored.json")
+  folder = progress.partial_dir(out, "Res Net/1")
+  assert folder == out + ".partial/Res_Net_1"
+
+  def run(resume=True, **kw):
+    calls[0] = 0
+    args = dict(num_samples=4, max_k=3, batch_size=16, memory_budget_mb=1)  # 1 MiB: one network a chunk
+    return lesion_study.sweep_network(path, "Res Net/1", data_, "multi", resume_dir=folder if resume else None,
+                                      **dict(args, **kw))
+  whole = run(resume=False)
+  per_chunk = len(range(0, N_IMAGES, common.balanced_batch(16, N_IMAGES)))  # test batches: count_fn calls a chunk
+  num_chunks = calls[0] // per_chunk
+  assert num_chunks >= 6 and calls[0] == num_chunks * per_chunk and not os.path.exists(folder)
+  stop_at[0] = 3 * per_chunk  # the 4th chunk never finishes
+  with pytest.raises(KeyboardInterrupt):
+    run()
+  stop_at[0] = None
+  assert sorted(f for f in os.listdir(folder) if f.startswith("chunk_")) == [f"chunk_{i:05d}.npz" for i in range(3)]
+  with caplog.at_level(logging.INFO):
+    resumed = run()
+  assert calls[0] == (num_chunks - 3) * per_chunk  # only the remaining chunks were evaluated
+  assert f"resuming at chunk 4/{num_chunks}" in caplog.text
+  same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN (absent class) == NaN
+  assert same(resumed, whole)
+  assert same(run()["rows"], whole["rows"]) and calls[0] == 0  # all there: nothing evaluated
+  with open(os.path.join(folder, "chunk_00002.npz"), "r+b") as f:  # a damaged file: that chunk again
+    f.truncate(100)
+  assert same(run()["rows"], whole["rows"]) and calls[0] == per_chunk
+  caplog.clear()
+  with caplog.at_level(logging.INFO):  # other settings (the seed: other masks): never mixed, afresh
+    other = run(seed=1)
+  assert "starting afresh" in caplog.text and "seed" in caplog.text and calls[0] > 0
+  assert same(other["rows"], run(resume=False, seed=1)["rows"]) and not same(other["rows"], whole["rows"])
+  progress.discard(out)
+  assert not os.path.exists(out + ".partial")

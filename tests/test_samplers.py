@@ -113,8 +113,29 @@ def test_per_example_stochastic_depth_trains(cifar, tmp_path):
   small = {"train": data.subset(cifar["train"], 64), "test": data.subset(cifar["test"], 50, 1)}
   c = cifar10.get_config("resnet8,sd")
   c.batch_size, c.num_epochs, c.progress, c.train_mask.per_example = 32, 1, False, True
-  result = train.train_and_evaluate(c, str(tmp_path), data=small)
+  result = train.train_and_evaluate(c, str(tmp_path / "per_example"), data=small)
   assert result["step"] == 2 and np.isfinite(result["test_loss"])
+  # The same run without masks (same seed, data and order): the per-example masks changed the training.
+  c.train_mask.kind, c.train_mask.per_example = "none", False
+  plain = train.train_and_evaluate(c, str(tmp_path / "none"), data=small)
+  moved = lambda r: np.concatenate([np.ravel(a) for a in jax.tree.leaves(r["state"].params)])
+  start = moved(plain) - moved(result)
+  assert np.abs(start).max() > 1e-3, "per-example stochastic depth trained exactly like no masks"
+
+
+def test_forward_short_path_scales_branches_by_k_over_n_at_test():
+  lay = cifar_layout(20)  # 9 blocks: default K = 4 (default_num_active)
+  cfg = _cfg("short_path_forward")
+  assert samplers.test_time_mask(cfg, lay) is None  # scale_at_test off: every branch at full strength
+  cfg.scale_at_test = True
+  k = samplers.default_num_active(9)
+  assert k == 4
+  np.testing.assert_allclose(samplers.test_time_mask(cfg, lay), np.full(9, 4 / 9), rtol=1e-7)
+  cfg.num_active = 3
+  np.testing.assert_allclose(samplers.test_time_mask(cfg, lay), np.full(9, 1 / 3), rtol=1e-7)
+  assert samplers.test_time_mask(cfg, cifar_layout(110)).tolist() == [np.float32(3 / 54)] * 54
+  cfg.kind = "short_path_route"  # routes only change the backward pass: nothing to scale
+  assert samplers.test_time_mask(cfg, lay) is None
 
 
 def test_two_row_route_gates_branch_and_skip_gradients():

@@ -230,3 +230,139 @@ def test_trained_by_names_the_starts_that_trained_steps():
   assert provenance.trained_by([], 5) == "steps 0-5: not recorded"
   assert provenance.trained_by([], 0) == "no record"
   assert provenance.trained_by(starts[1:], 300) == "steps 0-100: not recorded; bbbbbbb on one H200: steps 100-300"
+
+
+# --- runs that cannot trample each other; damaged checkpoints named and skipped; kill -9 -----------------
+
+_HOLD_LOCK = r"""
+import sys, time
+sys.path.insert(0, %r)
+from resnet_ensembles.store import lock
+with lock.hold(%r):
+  print("held", flush=True)
+  time.sleep(120)
+"""
+
+
+def test_a_second_run_on_a_held_workdir_fails_at_once_naming_the_holder(small, tmp_path):
+  """Another process holds the workdir: training fails in one line naming its pid, before writing a thing;
+  once the holder is SIGKILLed the lock is free at once (the OS drops it: no stale lock)."""
+  from resnet_ensembles.store import lock
+  workdir = str(tmp_path / "run")
+  holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK % (ROOT, workdir)], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RuntimeError, match=f"{workdir} is in use by pid {holder.pid} on host .* \\(started "
+                       ".*\\); wait for it or use another --workdir") as e:
+      train.train_and_evaluate(_config(max_steps=1), workdir, data=small)
+    assert "\n" not in str(e.value) and os.listdir(workdir) == [".lock"]  # nothing written
+  finally:
+    holder.kill()
+    holder.wait()
+  with lock.hold(workdir):  # free at once
+    with lock.hold(workdir):  # the same process may re-enter its own folder
+      with lock.hold(str(tmp_path / "run" / "inner")):  # and hold another one inside it
+        pass
+
+
+def _files(folder) -> dict:
+  return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small, tmp_path_factory):
+  """One 2-epoch run (keep=2: checkpoints at steps 8 and 16) that the damage and kill tests compare with."""
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  return workdir, train.train_and_evaluate(_config(), str(workdir), data=small)
+
+
+def test_a_damaged_latest_checkpoint_is_named_and_the_previous_one_resumed(small, uninterrupted, tmp_path, caplog):
+  """keep=2 kept steps 8 and 16; step 16's largest data file truncated to 1,000 bytes: the rerun warns,
+  resumes from step 8 and ends exactly where the undamaged run did (training from 8 is deterministic), the
+  damaged step is kept in checkpoints/damaged_16. With every step damaged: one line, every file in place."""
+  import shutil
+  shutil.copytree(uninterrupted[0], tmp_path / "a")
+  full = uninterrupted[1]
+  ckdir = tmp_path / "a" / "checkpoints"
+  assert sorted(os.listdir(ckdir)) == ["16", "8"]
+
+  def damage(step):
+    data_file = max((p for p in (ckdir / step).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    os.truncate(data_file, 1000)
+    return data_file.relative_to(ckdir / step)
+  damaged_file = damage("16")
+  before = _files(tmp_path / "a")
+  _, variables, _ = checkpoints.load_trained(str(tmp_path / "a"))  # experiments read step 8, move nothing
+  assert "checkpoint step 16 cannot be read (ValueError: OUT_OF_RANGE: " in caplog.text and _files(tmp_path / "a") == before
+  caplog.clear()
+  resumed = train.train_and_evaluate(_config(), str(tmp_path / "a"), data=small)
+  assert "checkpoint step 16 cannot be read" in caplog.text and "moved the unreadable step 16 aside" in caplog.text
+  assert resumed["step"] == 16 and resumed["test_loss"] == full["test_loss"]
+  for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+    np.testing.assert_array_equal(a, b)
+  assert sorted(os.listdir(ckdir)) == ["16", "8", "damaged_16"]
+  assert (ckdir / "damaged_16" / damaged_file).stat().st_size == 1000  # kept, as it was
+  from resnet_ensembles.utils import provenance
+  assert [s["step"] for s in provenance.read_starts(str(tmp_path / "a"))] == [0, 8]
+
+  damage("16"), damage("8")
+  before = _files(tmp_path / "a")
+  with pytest.raises(RuntimeError, match=r"no checkpoint can be read \(steps tried: 16 \(ValueError: .*\), "
+                     r"8 \(ValueError: .*\)\); nothing was deleted") as e:
+    train.train_and_evaluate(_config(), str(tmp_path / "a"), data=small)
+  assert "\n" not in str(e.value) and _files(tmp_path / "a") == before
+
+
+_TRAIN_SLOWLY = r"""
+import sys, time
+import numpy as np
+sys.path.insert(0, %r)
+from experiments.configs import cifar10
+from resnet_ensembles import training
+from resnet_ensembles.training import metrics
+update = metrics.Progress.update
+def slow_update(self, step):  # called at logged steps (4, 8, 12, 16): 3 s to be killed in epoch 2; changes no number
+  time.sleep(3 if step > 8 else 0)
+  return update(self, step)
+metrics.Progress.update = slow_update
+z = np.load(%r)
+c = cifar10.get_config("resnet8")
+c.batch_size, c.eval_batch_size, c.num_epochs, c.log_every_steps, c.progress = 32, 200, 2, 4, False
+training.train_and_evaluate(c, %r, data={"train": (z["xtr"], z["ytr"]), "test": (z["xte"], z["yte"])})
+"""
+
+
+def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(small, uninterrupted, tmp_path):
+  """A real kill -9 in epoch 2 (after the epoch-1 checkpoint): the rerun resumes from step 8 and ends bit for
+  bit where an uninterrupted run ends (parameters, optimizer state, test loss)."""
+  import signal
+  import time
+  np.savez(tmp_path / "small.npz", xtr=small["train"][0], ytr=small["train"][1], xte=small["test"][0],
+           yte=small["test"][1])
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-c", _TRAIN_SLOWLY % (ROOT, str(tmp_path / "small.npz"), str(workdir))])
+  try:
+    deadline = time.time() + 240
+    while not any(r.get("step", 0) >= 12 for r in _rows(workdir)):  # step 8 checkpointed, half of epoch 2
+      assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before it could be killed"
+      time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.kill()
+    proc.wait()
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["8"]
+  resumed = train.train_and_evaluate(_config(), str(workdir), data=small)
+  full_dir, full = uninterrupted
+  assert resumed["step"] == full["step"] == 16 and resumed["test_loss"] == full["test_loss"]
+  for a, b in zip(jax.tree.leaves(full["state"]), jax.tree.leaves(resumed["state"])):
+    np.testing.assert_array_equal(a, b)
+  losses = lambda d: [(r["step"], r.get("train/loss"), r.get("eval/test_loss")) for r in _rows(d)]
+  assert losses(workdir) == losses(full_dir)  # metrics.jsonl: the killed epoch's lines were dropped
+
+
+def _rows(workdir) -> list:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f.read().splitlines() if l.strip()]

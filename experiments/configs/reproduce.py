@@ -66,7 +66,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "tiny": "quick"}[arg])
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).
   c.figures = ml_collections.ConfigDict(dict(version=1))
-  c.report = ml_collections.ConfigDict(dict(version=2))  # 2: steps trained before starts.jsonl named as unrecorded
+  c.report = ml_collections.ConfigDict(dict(version=3))  # 3: verdicts compare effect sizes (study/verdicts.py)
 
   # experiments/paper_chain.py: the speed measurement that picks the precision, and the BatchNorm treatments
   # swept (lesion.bn and these); the study's runs in the order the chain trains them.

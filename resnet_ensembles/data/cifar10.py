@@ -58,36 +58,27 @@ def _cache_path(root: str, split: str, files: list[str], cache_dir: Optional[str
 
 
 def _decode(path: str) -> np.ndarray:
-  from PIL import Image  # pillow is light; imported here to keep module import cheap
-  with Image.open(path) as im:
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+  """One image file -> uint8 [32, 32, 3]; an unreadable or wrongly sized file is one line naming it."""
+  from resnet_ensembles.data import pack
+  return pack.decode_checked(path, path)
 
 
 def load_folder_split(root: str, split: str, cache_dir: Optional[str] = None) -> Split:
-  """Reads `<root>/<split>/<class>/*.jpg|png`, caching the decoded arrays as an .npz."""
+  """Reads `<root>/<split>/<class>/*.jpg|png`, caching the decoded arrays as an .npz. A missing split or
+  class folder, an empty one, an unreadable image or one not 32x32 is a one-line error naming it, raised
+  before anything is cached (the listing and its checks are `pack.list_split`, shared with the packer)."""
+  from resnet_ensembles.data import pack
   split_dir = os.path.join(root, split)
-  if not os.path.isdir(split_dir):
-    raise FileNotFoundError(f"CIFAR-10 folder split not found: {split_dir} "
-                            f"(expected <root>/{split}/<class>/*.jpg with the 10 CIFAR-10 classes)")
-  classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-  if tuple(classes) != CIFAR10_CLASSES:
-    raise ValueError(f"{split_dir} has class folders {classes}; expected the 10 CIFAR-10 classes "
-                     f"{list(CIFAR10_CLASSES)}")
-  files, labels = [], []
-  for label, name in enumerate(classes):
-    names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(_IMAGE_SUFFIXES))
-    files += [os.path.join(name, f) for f in names]
-    labels += [label] * len(names)
-  if not files:
-    raise ValueError(f"{split_dir} holds no .jpg/.png images (expected {split}/<class>/*.jpg)")
+  files, labels = pack.list_split(root, split)
   cache = _cache_path(root, split, files, cache_dir)
   if os.path.exists(cache):
     with np.load(cache) as z:
       return z["images"], z["labels"]
-  with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
-    images = np.stack(list(pool.map(_decode, [os.path.join(split_dir, f) for f in files], chunksize=256)))
-  if images.shape[1:] != (32, 32, 3):
-    raise ValueError(f"{split_dir}: expected 32x32 RGB images, got {images.shape[1:]}")
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+  try:  # the first bad file's error, in file order; the files not yet decoded are not waited for
+    images = np.stack(list(pool.map(_decode, [os.path.join(split_dir, f) for f in files])))
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
   labels = np.asarray(labels, np.int32)
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   tmp = cache + f".tmp{os.getpid()}.npz"

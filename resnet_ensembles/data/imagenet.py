@@ -88,18 +88,29 @@ def normalize(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
 
 
 def folder_files(root: str, split: str) -> tuple[list[str], np.ndarray, list[str]]:
-  """(files, labels, class names) of `<root>/<split>/<class>/*.jpg|jpeg|png`, classes sorted by name."""
+  """(files, labels, class names) of `<root>/<split>/<class>/*.jpg|jpeg|png`, classes sorted by name.
+
+  A missing split folder, a split without images or a class folder without images (a half-copied split:
+  its label would silently never be trained) is a one-line error naming the folder, before anything
+  compiles. The files are not opened here: 1.28M JPEGs are decoded only in tf.data, as batches are drawn.
+  A corrupt one surfaces there as tf.errors.InvalidArgumentError ("Unknown image file format" for garbage,
+  "Invalid JPEG data, size N" for a truncated JPEG; checked with TF 2.21), which does not name the file and
+  ends the run with a traceback at that batch; the last checkpoint is kept (docs/what_survives_what.md)."""
   split_dir = os.path.join(root, split)
   if not os.path.isdir(split_dir):
     raise FileNotFoundError(f"image folder split not found: {split_dir} (expected <root>/{split}/<class>/*.JPEG)")
   classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-  files, labels = [], []
+  files, labels, empty = [], [], []
   for label, name in enumerate(classes):
     names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(_SUFFIXES))
     files += [os.path.join(split_dir, name, f) for f in names]
     labels += [label] * len(names)
+    empty += [] if names else [name]
   if not files:
     raise ValueError(f"{split_dir} holds no .jpg/.jpeg/.png images in class folders")
+  if empty:
+    raise ValueError(f"{os.path.join(split_dir, empty[0])}: no .jpg/.jpeg/.png images "
+                     f"({len(empty)} empty class folder(s) of {len(classes)})")
   return files, np.asarray(labels, np.int32), classes
 
 

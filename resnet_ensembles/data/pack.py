@@ -63,11 +63,24 @@ def is_pack(path: str) -> bool:
   return path.endswith(SUFFIX) or os.path.isfile(path)
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
   """The folder loader's decode (data._decode) applied to the file's bytes instead of its path."""
+  return decode_checked(io.BytesIO(data), name)
+
+
+def decode_checked(source, name: str) -> np.ndarray:
+  """uint8 [32, 32, 3] of one image file (a path or a file object) decoded by PIL; a file that PIL cannot
+  read or that is not 32x32 is a one-line ValueError naming `name`, not a PIL traceback from a thread."""
   from PIL import Image
-  with Image.open(io.BytesIO(data)) as im:
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+  try:
+    with Image.open(source) as im:
+      image = np.asarray(im.convert("RGB"), dtype=np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # UnidentifiedImageError, truncated
+    why = (str(e).strip().splitlines() or [""])[0][:200]
+    raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {why})") from None
+  if image.shape != (32, 32, 3):
+    raise ValueError(f"{name}: a {image.shape[1]}x{image.shape[0]} image; CIFAR-10 images are 32x32")
+  return image
 
 
 def list_split(root: str, split: str) -> tuple[list[str], list[int]]:
@@ -78,15 +91,19 @@ def list_split(root: str, split: str) -> tuple[list[str], list[int]]:
                             f"(expected <root>/{split}/<class>/*.jpg with the 10 CIFAR-10 classes)")
   classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
   if tuple(classes) != CIFAR10_CLASSES:
-    raise ValueError(f"{split_dir} has class folders {classes}; expected the 10 CIFAR-10 classes "
-                     f"{list(CIFAR10_CLASSES)}")
-  files, labels = [], []
+    missing, extra = sorted(set(CIFAR10_CLASSES) - set(classes)), sorted(set(classes) - set(CIFAR10_CLASSES))
+    raise ValueError(f"{split_dir} has class folders {classes} (missing {missing}, unexpected {extra}); "
+                     f"expected the 10 CIFAR-10 classes {list(CIFAR10_CLASSES)}")
+  files, labels, empty = [], [], []
   for label, name in enumerate(classes):
     names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(IMAGE_SUFFIXES))
     files += [f"{name}/{f}" for f in names]
     labels += [label] * len(names)
+    empty += [] if names else [name]
   if not files:
     raise ValueError(f"{split_dir} holds no .jpg/.png images (expected {split}/<class>/*.jpg)")
+  if empty:  # a half-copied folder: training on it would silently lose classes
+    raise ValueError(f"{os.path.join(split_dir, empty[0])}: no .jpg/.png images (empty class folders: {empty})")
   return files, labels
 
 
@@ -216,10 +233,8 @@ def _decode_split(path: str, blob: bytes, split: str) -> Split:
   if (offsets[0] != 0 or offsets[-1] != len(raw) or np.any(np.diff(offsets) <= 0) or np.any(labels < 0)
       or np.bincount(labels, minlength=10).tolist() != meta["counts"]):
     raise ValueError(f"{path} has a corrupt {split} index (offsets or labels disagree with the header)")
-  bounds = offsets.tolist()
-  images = np.stack([decode_image(raw[bounds[i]:bounds[i + 1]]) for i in range(n)])
-  if images.shape[1:] != (32, 32, 3):
-    raise ValueError(f"{path} ({split}): expected 32x32 RGB images, got {images.shape[1:]}")
+  bounds, names = offsets.tolist(), meta["files"]
+  images = np.stack([decode_image(raw[bounds[i]:bounds[i + 1]], f"{path}: {split}/{names[i]}") for i in range(n)])
   return images, labels
 
 

@@ -61,8 +61,11 @@ def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: in
 def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "stored", num_samples: int = 10,
                   max_k: int = masks.PAPER_MAX_K, seed: int = 0, include_openers: bool = False,
                   batch_size: int = 500, memory_budget_mb: int = 512, recal_batches: int = 4,
-                  recal_batch_size: int = 128) -> dict:
-  """Loads the trained network at `path` and sweeps it on data["test"] (recalibrating on data["train"])."""
+                  recal_batch_size: int = 128, resume_dir: Optional[str] = None) -> dict:
+  """Loads the trained network at `path` and sweeps it on data["test"] (recalibrating on data["train"]).
+  `resume_dir` (e.g. `progress.partial_dir(out_json, label)`): finished chunks of the vmapped sweep are kept
+  there as they finish, so a rerun after a kill continues where it stopped (`lesion.evaluate`); the
+  prefix-shared single-deletion sweep (stored BN) is one pass over the images and keeps nothing."""
   check_sweep_args(sweep, num_samples=num_samples, max_k=max_k, batch_size=batch_size,
                    memory_budget_mb=memory_budget_mb, recal_batches=recal_batches, recal_batch_size=recal_batch_size)
   model, variables, config = checkpoints.load_trained(path)
@@ -83,7 +86,9 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
     out = lesion.evaluate(model, variables, data["test"], m[first], None if o is None else o[first], bn=bn,
                           batch_size=batch_size, memory_budget=budget, recal_split=data["train"],
                           recal_batches=recal_batches, recal_batch_size=recal_batch_size, seed=seed,
-                          branch_scale=scale)
+                          branch_scale=scale, resume_dir=resume_dir,
+                          resume_key=dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
+                                          include_openers=include_openers, model_config=config.model.to_dict()))
     out = {k: np.asarray(v)[inverse.reshape(-1)] for k, v in out.items()}
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -26,12 +27,14 @@ from jax.sharding import PartitionSpec as P
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import masks as masks_lib
+from resnet_ensembles.lesion import progress as progress_lib
 from resnet_ensembles import models
 from resnet_ensembles.models.layout import Layout, check_block_order
 from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
                                             cached, check_scale, counts, shard, summary)
 from resnet_ensembles.lesion.wavefront import single_deletion_sweep, wavefront_logits  # noqa: F401 (re-export)
 from resnet_ensembles.parallel.mesh import data_mesh
+from resnet_ensembles.store import checkpoints
 
 BN_MODES = ("stored", "recalibrate")
 BN_MOMENTUM = 0.9          # models.py BatchNorm: new = 0.9 * old + 0.1 * batch
@@ -136,7 +139,8 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
              orders: Optional[np.ndarray] = None, *, bn: str = "stored", batch_size: int = 500,
              memory_budget: int = DEFAULT_BUDGET, mesh=None, recal_split: Optional[data_lib.Split] = None,
              recal_batches: int = 4, recal_batch_size: int = 128, seed: int = 0,
-             branch_scale: Optional[np.ndarray] = None) -> dict:
+             branch_scale: Optional[np.ndarray] = None, resume_dir: Optional[str] = None,
+             resume_key: Optional[dict] = None) -> dict:
   """Errors of every network in a stack of masks [M, n] and/or within-stage orders [M, n].
 
   Returns {"error": [M], "class_accuracy": [M, C], ("top5_error": [M] above 10 classes)}. The stack is
@@ -144,7 +148,13 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   on the chunking. bn="recalibrate" re-estimates each network's BatchNorm statistics on `recal_batches`
   batches of `recal_batch_size` images drawn (seeded) from `recal_split` before evaluating it.
   `branch_scale` [n] scales the kept branches as the network is used at test time (stochastic depth's
-  p_l): the branch at position i runs with mask[i] x branch_scale[block at i] (order[i], or i)."""
+  p_l): the branch at position i runs with mask[i] x branch_scale[block at i] (order[i], or i).
+
+  `resume_dir`: a folder (`progress.partial_dir`) where each finished chunk is written as it finishes, under
+  a key of everything the numbers and the chunking depend on (network fingerprint, stack, test images, bn,
+  batch and chunk sizes, branch scale, recalibration; plus `resume_key`, e.g. the sweep's settings); a rerun
+  with the same key evaluates only the chunks not there yet and returns what an uninterrupted run returns.
+  The caller removes the folder (`progress.discard`) once it has written the result."""
   masks, orders = _check(model, split, masks, orders, bn, recal_split)
   scale = (np.ones(masks.shape[1], np.float32) if branch_scale is None
            else check_scale(branch_scale, masks.shape[1]))
@@ -166,8 +176,30 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
     rx = rx.reshape((recal_batches, recal_batch_size) + rx.shape[1:])
   test_batches = [jax.device_put(b) for b in batches((split[0], labels), batch_size)]
   correct, top5 = np.zeros((padded, num_classes)), np.zeros(padded)
-  progress = Progress(f"lesion sweep ({bn} BN)", total * len(labels))
-  for start in range(0, padded, chunk):
+  num_chunks = padded // chunk
+  done = np.zeros(num_chunks, bool)
+  store = None
+  if resume_dir is not None:
+    key = dict(resume_key or {}, model=type(model).__name__, num_classes=num_classes,
+               variables_sha256=checkpoints.fingerprint(variables),
+               stack_sha256=progress_lib.digest(masks[:total], None if orders is None else orders[:total]),
+               test_sha256=progress_lib.digest(split[0], labels), bn=bn, batch_size=batch_size, chunk=chunk,
+               branch_scale=scale.tolist(),
+               recal=[recal_batches, recal_batch_size, seed, progress_lib.digest(*recal_split)] if recal else None)
+    store = progress_lib.ChunkStore(resume_dir, key, num_chunks, writer=jax.process_index() == 0)
+    for i, (c, t) in store.load().items():
+      correct[i * chunk:(i + 1) * chunk], top5[i * chunk:(i + 1) * chunk], done[i] = c, t, True
+    if jax.process_count() > 1:  # process 0 holds the store: every process skips the same chunks
+      done, correct, top5 = multihost_utils.broadcast_one_to_all((done, correct, top5))
+      done, correct, top5 = np.asarray(done, bool), np.asarray(correct), np.asarray(top5)
+    if done.any():
+      logging.info("lesion sweep: resuming at chunk %d/%d (%d of %d chunks already in %s)",
+                   int(np.argmin(done)) + 1 if not done.all() else num_chunks, num_chunks, int(done.sum()),
+                   num_chunks, resume_dir)
+  todo = [i for i in range(num_chunks) if not done[i]]
+  progress = Progress(f"lesion sweep ({bn} BN)", len(todo) * chunk * len(labels))
+  for n_done, i in enumerate(todo, 1):
+    start = i * chunk
     m = masks[start:start + chunk]
     o = None if orders is None else orders[start:start + chunk]
     stats = recal_fn(variables, m, o, scale, rx) if recal else variables["batch_stats"]
@@ -177,5 +209,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
       acc = out if acc is None else jax.tree.map(jnp.add, acc, out)
     # allgather: on several processes the mask axis is spread over devices no one process holds
     correct[start:start + chunk], top5[start:start + chunk] = multihost_utils.process_allgather(acc, tiled=True)
-    progress.update(min(start + chunk, total) * len(labels), force=start + chunk >= padded)
+    if store is not None:
+      store.save(i, correct[start:start + chunk], top5[start:start + chunk])
+    progress.update(n_done * chunk * len(labels), force=n_done == len(todo))
   return summary(correct[:total], top5[:total], labels, num_classes)

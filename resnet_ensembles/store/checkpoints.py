@@ -1,23 +1,70 @@
 """Orbax checkpoints of a run, and `load_trained` for experiments (a workdir or an exported folder).
 
-Loading a trained network needs only `models.from_config`: nothing here imports a trainer."""
+Loading a trained network needs only `models.from_config`: nothing here imports a trainer.
+
+A damaged checkpoint (a truncated data file, a half-copied folder) must not end a run that keeps an
+older good one: both readers try the kept steps newest first (`restore_readable`), warn in one line
+about each that cannot be read, and fail in one line only when none can. Nothing is ever deleted: a
+training run that resumes from an older step moves the damaged newer ones aside to
+`checkpoints/damaged_<step>/` (orbax lists only integer-named folders, so it neither restores, counts
+against max_to_keep, nor deletes them) and can then save those step numbers again."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import serialization, traverse_util
 
 from resnet_ensembles import models
+from resnet_ensembles.parallel import distributed
 
 CONFIG_FILE = "config.json"
 EXPORT_FILE = "variables.msgpack"
+
+
+def _why(e: BaseException) -> str:
+  """`Type: first line` of the innermost cause of an exception: orbax wraps TensorStore's precise error
+  ("OUT_OF_RANGE: Error reading <array> ...") in a generic one whose message runs on over many lines."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  lines = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {lines[0][:300] if lines else repr(e)}"
+
+
+def restore_readable(manager: ocp.CheckpointManager, restore: Callable[[int], Any], where: str
+                     ) -> tuple[Optional[int], Any, list[int]]:
+  """(step, restored, unreadable newer steps) for the newest step of `manager` that `restore(step)` reads;
+  (None, None, []) when there is no checkpoint. Each unreadable step is a one-line warning; when none can
+  be read, one RuntimeError line names every step tried. Reads only: nothing is moved or deleted here."""
+  tried = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, restore(step), [s for s, _ in tried]
+    except Exception as e:  # noqa: BLE001  (any failure to read is a damaged step; the next is tried)
+      tried.append((step, _why(e)))
+      logging.warning("%s: checkpoint step %d cannot be read (%s); trying the previous kept step",
+                      where, step, tried[-1][1])
+  if tried:
+    raise RuntimeError(f"{where}: no checkpoint can be read (steps tried: "
+                       f"{', '.join(f'{s} ({why})' for s, why in tried)}); nothing was deleted")
+  return None, None, []
+
+
+def _move_aside(directory: str, step: int) -> str:
+  """`<directory>/<step>` -> `<directory>/damaged_<step>[_n]/` (never deleted, never listed by orbax)."""
+  dest, n = os.path.join(directory, f"damaged_{step}"), 1
+  while os.path.exists(dest):
+    n += 1
+    dest = os.path.join(directory, f"damaged_{step}_{n}")
+  os.rename(os.path.join(directory, str(step)), dest)
+  return dest
 
 
 def _model_fields(config) -> dict:
@@ -27,8 +74,8 @@ def _model_fields(config) -> dict:
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` in workdir/checkpoints; writes workdir/config.json once.
 
-  A rerun of the same command resumes; a rerun with a different network in the same workdir is an
-  error (before anything is overwritten)."""
+  A rerun of the same command resumes (from the newest readable step); a rerun with a different network
+  in the same workdir is an error (before anything is overwritten)."""
 
   def __init__(self, workdir: str, config, keep: int = 2):
     os.makedirs(workdir, exist_ok=True)
@@ -44,17 +91,30 @@ class Checkpointer:
       with open(tmp, "w") as f:
         f.write(config.to_json_best_effort(indent=2))
       os.replace(tmp, path)
-    self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.workdir, self.keep = workdir, keep
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep,
+                                                                                      create=True))
 
   def restore_or(self, state):
-    step = self.manager.latest_step()
+    """`state` restored from the newest readable step (unchanged when there is none). Unreadable newer
+    steps are moved aside to checkpoints/damaged_<step>/, so training can save those steps again."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, serialization.to_state_dict(state))
+    step, restored, damaged = restore_readable(
+        self.manager, lambda s: self.manager.restore(s, args=ocp.args.StandardRestore(abstract)), self.workdir)
     if step is None:
       return state
-    target = serialization.to_state_dict(state)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    if damaged:
+      self.manager.close()
+      if jax.process_index() == 0:
+        for bad in damaged:
+          logging.warning("%s: moved the unreadable step %d aside to %s (kept, not deleted); resuming from "
+                          "step %d", self.workdir, bad, _move_aside(self.directory, bad), step)
+      distributed.barrier("checkpoints_moved_aside")
+      self.manager = self._open()  # lists the steps anew: the damaged ones are gone from its view
     return serialization.from_state_dict(state, restored)
 
   def save(self, step: int, state) -> None:
@@ -107,9 +167,10 @@ def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
       variables = serialization.msgpack_restore(f.read())
     return model, jax.tree.map(np.asarray, variables), config
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")))
-  step = manager.latest_step()
+  try:  # the newest readable step; an unreadable one is named in a warning, and left where it is
+    step, restored, _ = restore_readable(manager, lambda s: manager.restore(s, args=ocp.args.StandardRestore()), path)
+  finally:
+    manager.close()
   if step is None:
     raise FileNotFoundError(f"{path} has no checkpoint yet")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
-  manager.close()
   return model, {"params": restored["params"], "batch_stats": restored["batch_stats"]}, config

@@ -139,7 +139,8 @@ def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
         part = _single_part(workdir, run, bn)
         if not stages.kept_sweep(part, lc, [run_dir], n):
           print(f"[chain] {run}: single sweep ({bn} BN), its part of lesion/resnet/single_{bn}.json", flush=True)
-          stages.write_sweep(lc, "single", [stages.sweep_network(c, workdir, data, "single", run)], n, part, run)
+          net = stages.sweep_network(c, workdir, data, "single", run, part)
+          stages.write_sweep(lc, "single", [net], n, part, run)
         if run == "plain":
           nets = [stages.read_json(_single_part(workdir, r, bn))["networks"][0] for r in ("resnet", "plain")]
           stages.write_sweep(lc, "single", nets, n, os.path.join(workdir, "lesion", "resnet", f"single_{bn}.json"),

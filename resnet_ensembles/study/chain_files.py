@@ -76,7 +76,7 @@ def latest_checkpoint(run_dir: str) -> Optional[str]:
 def _is_junk(rel: str) -> bool:
   parts = rel.split(os.sep)
   return (any(p in _NEVER for p in parts) or ".tmp" in parts[-1] or parts[0] == RETIRED
-          or parts[-1] == WORK_MARKER or "checkpoints" in parts)
+          or parts[-1] in (WORK_MARKER, ".lock") or "checkpoints" in parts)
 
 
 def state_files(work_dir: str) -> list[str]:

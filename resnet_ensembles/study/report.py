@@ -1,12 +1,12 @@
 """report.md of a reproduction (experiments/reproduce.py): a pure function of the stage JSONs + paper.numbers().
 
 `render(inputs, numbers)` builds the markdown from already-loaded JSONs; `build(workdir)` loads them.
-Every row of every table states its claim, the paper's number, this run's number and whether the claim
-holds under a simple rule that is written out in the report itself (RULES).
+Every row of every table states its claim, the paper's number, this run's number (and its effect in points
+over the full network) and a verdict that compares the effect's sign and size with the paper's, under the
+rules written out in the report itself (`verdicts.RULES`).
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import Optional
@@ -18,31 +18,11 @@ from resnet_ensembles import paper
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.utils import provenance
 from resnet_ensembles.lesion.summary import k_means, single_stats
+from resnet_ensembles.study import verdicts as v
+from resnet_ensembles.study.verdicts import RULES
 
 RUNS = ("resnet", "sd", "short", "short_fwd")
 TAU_BINS = (("tau>=0.95", 0.95, 1.01), ("0.90<=tau<0.95", 0.90, 0.95), ("tau<0.90", -1.01, 0.90))
-RULES = [
-    "Full-network error: this run's ResNet error is at most 2x the published one (He et al.'s number for "
-    "this depth where it exists, else Veit et al.'s ResNet-110). If the ResNet's full error is above 50% "
-    "(not trained), every other verdict reads n/a: lesion claims mean nothing at chance level.",
-    "Single deletion, typical block (non-opener): the worst typical single-deletion error stays within 2x "
-    "the full-network error.",
-    "Single deletion, stage openers: deleting an opener hurts more than deleting a typical block (mean).",
-    "Single deletion, plain net: mean single-deletion error of the plain net is above 50%.",
-    "k deleted: k = 1 within 2x the full error; k = 5, 10 below 50% error and not below the error at the "
-    "previous k (smooth degradation); k = 20 not below the error at k = 10.",
-    "Reordering: median error in the tau >= 0.95 bin is at most 3x the full error; in the 0.90-0.95 bin "
-    "below 50% (graceful); other bins are reported only.",
-    "Effective paths: the effective range's upper end is at most n/2 (paths carrying most gradient are "
-    "shorter than the typical path); their share of all paths is below 50%.",
-    "One path's gradient decays exponentially with its length: a line through log10(magnitude at the input "
-    "image) over k = 0..n falls (factor per block below 1) and fits with r^2 >= 0.9.",
-    "Short-path training (either reading): its full error is within 1 point (absolute) of the normally "
-    "trained network's; for the forward reading, with whichever test-time treatment (branches unscaled or "
-    "scaled by K/n) scores better.",
-    "Stochastic depth: its mean typical single-deletion error rises over its own full error by no more "
-    "than the normally trained network's does.",
-]
 NA = "n/a"
 
 
@@ -58,11 +38,8 @@ def _ppct(x) -> str:
   return f"{x:g}%"
 
 
-def _yes(b: Optional[bool], untrained: bool = False) -> str:
-  """A verdict; n/a for every lesion claim when the ResNet is at chance level (`untrained`)."""
-  if b is not None and untrained:
-    return f"{NA} (ResNet not trained: full error > 50%)"
-  return NA if b is None else ("yes" if b else "**no**")
+def _with_cost(err: Optional[float], full: float) -> str:
+  return NA if err is None else f"{_pct(err)} ({v.points(err - full)})"
 
 
 def _table(rows: list[tuple]) -> str:
@@ -101,77 +78,65 @@ def render(inputs: dict, numbers: dict) -> str:
          "images. Paper numbers come from resnet_ensembles/paper_numbers.json (Veit et al. 2016 unless noted); "
          "they are for a deeper network, so the comparison is about the qualitative claim, judged by the rules "
          "below.", "", "## Rules for \"holds?\"", ""]
-  out += [f"{i}. {r}" for i, r in enumerate(RULES, 1)]
+  out += [RULES[0], ""] + [f"{i}. {r}" for i, r in enumerate(RULES[1:], 1)]
   if inputs.get("trained_by"):  # which code on which machine trained each network
     errors = {"resnet": full, "plain": p["full"], **{r: _net(lesion[r]["single"])["full_error"] for r in RUNS[1:]}}
     out += ["", "## Networks", "", "| run | test error (as lesioned) | trained by (commit on machine: steps) |",
             "|---|---|---|"] + [f"| {r} | {_pct(errors.get(r))} | {t} |" for r, t in inputs["trained_by"].items()]
 
+  pe = v.paper_effects(numbers)
   he = numbers.get("he2016a_cifar10_error", {}).get(f"resnet{depth}")
   rows = [(f"full-network error (ResNet-{depth})",
            _ppct(le["full_error"]) + " (ResNet-110)" + (f"; He et al. ResNet-{depth}: {he:g}%" if he else ""),
-           _pct(full), _yes(full * 100 <= 2 * (he or le["full_error"]))),
+           _pct(full) + f" ({100 * full - (he or le['full_error']):+.2f} pts over the published)",
+           v.YES if full * 100 <= (he or le["full_error"]) + 1.5 else v.NO),
           (f"full-network error (plain-{depth})", NA, _pct(p["full"]), NA)]
   out += ["", "## Full network", "", _table(rows)]
-  yes = functools.partial(_yes, untrained=full > 0.5)  # from here on: claims about lesions and paths
+  untrained = full > 0.5  # from here on: claims about lesions and paths
 
   rows = [("single deletion, typical block: mean (max)", _ppct(le["single_deletion_typical_range"]),
-           f"{_pct(s['typical_mean'])} ({_pct(s['typical_max'])})",
-           yes(None if s["typical_max"] is None else s["typical_max"] <= 2 * full)),
-          ("single deletion, stage openers: mean", _ppct(le["single_deletion_stage_opener"]), _pct(s["opener_mean"]),
-           yes(None if s["opener_mean"] is None or s["typical_mean"] is None
-                else s["opener_mean"] > s["typical_mean"])),
+           f"{_with_cost(s['typical_mean'], full)} ({_with_cost(s['typical_max'], full)})",
+           v.single_typical(full, s["typical_mean"], s["typical_max"], pe, untrained)),
+          ("single deletion, stage openers: mean", _ppct(le["single_deletion_stage_opener"]),
+           _with_cost(s["opener_mean"], full), v.single_opener(full, s["opener_mean"], s["typical_mean"], pe, untrained)),
           ("single deletion, plain net: mean", _ppct(le["plain_single_deletion"]), _pct(p["all_mean"]),
-           yes(p["all_mean"] > 0.5))]
+           v.plain_single(p["all_mean"], s["typical_mean"], untrained))]
   out += ["", "## Deleting individual blocks (Fig. 3)", "", _table(rows)]
 
   km = k_means(_net(lesion["resnet"]["multi"]))
-  paper_k = {int(k): v for k, v in le["k_deleted_mean_error"].items()}
-  rows, prev = [], None
-  for k in (1, 5, 10, 20):
-    e = km.get(k)
-    if e is None:
-      holds = None
-    elif k == 1:
-      holds = e <= 2 * full
-    elif k == 20:
-      holds = None if km.get(10) is None else e >= km[10]
-    else:
-      holds = e < 0.5 and (prev is None or e >= prev)
-    rows.append((f"mean error with k = {k} random blocks deleted", _ppct(paper_k.get(k)),
-                 _pct(e) if e is not None else f"{NA} (not run: max k {max(km) if km else 0})", yes(holds)))
-    prev = e if e is not None else prev
-  extra = ", ".join(f"k={k}: {_pct(v)}" for k, v in km.items())
+  deletable = n - len(res_single["stage_openers"])
+  ks = v.k_at_fractions(deletable, sorted(km))
+  errors = {f: None if k is None else km[k] for f, k in ks.items()}
+  kv = v.k_deleted(full, errors, pe, untrained)
+  paper_k = dict(zip(v.K_FRACTIONS, sorted(int(k) for k in le["k_deleted_mean_error"])))
+  rows = []
+  for f, k in ks.items():
+    want = max(1, int(round(f * deletable)))
+    rows.append((f"mean error with {100 * f:.0f}% of the {deletable} deletable blocks deleted (k = {want})",
+                 f"{_ppct(le['k_deleted_mean_error'][str(paper_k[f])])} (k = {paper_k[f]} of 51)",
+                 _with_cost(errors[f], full) if k is not None else f"{NA} (not run: max k {max(km) if km else 0})",
+                 kv[f]))
+  extra = ", ".join(f"k={k}: {_pct(e)}" for k, e in km.items())
   out += ["", "## Deleting several blocks (Fig. 5a)", "", _table(rows), "", f"All k run: {extra}."]
 
   tm = tau_medians(_net(lesion["resnet"]["reorder"]))
   paper_tau = le["reorder_median_error_by_tau"]
-  rows = []
-  for name, _, _ in TAU_BINS:
-    med, cnt = tm[name]
-    if med is None:
-      holds = None
-    elif name == "tau>=0.95":
-      holds = med <= 3 * full
-    elif name == "0.90<=tau<0.95":
-      holds = med < 0.5
-    else:
-      holds = None
-    rows.append((f"median error of reorderings, Kendall {name}", _ppct(paper_tau.get(name)),
-                 f"{_pct(med)} ({cnt} orders)", yes(holds)))
+  rv = v.reorder(full, {b: m for b, (m, _) in tm.items()}, pe, untrained)
+  rows = [(f"median error of reorderings, Kendall {name}", _ppct(paper_tau.get(name)),
+           f"{_with_cost(tm[name][0], full)} ({tm[name][1]} orders)", rv.get(name, NA)) for name, _, _ in TAU_BINS]
   out += ["", "## Reordering blocks (Fig. 5b)", "", _table(rows)]
 
   pj = inputs["paths"]
   r, nb = pj["effective_range"]["image"], pj["num_blocks"]
   rows = [("effective path lengths (share of gradient " f"{100 * r['share']:.0f}%)",
            f"{pn['effective_path_lengths'][0]}-{pn['effective_path_lengths'][1]} of 54",
-           f"{r['lo']}-{r['hi']} of {nb}", yes(r["hi"] <= nb / 2)),
+           f"{r['lo']}-{r['hi']} of {nb}", v.window(r["lo"], r["hi"], nb, pe, untrained)),
           ("share of all paths that are effective", f"{100 * pn['effective_share_of_paths']:.2f}%",
-           f"{100 * r['path_fraction']:.2f}%", yes(r["path_fraction"] < 0.5))]
+           f"{100 * r['path_fraction']:.2f}%", v.verdict(r["path_fraction"] < 0.5, False, untrained))]
   fit = paths.exponential_fit(pj["sampled"]["image_mean"])
   rows.append(("gradient of one path vs its length (Fig. 6b)", pn["gradient_vs_length"],
                f"x{fit['factor_per_block']:.3g} per block, r^2 {fit['r2']:.3f}",
-               yes(fit["factor_per_block"] < 1 and fit["r2"] >= 0.9)))
+               v.verdict(fit["factor_per_block"] < 1, fit["r2"] >= 0.9, untrained)))
   out += ["", "## Effective paths (Fig. 6)", "", _table(rows)]
 
   sp, sd_n = numbers["short_paths"], numbers["stochastic_depth"]
@@ -179,11 +144,12 @@ def render(inputs: dict, numbers: dict) -> str:
   fwd_full = _net(lesion["short_fwd"]["single"])["full_error"]
   t = inputs["treatments"]
   best_fwd = min(t["unscaled_error"], t["scaled_error"])
+  close = lambda e: v.YES if abs(e - full) <= 0.01 else v.NO
   rows = [("short-path training (gradient routing): full error", _ppct(sp["short_path_training_error"]),
-           _pct(route_full), yes(abs(route_full - full) <= 0.01)),
+           _with_cost(route_full, full), close(route_full)),
           ("short-path training (forward skip): full error, branches unscaled / scaled by "
            f"K/n = {t['num_active']}/{t['num_blocks']}", _ppct(sp["short_path_training_error"]),
-           f"{_pct(t['unscaled_error'])} / {_pct(t['scaled_error'])}", yes(abs(best_fwd - full) <= 0.01)),
+           f"{_pct(t['unscaled_error'])} / {_pct(t['scaled_error'])}", close(best_fwd)),
           ("normal training: full error", _ppct(sp["normal_training_error"]), _pct(full), NA)]
   out += ["", "## Short-path vs normal training (Sec. 5.3)", "", _table(rows), "",
           f"Lesion sweeps of the forward short-path network use its test-time treatment as trained "
@@ -194,8 +160,9 @@ def render(inputs: dict, numbers: dict) -> str:
   res_rise = None if s["typical_mean"] is None else s["typical_mean"] - full
   rows = [("stochastic depth: full error", _ppct(sd_n["veit_sd_network_error"]), _pct(sd["full"]), NA),
           ("stochastic depth: typical single-deletion error, mean (max)",
-           _ppct(sd_n["veit_sd_single_deletion_range"]), f"{_pct(sd['typical_mean'])} ({_pct(sd['typical_max'])})",
-           yes(None if sd_rise is None or res_rise is None else sd_rise <= res_rise)),
+           _ppct(sd_n["veit_sd_single_deletion_range"]),
+           f"{_with_cost(sd['typical_mean'], sd['full'])} ({_pct(sd['typical_max'])})",
+           v.sd_resilience(sd_rise, res_rise, pe, untrained)),
           ("rise of mean single-deletion error over full error: SD vs normal", NA,
            f"{_pct(sd_rise)} vs {_pct(res_rise)}", NA)]
   sdk, shk, sfk = (k_means(_net(lesion[run]["multi"])) for run in ("sd", "short", "short_fwd"))

@@ -20,6 +20,7 @@ import jax
 from absl import logging
 
 from resnet_ensembles.parallel import distributed
+from resnet_ensembles.store import lock
 from resnet_ensembles.utils.provenance import git_commit
 from resnet_ensembles.study.stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
                                            Preempted, apply_precision, is_forward_short_path, lesion_run, train_config,
@@ -78,14 +79,16 @@ def is_done(config, workdir: str, stage: str) -> bool:
 
 def seed_workdir(source: str, workdir: str) -> bool:
   """Copies a study folder (e.g. the committed results/repro) into a workdir that does not exist yet, so a
-  first run redoes only what differs here. Returns whether it copied; an existing workdir is left alone."""
-  if os.path.exists(workdir):
+  first run redoes only what differs here. Returns whether it copied; an existing workdir is left alone (one
+  holding only the lock file of the main that called this is still empty)."""
+  # Process 0's view for all (the lock file is process 0's: another process may see it or not).
+  if distributed.agree(os.path.exists(workdir) and bool(set(os.listdir(workdir)) - {lock.LOCK_FILE})):
     logging.info("%s exists: continuing it (--start_from %s ignored)", workdir, source)
     return False
   if not os.path.isfile(os.path.join(source, "train.done.json")):
     raise FileNotFoundError(f"--start_from {source} is not a study folder (no train.done.json)")
   if jax.process_index() == 0:
-    shutil.copytree(source, workdir)
+    shutil.copytree(source, workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(lock.LOCK_FILE))
   distributed.barrier("seed_workdir")
   logging.info("started %s from the finished study in %s: the stages keep every network and sweep that is "
                "still valid and redo what this machine's data or code changes (./run.sh scratch trains anew)",
@@ -98,7 +101,13 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
 
   `data`: optionally the full CIFAR-10 dataset ({"train", "test"} splits), so nothing is decoded again.
   On several processes (a shared workdir) every process runs the device stages, process 0 alone writes,
-  and all of them meet at a barrier before and after each stage, so they take the same decisions."""
+  and all of them meet at a barrier before and after each stage, so they take the same decisions. Holds
+  `workdir`'s lock (`store.lock`): a second study there fails at once; each training holds its own folder."""
+  with lock.hold(workdir):
+    return _run(config, workdir, data)
+
+
+def _run(config, workdir: str, data: Optional[dict]) -> list[str]:
   main = distributed.is_main_process()
   os.makedirs(workdir, exist_ok=True)
   apply_precision(config)
@@ -131,17 +140,19 @@ def run(config, workdir: str, data: Optional[dict] = None) -> list[str]:
 def run_part(config, workdir: str, runs: list[str], data: Optional[dict] = None) -> None:
   """Trains only `runs` and writes their lesion sweeps, exactly as the train and lesion stages would, and
   marks no stage done: part of a study done on another machine (e.g. a GPU), whose workdir/train/<run> and
-  workdir/lesion/<run> are copied into the main workdir, where `run` then keeps them (same networks)."""
+  workdir/lesion/<run> are copied into the main workdir, where `run` then keeps them (same networks). Holds
+  `workdir`'s lock, as `run` does."""
   unknown = sorted(set(runs) - set(RUNS))
   if unknown:
     raise ValueError(f"--only_runs: unknown run(s) {unknown}; runs are {list(RUNS)}")
   apply_precision(config)
   loader = DataCache(data)
-  for run in runs:
-    print(f"[part] training {run}", flush=True)
-    train_run(config, workdir, loader, run)
-  for sweep, sweep_runs in SWEEP_RUNS.items():
+  with lock.hold(workdir):
     for run in runs:
-      if run in sweep_runs:  # (the ResNet's single sweep also lesions the plain net: list both)
-        print(f"[part] lesion {sweep} of {run}", flush=True)
-        lesion_run(config, workdir, loader, sweep, run)
+      print(f"[part] training {run}", flush=True)
+      train_run(config, workdir, loader, run)
+    for sweep, sweep_runs in SWEEP_RUNS.items():
+      for run in runs:
+        if run in sweep_runs:  # (the ResNet's single sweep also lesions the plain net: list both)
+          print(f"[part] lesion {sweep} of {run}", flush=True)
+          lesion_run(config, workdir, loader, sweep, run)

@@ -16,6 +16,7 @@ from absl import logging
 from experiments.configs import cifar10 as cifar10_config
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.parallel import distributed
+from resnet_ensembles.lesion import progress as lesion_progress
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import report
@@ -173,24 +174,33 @@ def lesion_run(config, workdir: str, data: DataCache, sweep: str, run: str) -> N
   out = os.path.join(workdir, "lesion", run, f"{sweep}_{lc.bn}.json")
   if kept_sweep(out, lc, list(labels), int(len(d["test"][1]))):
     print(f"  {run}: {sweep} sweep of these networks already in {out}, kept", flush=True)
+    if distributed.is_main_process():
+      lesion_progress.discard(out)  # killed between writing the JSON and removing its chunks
     return
-  nets = [lesion_study.sweep_network(path, label, d, sweep, **_lesion_args(lc)) for path, label in labels.items()]
+  # finished chunks of each network's sweep go to <out>.partial/<label>/: a rerun after a kill continues there
+  nets = [lesion_study.sweep_network(path, label, d, sweep, resume_dir=lesion_progress.partial_dir(out, label),
+                                     **_lesion_args(lc)) for path, label in labels.items()]
   write_sweep(lc, sweep, nets, int(len(d["test"][1])), out, run)
 
 
-def sweep_network(config, workdir: str, data: DataCache, sweep: str, run: str) -> dict:
-  """One network's entry of a sweep JSON (`lesion_run` writes a list of them): for a caller that sweeps the
-  networks of one JSON at different times (experiments/paper_chain.py: the ResNet, then the plain net)."""
+def sweep_network(config, workdir: str, data: DataCache, sweep: str, run: str, out: str) -> dict:
+  """One network's entry of the sweep JSON `out` (`lesion_run` writes a list of them), resuming from its
+  finished chunks: for a caller that sweeps the networks of one JSON at different times
+  (experiments/paper_chain.py: the ResNet, then the plain net)."""
   d = data(train_config(config, run))
   return lesion_study.sweep_network(os.path.join(workdir, "train", run), LABELS[run], d, sweep,
+                                    resume_dir=lesion_progress.partial_dir(out, LABELS[run]),
                                     **_lesion_args(config.lesion))
 
 
 def write_sweep(lc, sweep: str, nets: list[dict], test_images: int, out: str, run: str) -> None:
-  """The sweep JSON of `lesion_run` from its networks' entries, and one summary line per network."""
+  """The sweep JSON of `lesion_run` from its networks' entries (then its finished chunks go), and one summary
+  line per network."""
   result = {"sweep": sweep, "bn": lc.bn, "git_commit": git_commit(), "flags": lc.to_dict(),
             "test_images": test_images, "networks": nets}
   write_json(result, out)
+  if distributed.is_main_process():
+    lesion_progress.discard(out)
   for net in nets:
     errs = [r["error"] for r in net["rows"]]
     print(f"  {run}/{net['label']}: full {100 * net['full_error']:.2f}%, {len(errs)} {sweep} lesions "

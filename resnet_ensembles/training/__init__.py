@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
+from resnet_ensembles.store import lock
+
 # model.name -> the module whose train_and_evaluate trains it (imported on use: ImageNet needs TensorFlow).
 TRAINERS = {"resnet": "resnet_ensembles.training.cifar", "plain": "resnet_ensembles.training.cifar",
             "imagenet_resnet": "resnet_ensembles.training.imagenet"}
@@ -26,8 +28,10 @@ def trainer_for(config):
 
 def train_and_evaluate(config, workdir: str, data: Optional[dict] = None) -> dict:
   """Trains the configured network (resuming from `workdir`) and returns its final metrics. `data`: CIFAR-10
-  splits already in memory (ImageNet configs stream theirs and refuse it)."""
+  splits already in memory (ImageNet configs stream theirs and refuse it). A second process on the same
+  `workdir` fails at once with one line naming the pid that holds it (`store.lock`)."""
   trainer = trainer_for(config)
-  if data is not None:
-    return trainer.train_and_evaluate(config, workdir, data=data)
-  return trainer.train_and_evaluate(config, workdir)
+  with lock.hold(workdir):  # before the trainer writes anything (data.json, config.json); fit holds it too
+    if data is not None:
+      return trainer.train_and_evaluate(config, workdir, data=data)
+    return trainer.train_and_evaluate(config, workdir)

@@ -16,7 +16,7 @@ from absl import logging
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.models import samplers
 from resnet_ensembles.parallel.mesh import replicate
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.training import metrics as metrics_lib, schedules, steps
 from resnet_ensembles.utils import provenance
 
@@ -57,7 +57,15 @@ def fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Cal
   """The loop every dataset shares: restore, step, log, evaluate and checkpoint every configured epoch.
 
   `batches(start_step)` yields the global batches (sharded over `mesh`) from `start_step` on;
-  `evaluate_fn(variables)` returns a dict with at least "test_error"."""
+  `evaluate_fn(variables)` returns a dict with at least "test_error". Holds `workdir`'s lock throughout
+  (re-entered when `training.train_and_evaluate` already holds it): a second run there fails at once."""
+  with lock.hold(workdir):
+    return _fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
+                evaluate_fn=evaluate_fn, preprocess=preprocess, image_size=image_size)
+
+
+def _fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Callable[[int], Iterator[dict]],
+         evaluate_fn: Callable[[dict], dict], preprocess: Callable, image_size: int) -> dict:
   total_steps = config.num_epochs * steps_per_epoch
   lr_fn = schedules.learning_rate_fn(config, steps_per_epoch)
   tx = schedules.make_optimizer(config, lr_fn)

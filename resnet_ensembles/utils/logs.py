@@ -33,3 +33,6 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     sys.exit("error: " + (f"{lines[0]} {lines[-1]}" if len(lines) > 1 else (lines or [repr(e)])[0]))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:  # e.g. --config.<a field the config lacks>
+    text = str(e).replace("\\n", " ").replace("\\'", "'").replace("\n", " ").strip("'\" ")
+    sys.exit(f"error: bad flag ({type(e).__name__}): {text}")

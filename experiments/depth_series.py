@@ -1,0 +1,51 @@
+r"""The depth series: the paper's lesion and path study on networks of several depths, then its table and figure.
+
+  python -m experiments.depth_series --config=experiments/configs/depth_series.py:cpu --workdir=runs/depth_series
+
+Every sweep writes its JSON as it finishes and is kept on a rerun (same network, same settings), so a killed
+run continues where it stopped; `--summary_only` redraws the table (series.md, series.json) and figure
+(series.png) from whatever is finished.
+"""
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from resnet_ensembles.plots import depth_series as series_plot
+from resnet_ensembles.store import lock
+from resnet_ensembles.study import depth_series, series
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "depth_series.py"),
+    "Depth-series config file[:arg].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the sweeps and the summary go.")
+_SUMMARY_ONLY = flags.DEFINE_bool("summary_only", False, "Only redraw the table and figure from finished sweeps.")
+flags.mark_flags_as_required(["workdir"])
+
+
+@one_line_errors
+def main(argv):
+  del argv
+  setup_logging()
+  c, workdir = _CONFIG.value, _WORKDIR.value
+  with lock.hold(workdir):  # one process per workdir
+    summarize(c, workdir, run_first=not _SUMMARY_ONLY.value)
+
+
+def summarize(c, workdir: str, run_first: bool) -> None:
+  if run_first:
+    depth_series.run(c, workdir)
+  names = list(c.order) + [n for n in c.networks if n not in c.order]
+  summary = series.summarize(workdir, names, list(c.fit_networks), list(c.bns))
+  depth_series.write_json(summary, os.path.join(workdir, "series.json"))
+  labels = c.labels.to_dict()
+  with open(os.path.join(workdir, "series.md"), "w") as f:
+    f.write(series.render(summary, labels))
+  series_plot.save(summary, labels, os.path.join(workdir, "series.png"))
+  print(f"depth series: {os.path.join(workdir, 'series.md')}, series.png, series.json")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,69 @@
+"""The depth series figure: each effect the paper reports against the number of blocks n, one panel per
+effect, stored (solid) and recalibrated (dashed) BatchNorm, the fitted trend, and the paper's ResNet-110
+(n = 54) as a marked point. A pure function of the summary JSON `study.series.summarize` writes."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
+
+PANELS = (("typical_mean_cost", "typical single deletion:\nmean cost (points)", 100),
+          ("opener_cost", "stage opener deletion:\ncost (points)", 100),
+          ("k_cost_0.2", "20% of deletable blocks\ndeleted: cost (points)", 100),
+          ("reorder_cost", "reorderings, tau >= 0.95:\nmedian cost (points)", 100),
+          ("window_hi_frac", "effective window's upper\nend / n", 1),
+          ("decay", "gradient decay\nper block", 1))
+
+
+def _value(s: dict, metric: str):
+  if not s.get("n"):
+    return None
+  if metric == "k_cost_0.2":
+    e = (s.get("k") or {}).get("0.2")
+    return None if not e else e["error"] - s["full"]
+  if metric == "reorder_cost":
+    r = (s.get("reorder") or {}).get("tau>=0.95")
+    return None if r is None else r - s["full"]
+  if metric in ("window_hi_frac", "decay"):
+    p = s.get("paths")
+    return None if not p else (p["hi"] / p["n"] if metric == "window_hi_frac" else p["decay"])
+  return s.get(metric)
+
+
+def figure(summary: dict, labels: dict[str, str]) -> Figure:
+  fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+  bns = list(next(iter(summary["networks"].values())))
+  for ax, (metric, title, scale) in zip(axes.flat, PANELS):
+    for bn, style in zip(bns, ("-", "--")):
+      pts = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
+             if name in summary["fit_networks"] and _value(s[bn], metric) is not None]
+      if pts:
+        ns, ys = zip(*sorted(pts))
+        ax.plot(ns, scale * np.asarray(ys), "o" + style, color="C0" if bn == "stored" else "C1",
+                label=f"imported + fine-tuned ({bn} BN)")
+      f = summary["fits"][bn].get(metric)
+      if f:
+        grid = np.linspace(min(ns) if pts else 9, 54, 50)
+        yfit = np.exp(f["intercept"]) * grid ** f["slope"] if f["form"] == "power" else f["intercept"] + f["slope"] * grid
+        ax.plot(grid, scale * yfit, ":", color="C0" if bn == "stored" else "C1", linewidth=1)
+      own = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
+             if name not in summary["fit_networks"] and _value(s[bn], metric) is not None]
+      for n, y in own:
+        ax.plot([n], [scale * y], "s", mfc="none", color="C2" if bn == "stored" else "C3",
+                label=f"own pre-act ResNet-32 ({bn} BN)")
+    f = summary["fits"][bns[0]].get(metric)
+    if f and f.get("paper") is not None:
+      ax.plot([54], [scale * f["paper"]], linestyle="none", marker=PAPER_STYLE["marker"],
+              color=PAPER_STYLE["color"], markersize=9, label=PAPER_STYLE["label"])
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("residual blocks n")
+  legend_below(axes.flat[4], ncol=2)
+  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects in points over each network's full error")
+  fig.tight_layout()
+  return fig
+
+
+def save(summary: dict, labels: dict[str, str], path: str) -> str:
+  return save_figure(figure(summary, labels), path)

@@ -1,0 +1,129 @@
+"""The lesion and path study of several trained networks of different depth (experiments/depth_series.py).
+
+Per network (a workdir or an exported/imported folder) and per BatchNorm treatment (stored statistics, or
+recalibrated after each lesion), the three sweeps of Veit et al. Figs. 3-5 and the Fig. 6 path analysis, in
+`<workdir>/<name>/{single,multi,reorder}_<bn>.json` and `<name>/paths.json` (the JSON schema of
+experiments/lesion.py and experiments/paths.py, so their figures draw them). A sweep already written for
+the same network and settings is kept, so a killed run continues with the next sweep (and, inside a sweep,
+with its next chunk where the sweep engine keeps chunks). `series.summarize` turns them into the table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.lesion import progress, study as lesion_study
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.utils.provenance import git_commit
+
+SWEEPS = lesion_study.SWEEPS
+
+
+def write_json(obj, path: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f)
+  os.replace(tmp, path)
+
+
+def _read(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def sweep_settings(config, sweep: str, bn: str) -> dict:
+  """Everything a sweep's numbers depend on (not its chunking)."""
+  s = config[sweep]
+  return {"sweep": sweep, "bn": bn, "num_samples": s.get("num_samples", 1), "max_k": s.get("max_k", 1),
+          "seed": s.get("seed", 0), "test_images": s.test_images, "recal_batches": config.recal_batches,
+          "recal_batch_size": config.recal_batch_size}
+
+
+def check_config(config) -> None:
+  """One-line errors before any data is read or anything compiles."""
+  if not config.networks:
+    raise ValueError("depth series: config.networks is empty")
+  for name, path in config.networks.items():
+    if not os.path.exists(os.path.join(path, checkpoints.CONFIG_FILE)):
+      raise FileNotFoundError(f"depth series: network {name!r} at {path} is not a trained network folder")
+  for bn in config.bns:
+    if bn not in ("stored", "recalibrate"):
+      raise ValueError(f"depth series: bns must be 'stored' or 'recalibrate', got {bn!r}")
+  for sweep in SWEEPS:
+    lesion_study.check_sweep_args(sweep, num_samples=config[sweep].get("num_samples", 1),
+                                  max_k=config[sweep].get("max_k", 1), batch_size=config.batch_size)
+
+
+def _test_split(data: dict, images: int, seed: int):
+  return data_lib.subset(data["test"], images, seed) if images else data["test"]
+
+
+def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str, bn: str) -> str:
+  """One sweep of one network; kept when the JSON holds this network under these settings."""
+  out = os.path.join(workdir, name, f"{sweep}_{bn}.json")
+  settings = sweep_settings(config, sweep, bn)
+  _, variables, _ = checkpoints.load_trained(path)
+  sha = checkpoints.fingerprint(variables)
+  if os.path.exists(out):
+    old = _read(out)
+    if old.get("settings") == settings and old["networks"][0].get("variables_sha256") == sha:
+      progress.discard(out)  # killed between writing the JSON and removing its chunks
+      return "kept"
+  split = {"test": _test_split(data, settings["test_images"], config.subset_seed), "train": data["train"]}
+  kwargs = dict(bn=bn, num_samples=settings["num_samples"], max_k=settings["max_k"], seed=settings["seed"],
+                batch_size=config.batch_size, memory_budget_mb=config.memory_budget_mb,
+                recal_batches=config.recal_batches, recal_batch_size=config.recal_batch_size)
+  t0 = time.time()
+  # finished chunks go to <out>.partial/<name>/ as they finish: a rerun after a kill continues there
+  net = lesion_study.sweep_network(path, name, split, sweep, resume_dir=progress.partial_dir(out, name), **kwargs)
+  write_json({"sweep": sweep, "bn": bn, "git_commit": git_commit(), "settings": settings,
+              "flags": {k: settings[k] for k in ("bn", "num_samples", "max_k", "seed")},
+              "test_images": int(len(split["test"][1])), "wall_s": time.time() - t0, "networks": [net]}, out)
+  progress.discard(out)
+  return f"{time.time() - t0:.0f} s"
+
+
+def paths_one(config, workdir: str, data: dict, name: str, path: str) -> str:
+  out = os.path.join(workdir, name, "paths.json")
+  model, variables, trained = checkpoints.load_trained(path)
+  pc = config.paths
+  if os.path.exists(out):
+    old = _read(out)
+    if old.get("config") == pc.to_dict() and old.get("variables_sha256") == checkpoints.fingerprint(variables):
+      return "kept"
+  images, labels = data[pc.split]
+  t0 = time.time()
+  result = paths.analyze(model, variables, images, labels, pc)
+  result.update(config=pc.to_dict(), git_commit=git_commit(), workdir=path, model=trained.model.to_dict(),
+                label=name)
+  write_json(result, out)
+  return f"{time.time() - t0:.0f} s"
+
+
+def run(config, workdir: str, data: dict | None = None) -> list[str]:
+  """Every sweep and path analysis of every network, cheapest networks first; returns what ran."""
+  check_config(config)
+  data = data or data_lib.load_cifar10("folder", config.data_folder or None)
+  done = []
+  names = list(config.get("order") or []) + [n for n in config.networks if n not in (config.get("order") or [])]
+  for name in names:
+    path = config.networks[name]
+    for bn in config.bns:
+      for sweep in SWEEPS:
+        status = sweep_one(config, workdir, data, name, path, sweep, bn)
+        print(f"[depth series] {name}: {sweep} ({bn} BN): {status}", flush=True)
+        if status != "kept":
+          done.append(f"{name}/{sweep}_{bn}")
+    status = paths_one(config, workdir, data, name, path)
+    print(f"[depth series] {name}: paths: {status}", flush=True)
+    if status != "kept":
+      done.append(f"{name}/paths")
+  logging.info("depth series: ran %s", done)
+  return done

@@ -1,0 +1,181 @@
+"""The depth series: per network, the effects the paper reports, with standard errors, fits in depth n and
+verdicts (a pure function of the JSONs `depth_series.run` writes, plus paper_numbers.json).
+
+Standard errors: of a mean over lesions (blocks, or random samples at one k), the standard deviation over
+lesions / sqrt(count); of a median, 1.2533 x that (normal approximation); of one error rate on N images,
+sqrt(p (1 - p) / N). Trends are fitted over the networks of one training recipe (`config.fit_networks`):
+costs (points over the full network, positive) as a power law c = a n^b, a straight line in log-log whose
+slope says how fast resilience grows with depth; window ends, as fractions of n, and the per-block decay
+factor as straight lines in n. Each fit states its prediction at n = 54 beside the paper's ResNet-110.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import numpy as np
+from scipy import stats
+
+from resnet_ensembles import paper
+from resnet_ensembles.lesion.summary import errors_by_k, single_stats
+from resnet_ensembles.paths import analysis as paths
+from resnet_ensembles.study import verdicts as v
+
+PAPER_N = 54
+
+
+def _se(values) -> Optional[float]:
+  values = np.asarray(values, np.float64)
+  return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None
+
+
+def _load(path: str) -> Optional[dict]:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def network_summary(folder: str, bn: str) -> dict:
+  """The table's numbers (fractions of images; costs over the network's own full error) for one bn."""
+  out = {}
+  single = _load(os.path.join(folder, f"single_{bn}.json"))
+  if single:
+    net = single["networks"][0]
+    s, full, n = single_stats(net), net["full_error"], net["num_blocks"]
+    typical = [r["error"] - full for r in net["rows"] if not r.get("opener")]
+    openers = [r["error"] - full for r in net["rows"] if r.get("opener")]
+    images = single["test_images"]
+    out.update(n=n, deletable=n - len(net["stage_openers"]), full=full,
+               full_se=float(np.sqrt(full * (1 - full) / images)), typical_mean_cost=float(np.mean(typical)),
+               typical_mean_cost_se=_se(typical), typical_worst_cost=float(np.max(typical)),
+               opener_cost=float(np.mean(openers)), typical_mean=s["typical_mean"], typical_max=s["typical_max"],
+               opener_mean=s["opener_mean"])
+  multi = _load(os.path.join(folder, f"multi_{bn}.json"))
+  if multi and "deletable" in out:
+    by_k = errors_by_k(multi["networks"][0])
+    ks = v.k_at_fractions(out["deletable"], sorted(by_k))
+    out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": _se(by_k[k])}
+                for f, k in ks.items()}
+  reorder = _load(os.path.join(folder, f"reorder_{bn}.json"))
+  if reorder:
+    near = [r["error"] for r in reorder["networks"][0]["rows"] if r["kendall_tau"] >= 0.95]
+    mid = [r["error"] for r in reorder["networks"][0]["rows"] if 0.90 <= r["kendall_tau"] < 0.95]
+    med = lambda xs: None if not xs else float(np.median(xs))
+    out["reorder"] = {"tau>=0.95": med(near), "tau>=0.95_se": None if _se(near) is None else 1.2533 * _se(near),
+                      "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid)}
+  pj = _load(os.path.join(folder, "paths.json"))
+  if pj:
+    r = pj["effective_range"]["image"]
+    out["paths"] = {"lo": r["lo"], "hi": r["hi"], "share": r["path_fraction"], "n": pj["num_blocks"],
+                    "decay": paths.exponential_fit(pj["sampled"]["image_mean"])["factor_per_block"]}
+  return out
+
+
+def _verdicts(s: dict, pe: dict) -> dict:
+  if "full" not in s:
+    return {}
+  untrained = s["full"] > 0.5
+  out = {"single_typical": v.single_typical(s["full"], s["typical_mean"], s["typical_max"], pe, untrained),
+         "single_opener": v.single_opener(s["full"], s["opener_mean"], s["typical_mean"], pe, untrained)}
+  if s.get("k"):
+    errors = {float(f): None if e is None else e["error"] for f, e in s["k"].items()}
+    out["k"] = {str(f): x for f, x in v.k_deleted(s["full"], errors, pe, untrained).items()}
+  if s.get("reorder"):
+    out["reorder"] = v.reorder(s["full"], s["reorder"], pe, untrained)
+  if s.get("paths"):
+    p = s["paths"]
+    out["window"] = v.window(p["lo"], p["hi"], p["n"], pe, untrained)
+  return out
+
+
+def fit(ns, ys, form: str) -> Optional[dict]:
+  """`power` (y = a n^b over positive y) or `linear` (y = a + b n); with r^2 and the value at n = 54."""
+  ns, ys = np.asarray(ns, np.float64), np.asarray(ys, np.float64)
+  ok = np.isfinite(ys) & ((ys > 0) if form == "power" else True)
+  if ok.sum() < 3:
+    return None
+  x, y = (np.log(ns[ok]), np.log(ys[ok])) if form == "power" else (ns[ok], ys[ok])
+  r = stats.linregress(x, y)
+  at = r.intercept + r.slope * (np.log(PAPER_N) if form == "power" else PAPER_N)
+  return {"form": form, "slope": float(r.slope), "intercept": float(r.intercept), "r2": float(r.rvalue ** 2),
+          "at_54": float(np.exp(at) if form == "power" else at), "points": int(ok.sum())}
+
+
+TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's value at n = 54)
+    "typical_mean_cost": (lambda s: s.get("typical_mean_cost"), "power", lambda pe: pe["typical_mean_cost"] / 100),
+    "typical_worst_cost": (lambda s: s.get("typical_worst_cost"), "power", lambda pe: pe["typical_worst_cost"] / 100),
+    "opener_cost": (lambda s: s.get("opener_cost"), "power", lambda pe: pe["opener_cost"] / 100),
+    **{f"k_cost_{f}": ((lambda f: lambda s: None if not (s.get("k") or {}).get(str(f)) else
+                        s["k"][str(f)]["error"] - s["full"])(f), "power",
+                       (lambda f: lambda pe: pe["k_cost"][f] / 100)(f)) for f in v.K_FRACTIONS},
+    "reorder_cost": (lambda s: None if not (s.get("reorder") or {}).get("tau>=0.95") else
+                     s["reorder"]["tau>=0.95"] - s["full"], "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
+    "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "linear",
+                       lambda pe: pe["window"][1]),
+    "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "linear", lambda pe: None),
+}
+
+
+def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[str]) -> dict:
+  """Per network and bn: the numbers, their verdicts; per bn: each trend's fit over `fit_names`."""
+  pe = v.paper_effects(paper.numbers())
+  nets = {name: {bn: network_summary(os.path.join(workdir, name), bn) for bn in bns} for name in names}
+  for name in nets:
+    for bn in bns:
+      nets[name][bn]["verdicts"] = _verdicts(nets[name][bn], pe)
+  fits = {}
+  for bn in bns:
+    rows = [nets[name][bn] for name in fit_names if nets[name][bn].get("n")]
+    fits[bn] = {}
+    for metric, (get, form, paper_at) in TRENDS.items():
+      f = fit([s["n"] for s in rows], [get(s) if get(s) is not None else np.nan for s in rows], form)
+      if f:
+        f["paper"] = paper_at(pe)
+      fits[bn][metric] = f
+  return {"networks": nets, "fits": fits, "fit_networks": fit_names, "paper_effects": pe}
+
+
+def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> str:
+  if x is None:
+    return "n/a"
+  body = f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+  return body + (f" ± {100 * se:.2f}" if se is not None else "")
+
+
+def render(summary: dict, labels: dict[str, str]) -> str:
+  """The depth-series table (markdown): one block of rows per BatchNorm treatment, the fits below."""
+  out = []
+  for bn in next(iter(summary["networks"].values())):
+    out += [f"### {bn} BatchNorm statistics", "",
+            "| network | n | full error % | typical single-deletion cost, mean (worst), pts | opener cost, pts | "
+            "k at 10% / 20% / 40% of deletable: error % | reorder median, tau >= 0.95: cost, pts | "
+            "effective window (share of paths) | decay per block |",
+            "|---|---:|---:|---|---:|---|---|---|---:|"]
+    for name, per_bn in summary["networks"].items():
+      s, vd = per_bn[bn], per_bn[bn].get("verdicts", {})
+      if not s.get("n"):
+        out.append(f"| {labels.get(name, name)} | not yet swept |||||||")
+        continue
+      ks = " / ".join("n/a" if not e else f"{_p(e['error'], e['se'])} (k={e['k']})" for e in s.get("k", {}).values())
+      r = s.get("reorder") or {}
+      cost = None if r.get("tau>=0.95") is None else r["tau>=0.95"] - s["full"]
+      p = s.get("paths")
+      window = "n/a" if not p else f"{p['lo']}-{p['hi']} of {p['n']} ({100 * p['share']:.1f}%) [{vd.get('window')}]"
+      decay = "n/a" if not p else f"x{p['decay']:.3f}"
+      out.append(f"| {labels.get(name, name)} | {s['n']} | {_p(s['full'], s['full_se'])} | "
+                 f"{_p(s['typical_mean_cost'], s['typical_mean_cost_se'], True)} ({_p(s['typical_worst_cost'], None, True)})"
+                 f" [{vd.get('single_typical')}] | {_p(s['opener_cost'], None, True)} [{vd.get('single_opener')}] | "
+                 f"{ks or 'n/a'} | {_p(cost, r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95')}] | "
+                 f"{window} | {decay} |")
+    out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
+            f"({bn} BN), predicted at n = 54 beside the paper's ResNet-110:", "",
+            "| metric | form | slope | r^2 | at n = 54 | paper (n = 54) |", "|---|---|---:|---:|---:|---:|"]
+    for metric, f in summary["fits"][bn].items():
+      if f:
+        scale = 1 if metric in ("window_hi_frac", "decay") else 100
+        paper_v = "n/a" if f["paper"] is None else f"{scale * f['paper']:.3g}"
+        out.append(f"| {metric} | {f['form']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
+    out.append("")
+  return "\n".join(out)

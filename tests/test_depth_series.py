@@ -1,0 +1,53 @@
+"""The depth series end to end on a tiny network: sweeps and paths written, kept on a rerun, summarised."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.configs import cifar10, depth_series as depth_config
+from resnet_ensembles import models
+from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.plots import depth_series as series_plot
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.study import depth_series, series
+
+
+def _exported(tmp_path, seed: int) -> str:
+  config = cifar10.get_config("resnet20")
+  model = models.from_config(config)
+  variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+  return checkpoints.export_variables(variables, config, str(tmp_path / f"net{seed}"))
+
+
+def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
+  c = depth_config.get_config("tiny")
+  c.networks.net0 = _exported(tmp_path, 0)
+  c.bns = ("stored",)
+  small = {"train": data.subset(cifar["train"], 256), "test": data.subset(cifar["test"], 200, 1)}
+  workdir = str(tmp_path / "series")
+  ran = depth_series.run(c, workdir, data=small)
+  assert ran == ["net0/single_stored", "net0/multi_stored", "net0/reorder_stored", "net0/paths"]
+  single = json.load(open(os.path.join(workdir, "net0", "single_stored.json")))
+  assert single["test_images"] == 100 and len(single["networks"][0]["rows"]) == 9
+  assert depth_series.run(c, workdir, data=small) == []            # everything kept
+  c.multi.num_samples = 3                                           # a changed setting reruns that sweep only
+  assert depth_series.run(c, workdir, data=small) == ["net0/multi_stored"]
+  summary = series.summarize(workdir, ["net0"], [], ["stored"])
+  s = summary["networks"]["net0"]["stored"]
+  assert s["n"] == 9 and s["deletable"] == 6 and set(s["k"]) == {"0.1", "0.2", "0.4"}
+  typical = [r["error"] - s["full"] for r in single["networks"][0]["rows"] if not r["opener"]]
+  assert np.isclose(s["typical_mean_cost"], np.mean(typical))
+  assert s["verdicts"]["single_typical"].startswith("n/a")          # an untrained network: no lesion verdicts
+  table = series.render(summary, {"net0": "tiny"})
+  assert "| tiny | 9 |" in table
+  assert os.path.exists(series_plot.save(summary, {}, os.path.join(workdir, "series.png")))
+
+
+def test_fit_power_law_and_line():
+  f = series.fit([9, 15, 21, 27], [0.2 * n ** -0.5 for n in (9, 15, 21, 27)], "power")
+  assert np.isclose(f["slope"], -0.5) and np.isclose(f["at_54"], 0.2 * 54 ** -0.5) and f["r2"] > 0.999
+  g = series.fit([9, 15, 21, 27], [0.1 + 0.01 * n for n in (9, 15, 21, 27)], "linear")
+  assert np.isclose(g["at_54"], 0.64)
+  assert series.fit([9, 15], [0.1, 0.2], "linear") is None          # fewer than 3 points: no trend
