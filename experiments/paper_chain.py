@@ -15,6 +15,7 @@ import time
 
 _IMPORTED = time.time()  # a piece's budget counts from here unless --started_at says earlier
 
+import glob  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -197,8 +198,9 @@ def prepare() -> None:
         + f" of {TRAVEL_LIMIT >> 20} MiB ({left / 2**20:.2f} MiB to spare)")
   if left < 0:
     raise RuntimeError("over the 64 MiB a lent machine is sent: the run would be refused")
-  if left < (2 << 20):
-    print("warning: under 2 MiB to spare")
+  if left < (14 << 20) and not glob.glob(os.path.join(_STATE.value, "train", "*", "checkpoints", "*")):
+    print(f"WARNING: {left / 2**20:.1f} MiB to spare: a piece that trains a ResNet-110 hands back a state with a "
+          "13.2 MiB checkpoint, and the next piece could not be sent. Free room first (docs/paper_chain.md, Size).")
   print("(the state holds one ResNet-110 checkpoint, 13.2 MiB, while a network trains: a piece that starts a "
         "training needs that much more room for the next)")
   print(f"commit {git_commit()}; now: device run with command 'bash experiments/paper_chain.sh', carry ['.devdata']")
