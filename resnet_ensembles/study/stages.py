@@ -14,13 +14,15 @@ from typing import Callable, Optional
 from absl import logging
 
 from experiments.configs import cifar10 as cifar10_config
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.lesion import progress as lesion_progress
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import report
 from resnet_ensembles import training
+from resnet_ensembles.training import cifar as cifar_training
+from resnet_ensembles.training import metrics as training_metrics
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.plots import lesion as lesion_plots
 from resnet_ensembles.plots import paths as paths_plots
@@ -117,11 +119,19 @@ def stage_train(config, workdir: str, data: DataCache) -> None:
 
 
 def train_run(config, workdir: str, data: DataCache, run: str) -> None:
-  """Trains (or resumes, or keeps) one run in workdir/train/<run>; raises Preempted on SIGTERM."""
+  """Trains (or resumes, or keeps) one run in workdir/train/<run>; raises Preempted on SIGTERM. A finished run
+  kept as its exported network alone (`finished_export`) is evaluated instead."""
   cfg = train_config(config, run)
   run_dir = os.path.join(workdir, "train", run)
-  logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
-  out = training.train_and_evaluate(cfg, run_dir, data=data(cfg))
+  kept = finished_export(cfg, run_dir, len(data(cfg)["train"][1]))
+  if kept is not None:  # a finished run committed as its network alone: evaluated, not trained again
+    logging.info("keeping %s in %s: finished at step %d, exported network (no checkpoint)", run, run_dir, kept)
+    with lock.hold(run_dir):
+      model, variables, _ = checkpoints.load_trained(run_dir)
+      out = dict(cifar_training.evaluate_trained(cfg, model, variables, data(cfg)["test"]), step=kept)
+  else:
+    logging.info("training %s (%s) in %s", run, config.train.runs[run], run_dir)
+    out = training.train_and_evaluate(cfg, run_dir, data=data(cfg))
   if out.get("preempted"):  # checkpointed; the stage is not done, and nothing after it may run
     raise Preempted(f"SIGTERM while training {run} (checkpoint at step {out['step']}); rerun to resume")
   print(f"  {run}: step {out['step']}, test error {100 * out['test_error']:.2f}%", flush=True)
@@ -130,6 +140,26 @@ def train_run(config, workdir: str, data: DataCache, run: str) -> None:
     write_json(t, os.path.join(run_dir, TREATMENTS))
     print(f"  {run}: test error {100 * t['unscaled_error']:.2f}% unscaled, {100 * t['scaled_error']:.2f}% with "
           f"branches scaled by K/n = {t['num_active']}/{t['num_blocks']}", flush=True)
+
+
+def finished_export(cfg, run_dir: str, train_images: int) -> Optional[int]:
+  """The final step of a finished run kept as its exported network alone (`variables.msgpack`, as
+  `checkpoints.export_variables` writes it: what `load_trained` read from its last checkpoint, without the
+  optimizer state; results/repro/train/<run>), else None. Finished: metrics.jsonl's last step is the step
+  `cfg` trains to. A run with a checkpoint, or unfinished, or of another model, trains (resumes) as before."""
+  ckpts = os.path.join(run_dir, "checkpoints")
+  if os.path.isdir(ckpts) and any(d.isdigit() for d in os.listdir(ckpts)):
+    return None
+  if not all(os.path.exists(os.path.join(run_dir, f)) for f in
+             (checkpoints.EXPORT_FILE, checkpoints.CONFIG_FILE, "metrics.jsonl")):
+    return None
+  if read_json(os.path.join(run_dir, checkpoints.CONFIG_FILE)).get("model") != json.loads(cfg.model.to_json()):
+    return None  # another network: training it there fails at once, naming both
+  total = cfg.num_epochs * (train_images // cfg.batch_size)
+  if cfg.get("max_steps", -1) >= 0:
+    total = min(total, cfg.max_steps)
+  last = max((r["step"] for r in training_metrics.read_metrics(run_dir)), default=0)
+  return last if last == total else None
 
 
 def _lesion_args(lc) -> dict:

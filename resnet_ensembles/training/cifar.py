@@ -41,6 +41,14 @@ def validate_config(config) -> None:
   samplers.make_sampler(config.train_mask, cifar_layout(config.model.depth), config.batch_size)
 
 
+def evaluate_trained(config, model, variables, test, mesh=None) -> dict:
+  """Test error and loss of `variables` as training evaluates them (the run's test-time mask, its eval batch):
+  also for a finished run kept as its exported network only (study.stages.train_run)."""
+  return steps.evaluate(variables, test, model=model, batch_size=config.eval_batch_size,
+                        mesh=data_mesh() if mesh is None else mesh,
+                        block_mask=samplers.test_time_mask(config.train_mask, model.layout))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: Optional[dict] = None) -> dict:
   """Trains (resuming from the last checkpoint in `workdir`) and returns the final metrics; `data` (the
@@ -64,9 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       idx = order[offset * config.batch_size:(offset + 1) * config.batch_size][rows]
       yield global_batch({"image": train_x[idx], "label": train_y[idx]}, mesh, config.batch_size)
 
-  test_mask = samplers.test_time_mask(config.train_mask, model.layout)
-  evaluate_fn = lambda variables: steps.evaluate(variables, data["test"], model=model,
-                                                 batch_size=config.eval_batch_size, mesh=mesh, block_mask=test_mask)
+  evaluate_fn = lambda variables: evaluate_trained(config, model, variables, data["test"], mesh=mesh)
   preprocess = functools.partial(data_lib.augment, stats=model.input_stats)
   return fit(config, workdir, model=model, mesh=mesh, steps_per_epoch=steps_per_epoch, batches=batches,
              evaluate_fn=evaluate_fn, preprocess=preprocess)
