@@ -1,6 +1,6 @@
 r"""Exports a finished training run for committing: parameters + BatchNorm statistics, config, curves.
 
-  python -m experiments.export_run --workdir=/work/runs/resnet32_cpu --out_dir=results/resnet32_cpu
+  python -m experiments.export_run --workdir=runs/r32 --out_dir=results/<name>
 
 Writes variables.msgpack (loadable with `checkpoints.load_trained(out_dir)`), config.json (with the
 git commit, epochs, final test error and total training wall time), metrics.jsonl and curves.png.
@@ -20,7 +20,7 @@ from resnet_ensembles.plots.training import plot_training_curves
 from resnet_ensembles.utils.provenance import git_commit
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
-_OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/resnet32_cpu).")
+_OUT = flags.DEFINE_string("out_dir", None, "Folder to write (e.g. results/<name>).")
 _DATA = flags.DEFINE_string("data_description", None, "What the run trained on, where the workdir has no "
                             "data.json (runs started before it was written).")
 _MACHINE = flags.DEFINE_string("machine", None, "Where the run trained, if not on this machine (e.g. a GPU).")
