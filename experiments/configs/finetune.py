@@ -3,6 +3,8 @@ r"""Fine-tune a trained network (e.g. one imported from PyTorch) on this machine
   python -m experiments.train --config=experiments/configs/finetune.py:results/depth_series/imported/resnet20 \
       --workdir=runs/ft20
 
+(an imported folder's weights are regenerated, not committed: `python -m experiments.import_torch --all_akamaster`)
+
 The argument is the trained folder (a workdir or an exported/imported folder), then optional
 comma-separated `key=value` settings: `epochs` (default 3), `lr` (peak learning rate, default 0.01).
 The network keeps its architecture exactly (variant, shortcut channel placement, input statistics) as the
@@ -34,7 +36,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{folder} is not a trained network folder: no config.json")
   with open(path) as f:
-    model = json.load(f)["model"]
+    saved = json.load(f)
+  if "imported_from" in saved and not os.path.exists(os.path.join(folder, "variables.msgpack")):
+    raise FileNotFoundError(f"{folder} has no variables.msgpack (imported weights are git-ignored): run "
+                            f"`python -m experiments.import_torch --all_akamaster` first")
+  model = saved["model"]
   c = cifar10.get_config(f"{model['name']}{model['depth']}")
   c.model = ml_collections.ConfigDict(model)
   c.init_from = folder

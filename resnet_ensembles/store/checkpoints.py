@@ -166,6 +166,9 @@ def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
     with open(exported, "rb") as f:
       variables = serialization.msgpack_restore(f.read())
     return model, jax.tree.map(np.asarray, variables), config
+  if "imported_from" in config and not os.path.isdir(os.path.join(path, "checkpoints")):
+    raise FileNotFoundError(f"{path} has no {EXPORT_FILE} (imported weights are git-ignored): run "
+                            "`python -m experiments.import_torch --all_akamaster` first")
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")))
   try:  # the newest readable step; an unreadable one is named in a warning, and left where it is
     step, restored, _ = restore_readable(manager, lambda s: manager.restore(s, args=ocp.args.StandardRestore()), path)
