@@ -69,3 +69,17 @@ def test_finished_exported_run_is_kept_not_retrained(tmp_path, monkeypatch, caps
   assert stages.finished_export(cfg, run_dir, 256) == 8
   assert stages.finished_export(stages.train_config(config, "resnet"), run_dir, 256) is None  # another model
   assert stages.finished_export(cfg, run_dir, 512) is None                                     # another length
+
+
+def test_imported_folder_without_weights_names_the_import_command(tmp_path):
+  """results/depth_series/imported/*/variables.msgpack is git-ignored: a folder without it says how to get it."""
+  import pytest
+  from experiments.configs import finetune
+  folder = tmp_path / "resnet20"
+  folder.mkdir()
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "results", "depth_series", "imported", "resnet20", "config.json")) as f:
+    (folder / "config.json").write_text(f.read())  # committed; its weights are not
+  for call in (lambda: finetune.get_config(str(folder)), lambda: checkpoints.load_trained(str(folder))):
+    with pytest.raises(FileNotFoundError, match="python -m experiments.import_torch --all_akamaster"):
+      call()
