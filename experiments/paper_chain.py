@@ -3,6 +3,7 @@ r"""The paper's ResNet-110 study advanced piece by piece on GPU time that comes 
   python -m experiments.paper_chain --prepare                          # here: data, wheels, commit, size check
   bash experiments/paper_chain.sh                                      # there: one piece ($OUT gets the state)
   python -m experiments.paper_chain --absorb=<fetched dir> --commit    # here: the piece's state -> results/paper110
+  python -m experiments.paper_chain --restore_networks=DIR             # here: finished networks out of git history
 
 A piece: copies the chain's state (--state_dir, results/paper110) into --work_dir, runs the next steps of
 `resnet_ensembles.study.chain` in a child process, sends it SIGTERM when --budget_s has passed since this
@@ -48,9 +49,12 @@ _GRACE = flags.DEFINE_float("grace_s", 60, "Seconds between SIGTERM and SIGKILL.
 _STOP_AFTER = flags.DEFINE_string("stop_after", "", "End the piece after this step (e.g. speed).")
 _MEASURE = flags.DEFINE_bool("measure_speed", False, "A piece that runs only the speed step (--stop_after=speed).")
 _ABSORB = flags.DEFINE_string("absorb", None, "A fetched out_dir: its state replaces --state_dir.")
-_NETWORKS = flags.DEFINE_string("networks_dir", "results/paper110_networks", "Where --absorb puts finished "
-                                "networks (git-ignored: five ResNet-110s do not fit in what travels).")
-_COMMIT = flags.DEFINE_bool("commit", False, "With --absorb: git add + commit --state_dir.")
+_NETWORKS = flags.DEFINE_string("networks_dir", "", "Where --absorb puts finished networks (default "
+                                "<state_dir>/networks; --commit commits them once and removes them from the tree).")
+_COMMIT = flags.DEFINE_bool("commit", False, "With --absorb: git add + commit --state_dir (and the finished "
+                            "networks, which a second commit takes out of the tree again, see networks.json).")
+_RESTORE = flags.DEFINE_string("restore_networks", None, "Write every finished network recorded in "
+                               "<state_dir>/networks.json out of git history into this folder (DIR/<run>/).")
 _PREPARE = flags.DEFINE_bool("prepare", False, "Write .devdata (the CIFAR-10 pack, wheels, the commit) and "
                              "check the size of what a lent machine is sent.")
 _DATA = flags.DEFINE_string("data_folder", None, "--prepare: the JPEG folder ($CIFAR10_DIR, else "
@@ -207,15 +211,26 @@ def prepare() -> None:
 
 
 def absorb() -> None:
-  line = chain_files.absorb(_ABSORB.value, _STATE.value, _NETWORKS.value)
+  nets = _NETWORKS.value or os.path.join(_STATE.value, chain_files.NETWORKS)
+  line = chain_files.absorb(_ABSORB.value, _STATE.value, nets)
   print(f"absorbed piece {line['piece']} into {_STATE.value}: stopped {line['stopped']}, {line['wall_s']} s, "
         f"done now {line['steps_done_now']}, next {line['stage']}")
   if _COMMIT.value:
     msg = (f"paper110 chain: piece {line['piece']} ({line['stopped']}; done {', '.join(line['steps_done_now']) or '-'}; "
            f"next {line['stage']})")
-    subprocess.run(["git", "add", "-A", _STATE.value], check=True)
-    subprocess.run(["git", "commit", "-q", "-m", msg, "--", _STATE.value], check=True)
-    print(f"committed: {msg}")
+    commits = chain_files.commit_absorbed(os.getcwd(), _STATE.value, msg, nets)
+    print(f"committed {commits[0][:10]}: {msg}")
+    if len(commits) > 1:
+      print(f"committed {commits[1][:10]}: the finished networks leave the tree (recorded in "
+            f"{os.path.join(_STATE.value, chain_files.NETWORKS_JSON)}; --restore_networks=DIR brings them back)")
+  elif os.path.isdir(nets) and os.listdir(nets):
+    print(f"finished networks in {nets} (not committed, and sent to the next lent machine while untracked): "
+          "commit them with the next --absorb ... --commit")
+
+
+def restore_networks() -> None:
+  runs = chain_files.restore_networks(os.getcwd(), _STATE.value, _RESTORE.value)
+  print(f"restored {', '.join(runs)} into {_RESTORE.value} (each readable by store.checkpoints.load_trained)")
 
 
 def status() -> None:
@@ -236,6 +251,8 @@ def main(argv):
     return prepare()
   if _ABSORB.value:
     return absorb()
+  if _RESTORE.value:
+    return restore_networks()
   if _STATUS.value:
     return status()
   sys.exit(piece())

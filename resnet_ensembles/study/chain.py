@@ -4,7 +4,7 @@
 checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a lent machine is sent
 (64 MiB with the code, the results already committed and the 18 MB CIFAR-10 pack). So the chain takes one
 network at a time through everything it is needed for, then lets it go (`retire`: its variables leave the
-state for the networks folder, see `chain_files`). Steps, in order (`steps_of`):
+state; `chain_files` commits them to git history once, outside what travels). Steps, in order (`steps_of`):
 
   speed            images/s per precision and the bf16 accuracy check (training.speed); picks the precision
   train-resnet     stages.train_run: the paper's recipe, resumed from the checkpoint, SIGTERM -> checkpoint

@@ -12,14 +12,19 @@ output folder of a few files that a lent machine hands back (at most MAX_FILES f
                         (they leave the state: it must travel to the next machine, 64 MiB in all)
 
 `absorb(out_dir, state_dir, networks_dir)` puts such a folder back: the state replaces state_dir, the networks
-go to networks_dir. Only the standard library is imported (the piece's parent process never starts JAX).
+go to networks_dir (by default state_dir/networks/<run>/). `commit_absorbed` then commits them in one commit and
+takes them out of the tree in the next (what a lent machine is sent stays small), recording the first commit
+in state_dir/networks.json; `restore_networks` reads them back out of git history. Only the standard library
+is imported (the piece's parent process never starts JAX).
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import time
 from typing import Iterable, Optional
@@ -30,6 +35,8 @@ WORK_MARKER = ".paper_chain_work"  # a work folder `seed` may wipe
 STATE_FILE = os.path.join("chain", "state.json")
 LOG_FILE = "chain_log.jsonl"
 RETIRED = "retired"            # work folder only: networks finished in this piece
+NETWORKS = "networks"          # state_dir/networks/<run>/: finished networks between an absorb and its commit
+NETWORKS_JSON = "networks.json"  # state_dir: run -> the commit that holds its network (kept here, not by pieces)
 _NEVER = ("tensorboard",)      # event files: metrics.jsonl holds the same numbers
 
 
@@ -75,8 +82,8 @@ def latest_checkpoint(run_dir: str) -> Optional[str]:
 
 def _is_junk(rel: str) -> bool:
   parts = rel.split(os.sep)
-  return (any(p in _NEVER for p in parts) or ".tmp" in parts[-1] or parts[0] == RETIRED
-          or parts[-1] in (WORK_MARKER, ".lock") or "checkpoints" in parts)
+  return (any(p in _NEVER for p in parts) or ".tmp" in parts[-1] or parts[0] in (RETIRED, NETWORKS)
+          or rel == NETWORKS_JSON or parts[-1] in (WORK_MARKER, ".lock") or "checkpoints" in parts)
 
 
 def state_files(work_dir: str) -> list[str]:
@@ -190,9 +197,12 @@ def _extract(blob: bytes, dest: str) -> None:
       tar.extractall(dest)
 
 
-def absorb(out_dir: str, state_dir: str, networks_dir: str) -> dict:
+def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> dict:
   """Makes the state that a piece wrote into out_dir the state in state_dir (replacing it whole; refused unless
-  the piece started from exactly this state) and moves its finished networks into networks_dir."""
+  the piece started from exactly this state) and moves its finished networks into networks_dir (default
+  state_dir/networks). What only this side writes, state_dir/networks.json and state_dir/networks/ (networks
+  absorbed but not committed yet), survives the replacement."""
+  networks_dir = networks_dir or os.path.join(state_dir, NETWORKS)
   line = read_json(os.path.join(out_dir, "piece.json"))
   state = _joined(out_dir, "state.tar")
   if line is None or state is None:
@@ -211,17 +221,97 @@ def absorb(out_dir: str, state_dir: str, networks_dir: str) -> dict:
     _extract(ckpt, tmp)
   if piece_number(tmp) != have + 1:
     raise ValueError(f"{out_dir}: its state.tar is not piece {have + 1}")
-  nets = _joined(out_dir, "networks.tar")
-  if nets is not None:
-    os.makedirs(networks_dir, exist_ok=True)
-    _extract(nets, networks_dir)
+  for keep in (NETWORKS, NETWORKS_JSON):  # this side's, not the piece's
+    if os.path.exists(os.path.join(state_dir, keep)):
+      if os.path.exists(os.path.join(tmp, keep)):
+        raise ValueError(f"{out_dir}: its state.tar holds {keep}, which only --absorb writes")
+      os.replace(os.path.join(state_dir, keep), os.path.join(tmp, keep))
   old = state_dir.rstrip("/") + ".old"
   if os.path.exists(state_dir):
     os.replace(state_dir, old)
   os.replace(tmp, state_dir)
   if os.path.exists(old):
     shutil.rmtree(old)
+  nets = _joined(out_dir, "networks.tar")
+  if nets is not None:
+    os.makedirs(networks_dir, exist_ok=True)
+    _extract(nets, networks_dir)
   return line
+
+
+# ---------------------------------------------------------------- finished networks in git history
+
+def _git(repo: str, *args: str, data: bool = False):
+  out = subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True)
+  return out.stdout if data else out.stdout.decode().strip()
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def commit_absorbed(repo: str, state_dir: str, message: str, networks_dir: Optional[str] = None) -> list[str]:
+  """Commits state_dir (absorbed) in `repo`. When networks_dir (default state_dir/networks) holds finished
+  networks, they are committed with the state in that commit, then removed from the tree in a second commit
+  that records the first one's hash per run in state_dir/networks.json (`restore_networks` reads them back).
+  Relative paths are taken from `repo`. Returns the commits made."""
+  repo = os.path.realpath(repo)
+  state_dir = os.path.join(repo, state_dir)
+  networks_dir = os.path.join(repo, networks_dir or os.path.join(state_dir, NETWORKS))
+  top = os.path.realpath(_git(repo, "rev-parse", "--show-toplevel"))
+  runs = sorted(os.listdir(networks_dir)) if os.path.isdir(networks_dir) else []
+  rel_nets = os.path.relpath(os.path.realpath(networks_dir), top)
+  if runs and rel_nets.startswith(".."):
+    raise ValueError(f"--commit: the networks folder {networks_dir} is not inside the repository {top}")
+  paths = [state_dir] + ([networks_dir] if runs else [])
+  _git(repo, "add", "-A", "--", *paths)
+  _git(repo, "commit", "-q", "--allow-empty", "-m", message, "--", *paths)
+  first = _git(repo, "rev-parse", "HEAD")
+  if not runs:
+    return [first]
+  record_path = os.path.join(state_dir, NETWORKS_JSON)
+  record = read_json(record_path, {})
+  for run in runs:
+    files = sorted(os.path.relpath(f, run).replace(os.sep, "/") for f in _walk_files(networks_dir, [run]))
+    entry = {"commit": first, "path": f"{rel_nets}/{run}".replace(os.sep, "/"), "files": files,
+             "absorbed": utc()}
+    if "variables.msgpack" in files:
+      entry["variables_msgpack_sha256"] = _sha256(os.path.join(networks_dir, run, "variables.msgpack"))
+    retired = read_json(os.path.join(state_dir, "chain", f"sweeps-{run}.done.json"), {}).get("retired", {})
+    if "variables_sha256" in retired:
+      entry["variables_sha256"] = retired["variables_sha256"]  # checkpoints.fingerprint of the network
+    record[run] = entry
+  write_json(record, record_path)
+  _git(repo, "rm", "-r", "-q", "--", networks_dir)
+  shutil.rmtree(networks_dir, ignore_errors=True)
+  _git(repo, "add", "--", record_path)
+  _git(repo, "commit", "-q", "-m", f"paper110 chain: networks {', '.join(runs)} leave the tree (kept in "
+       f"{first[:10]}; `python -m experiments.paper_chain --restore_networks=DIR`)", "--", networks_dir, record_path)
+  return [first, _git(repo, "rev-parse", "HEAD")]
+
+
+def restore_networks(repo: str, state_dir: str, dest: str, runs: Optional[Iterable[str]] = None) -> list[str]:
+  """Writes each network recorded in state_dir/networks.json from the commit that holds it into dest/<run>/
+  (readable by `checkpoints.load_trained`); checks the variables' sha256. Relative paths are taken from `repo`
+  (dest: from the current folder). Returns the runs written."""
+  record = read_json(os.path.join(repo, state_dir, NETWORKS_JSON), {})
+  if not record:
+    raise FileNotFoundError(f"{os.path.join(state_dir, NETWORKS_JSON)}: no finished network recorded yet")
+  done = []
+  for run in (runs or sorted(record)):
+    entry = record[run]
+    out = os.path.join(dest, run)
+    for name in entry["files"]:
+      blob = _git(repo, "show", f"{entry['commit']}:{entry['path']}/{name}", data=True)
+      os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
+      with open(os.path.join(out, name), "wb") as f:
+        f.write(blob)
+    want = entry.get("variables_msgpack_sha256")
+    if want and _sha256(os.path.join(out, "variables.msgpack")) != want:
+      raise ValueError(f"{out}/variables.msgpack from {entry['commit'][:10]} is not the network recorded")
+    done.append(run)
+  return done
 
 
 def utc(t: Optional[float] = None) -> str:
