@@ -2,6 +2,7 @@
 bad state dicts as one line, and the real akamaster ResNet-20 against a numpy forward of PyTorch's."""
 import collections
 import io
+import json
 import os
 import pickle
 import struct
@@ -312,3 +313,27 @@ def test_main_end_to_end(resnet20_file, tmp_path):
   bad = run(f"--checkpoint={resnet20_file}", f"--out_dir={tmp_path / 'x'}", "--depth=32")
   assert bad.returncode == 1
   assert bad.stderr.strip() == "error: ValueError: the state dict holds a ResNet-20 (9 blocks), not the requested depth 32"
+
+
+def test_all_akamaster_regenerates_the_weights_beside_the_committed_config(resnet20_file, tmp_path):
+  """--all_akamaster: the git-ignored variables.msgpack of each imported folder, byte-identical to a fresh
+  import, with the committed config.json (provenance) left as it is; a source of another sha256 is refused."""
+  run = lambda *args: subprocess.run([sys.executable, "-m", "experiments.import_torch", *args], cwd=ROOT,
+                                     capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  fresh = tmp_path / "fresh"
+  assert run(f"--checkpoint={resnet20_file}", f"--out_dir={fresh}").returncode == 0
+  source, imported = tmp_path / "source", tmp_path / "imported"
+  source.mkdir()
+  os.symlink(resnet20_file, source / os.path.basename(resnet20_file))
+  (imported / "resnet20").mkdir(parents=True)
+  committed = json.loads((fresh / "config.json").read_text())
+  committed["imported_from"]["importer_commit"] = "an older commit"
+  (imported / "resnet20" / "config.json").write_text(json.dumps(committed))
+  done = run("--all_akamaster", f"--source_dir={source}", f"--imported_dir={imported}")
+  assert done.returncode == 0, done.stderr
+  assert (imported / "resnet20" / "variables.msgpack").read_bytes() == (fresh / "variables.msgpack").read_bytes()
+  assert json.loads((imported / "resnet20" / "config.json").read_text()) == committed
+  committed["imported_from"]["sha256"] = "0" * 64
+  (imported / "resnet20" / "config.json").write_text(json.dumps(committed))
+  bad = run("--all_akamaster", f"--source_dir={source}", f"--imported_dir={imported}")
+  assert bad.returncode == 1 and "not the 0000" in bad.stderr.strip().splitlines()[-1], bad.stderr[-500:]
