@@ -117,8 +117,12 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose(one["wave"], one["lesion"], atol=1e-9)
   np.testing.assert_allclose(two["lesion"], one["lesion"], atol=1e-9)  # masks spread over both processes
   np.testing.assert_allclose(two["paths"], one["paths"], rtol=1e-4)    # routes spread over both processes
-  # Both processes wrote the same checkpoint directory; only process 0 wrote metrics.
+  # Both processes wrote the same checkpoint directory; only process 0 wrote metrics and starts (a second
+  # writer would double every line).
   assert sorted(os.listdir(tmp_path / "run2" / "checkpoints")) == ["4", "8"]
+  for name in ("metrics.jsonl", "starts.jsonl"):
+    lines = {run: open(tmp_path / run / name).read().splitlines() for run in ("run1", "run2")}
+    assert len(lines["run2"]) == len(lines["run1"]) > 0, name
 
 
 def test_initialize_skips_single_process_and_rejects_bad_input(monkeypatch):
