@@ -17,6 +17,7 @@ from absl import app, flags
 
 from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
+from resnet_ensembles import models
 from resnet_ensembles.lesion import sweep as lesion
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.lesion import masks
@@ -68,6 +69,8 @@ def main(argv):
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
   config = checkpoints.read_config(_WORKDIR.value)  # a wrong --workdir fails before anything is created
+  if _BN.value == "recalibrate":  # before any data is read: a ViT has no BatchNorm to recalibrate
+    models.require_batch_norm(models.from_config(config), "--bn=recalibrate")
   out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
   with lock.hold(out_dir, hint="use another --output_dir"):  # before the sweep: a second one fails at once
     run_and_write(config, out_dir)

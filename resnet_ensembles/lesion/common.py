@@ -16,10 +16,9 @@ DEFAULT_BUDGET = 512 << 20
 
 def activation_bytes(model, num_streams: int = 1, image_hw: tuple[int, int] = (32, 32)) -> int:
   """Rough peak activation bytes of one `image_hw` image through `num_streams` copies of the network:
-  a few tensors of the first stage's size (after the stem's `input_stride`, e.g. 4 for ImageNet nets)."""
+  a few tensors of the size of the stream entering block 0 (`model.stream_shape`: after the stem)."""
   itemsize = jnp.dtype(model.dtype).itemsize
-  stride = getattr(model, "input_stride", 1)
-  first = (image_hw[0] // stride) * (image_hw[1] // stride) * model.layout.block_features[0]
+  first = int(np.prod(model.stream_shape(tuple(image_hw))))
   return LIVE_ACTIVATIONS * num_streams * first * max(itemsize, 4)
 
 

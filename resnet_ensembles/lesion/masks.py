@@ -77,9 +77,12 @@ def random_reorderings(layout: Layout, num_samples: int, seed: int, swaps: Optio
   """(orders [len(swaps) * num_samples, n], swaps per row, Kendall tau per row).
 
   Each order applies k random swaps, each of two distinct non-opener blocks of one stage (the stage
-  drawn with probability proportional to its number of movable pairs), so openers stay first."""
-  movable = [np.asarray([i for i in layout.stage_blocks(s) if i not in layout.stage_openers], np.int64)
-             for s in range(layout.num_stages)]
+  drawn with probability proportional to its number of movable pairs), so openers stay first. Where the
+  layout moves blocks in units (`order_unit`, a transformer layer's attention and MLP), a swap exchanges
+  two whole units."""
+  u = layout.order_unit
+  movable = [np.asarray([i for i in layout.stage_blocks(s) if i not in layout.stage_openers and i % u == 0],
+                        np.int64) for s in range(layout.num_stages)]
   pairs = np.asarray([len(m) * (len(m) - 1) // 2 for m in movable], np.float64)
   if pairs.sum() == 0:
     raise ValueError(f"depth {layout.depth} has no two non-opener blocks in one stage to swap")
@@ -93,6 +96,6 @@ def random_reorderings(layout: Layout, num_samples: int, seed: int, swaps: Optio
     for _ in range(k):
       stage = rng.choice(layout.num_stages, p=pairs / pairs.sum())
       a, b = rng.choice(movable[stage], size=2, replace=False)
-      orders[row, [a, b]] = orders[row, [b, a]]
+      orders[row, a:a + u], orders[row, b:b + u] = orders[row, b:b + u].copy(), orders[row, a:a + u].copy()
   taus = np.asarray([kendall_tau(o) for o in orders])
   return orders, rows, taus

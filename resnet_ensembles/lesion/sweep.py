@@ -89,6 +89,8 @@ def _check(model, split, masks, orders, bn, recal_split):
       raise ValueError(f"{len(masks)} masks but {len(orders)} orders: give one of each per network")
   if masks is None:
     masks = np.ones((len(orders), lay.num_blocks), np.float32)
+  if bn == "recalibrate":
+    models.require_batch_norm(model, "bn='recalibrate' (BatchNorm recalibration)")
   if bn == "recalibrate" and recal_split is None:
     raise ValueError("bn='recalibrate' needs recal_split (training images)")
   if len(split[1]) == 0:
@@ -202,7 +204,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
     start = i * chunk
     m = masks[start:start + chunk]
     o = None if orders is None else orders[start:start + chunk]
-    stats = recal_fn(variables, m, o, scale, rx) if recal else variables["batch_stats"]
+    stats = recal_fn(variables, m, o, scale, rx) if recal else variables.get("batch_stats", {})
     acc = None
     for x, y, w in test_batches:
       out = count_fn(variables["params"], stats, m, o, scale, x, y, w)

@@ -1,9 +1,12 @@
-"""Every network family the engines study, behind one small interface (see `CifarResNet`):
+"""Every network family the engines study, behind one small interface (`interface.ResidualStack`):
 
   layout                      blocks, stage openers, which blocks may be deleted / permuted together
   embed(x) -> h               the activation entering block 0
-  block(h, pos, mask, route, order) -> h,  deleted(h, pos) -> h
-  readout(h) -> logits
+  block(h, pos, mask, route, order, path_groups) -> h,  deleted(h, pos) -> h
+  readout(h) -> logits;  stream_shape(image_hw);  batch_norm, residual, num_classes, dtype, input_stats
+
+Families: CIFAR ResNets and plain nets (`cifar`), ImageNet bottleneck ResNets (`imagenet`), a pre-LN
+Vision Transformer whose attention and MLP sublayers are the blocks (`vit`).
 
 Masks, orders and routes are traced inputs, so one compiled program serves a whole `vmap`ped stack of
 them. `from_config(config)` builds any model a run's config.json names. This package imports nothing
@@ -20,17 +23,22 @@ import jax.numpy as jnp
 from resnet_ensembles.models.cifar import (CifarResNet, PlainNet, build_model, block_names,  # noqa: F401
                                            keep_stats_of_inactive_blocks, num_params, type_a_shortcut)
 from resnet_ensembles.models.imagenet import ImageNetResNet, build_from_config as _imagenet_from_config
+from resnet_ensembles.models.interface import ResidualStack, require_batch_norm  # noqa: F401
+from resnet_ensembles.models.vit import VisionTransformer, build_from_config as _vit_from_config
 from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
 
 
-def from_config(config) -> CifarResNet:
-  """The model of a run's config (`config.model`): CIFAR ResNet / plain net, or ImageNet ResNet."""
+def from_config(config) -> ResidualStack:
+  """The model of a run's config (`config.model`): CIFAR ResNet / plain net, ImageNet ResNet, or ViT."""
   m = config.model
   if m.name == "imagenet_resnet":
     return _imagenet_from_config(config)
+  if m.name == "vit":
+    return _vit_from_config(config)
   return build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype),
                      m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"))
 
 
-__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "Layout", "build_model", "from_config", "cifar_layout",
-           "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut"]
+__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "ResidualStack", "Layout", "build_model",
+           "from_config", "cifar_layout", "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut",
+           "require_batch_norm"]

@@ -84,7 +84,7 @@ class ResidualBranch(nn.Module):
 
 
 class CifarResNet(nn.Module):
-  """He et al. CIFAR ResNet (depth 6n+2, 16/32/64 channels, type-A shortcuts).
+  """He et al. CIFAR ResNet (depth 6n+2, 16/32/64 channels, type-A shortcuts); a `models.ResidualStack`.
 
   `variant="preact"` is He et al. 2016b (the network Veit et al. lesioned); `"original"` is 2016a.
   Besides `__call__`, the pieces `embed`, `block`, `branch`, `shortcut` and `readout` are public methods so that
@@ -100,10 +100,15 @@ class CifarResNet(nn.Module):
   shortcut_pad: str = "end"     # where option-A shortcuts put their zero channels: "end" or "both"
   input_stats: str = "cifar10"  # which standardisation its inputs get (data.normalize_for): or "imagenet"
   input_stride: ClassVar[int] = 1         # input resolution / first stage's resolution
+  batch_norm: ClassVar[bool] = True       # variables hold BatchNorm statistics (models.interface)
 
   @property
   def layout(self) -> Layout:
     return cifar_layout(self.depth, self.width)
+
+  def stream_shape(self, image_hw: tuple[int, int]) -> tuple[int, ...]:
+    """One image's activation entering block 0 (the largest a block sees): memory estimates."""
+    return (image_hw[0] // self.input_stride, image_hw[1] // self.input_stride, self.layout.block_features[0])
 
   def setup(self):
     if self.variant not in ("preact", "original"):

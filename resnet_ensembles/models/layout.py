@@ -1,4 +1,4 @@
-"""Block layout of the CIFAR ResNets: what a sweep needs without re-deriving it from a model."""
+"""Block layout of a residual stack: what a sweep needs without re-deriving it from a model."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +10,12 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """0-based block indices. Stage openers are the first block of each stage (blocks 1, 19, 37 of
-  ResNet-110 in the paper's 1-based numbering); the downsampling blocks are openers of stages 2, 3."""
+  """0-based block indices. Stages are the runs of equal `stage_of_block`: blocks move only within their
+  stage. Stage openers (the first block of each ResNet stage: blocks 1, 19, 37 of ResNet-110 in the paper's
+  1-based numbering; none in a transformer) never move and are left out of k-deletions by default; the
+  downsampling blocks are openers of stages 2, 3. `order_unit` consecutive blocks (aligned on multiples of
+  it) move together under `block_order`: 1 for ResNets, 2 for a transformer's (attention, MLP) layers.
+  `block_features`/`block_strides` describe ResNet branches (a transformer: its width, stride 1)."""
   depth: int
   num_blocks: int
   stage_of_block: tuple[int, ...]
@@ -20,14 +24,15 @@ class Layout:
   block_features: tuple[int, ...]
   block_strides: tuple[int, ...]
   block_macs: tuple[int, ...]   # multiply-adds of each residual branch for one 32x32 image
+  order_unit: int = 1           # consecutive blocks that block_order moves as one
 
   @property
   def num_stages(self) -> int:
-    return len(self.stage_openers)
+    return max(self.stage_of_block) + 1
 
   def stage_blocks(self, stage: int) -> range:
-    end = self.stage_openers[stage + 1] if stage + 1 < self.num_stages else self.num_blocks
-    return range(self.stage_openers[stage], end)
+    members = [i for i, s in enumerate(self.stage_of_block) if s == stage]
+    return range(members[0], members[-1] + 1)
 
   @property
   def deletable_blocks(self) -> tuple[int, ...]:
@@ -75,3 +80,7 @@ def check_block_order(order: Any, layout: Layout) -> None:
                        f"{pos} (stage {layout.stage_of_block[pos]}); orders must stay within stages")
     if pos in layout.stage_openers and blk != pos:
       raise ValueError(f"block_order must keep stage opener {pos} first in its stage, got block {blk}")
+  u = layout.order_unit
+  if u > 1 and any(order[p] != order[p - p % u] + p % u or order[p - p % u] % u for p in range(len(order))):
+    raise ValueError(f"block_order must move whole units of {u} blocks (a layer's attention and MLP): positions "
+                     f"{u}l..{u}l+{u - 1} must hold blocks {u}m..{u}m+{u - 1}, got {order.tolist()}")

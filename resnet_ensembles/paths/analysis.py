@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 from scipy import stats
 
+from resnet_ensembles import models
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.paths.gradients import (Tape, check_model, decompose, decomposition_norms,  # noqa: F401
@@ -170,6 +171,8 @@ def analyze(model, variables, images: np.ndarray, labels: np.ndarray, config) ->
   check_model(model)
   if config.bn not in ("inference", "batch"):
     raise ValueError(f"bn must be 'inference' or 'batch', got {config.bn!r}")
+  if config.bn == "batch":
+    models.require_batch_norm(model, "bn='batch' (BatchNorm in batch mode)")
   if min(config.num_batches, config.exact_batches, config.route_chunk) < 1 or not 0 < config.share <= 1:
     raise ValueError("num_batches, exact_batches and route_chunk must be >= 1 and share in (0, 1]")
   if config.samples_per_length < 1 or config.samples_per_length % config.num_batches:

@@ -88,16 +88,17 @@ def decompose(tape: Tape) -> tuple[Array, Array]:
   return jax.vmap(tape.embed_vjp)(comps)[0], comps
 
 
-def mean_norm(g: Array) -> Array:
-  """Mean over the batch axis (the first of the last four) of the per-image L2 norm."""
-  return jnp.sqrt(jnp.sum(jnp.square(g), axis=(-3, -2, -1))).mean(-1)
+def mean_norm(g: Array, event_ndim: int = 3) -> Array:
+  """Mean over the batch axis (the one before the last `event_ndim`: 3 for images and conv activations,
+  2 for a transformer's tokens) of the per-image L2 norm."""
+  return jnp.sqrt(jnp.sum(jnp.square(g), axis=tuple(range(-event_ndim, 0)))).mean(-1)
 
 
 @jax.jit
 def routed_norms(tape: Tape, routes: Array) -> tuple[Array, Array]:
   """Per-route mean gradient norm at the image and at the block-0 input, vmapped over routes [R, n]."""
   g_x, g_h = jax.vmap(routed_gradient, in_axes=(None, 0))(tape, routes)
-  return mean_norm(g_x), mean_norm(g_h)
+  return mean_norm(g_x), mean_norm(g_h, tape.top.ndim - 1)
 
 
 @jax.jit
@@ -105,5 +106,6 @@ def decomposition_norms(tape: Tape) -> dict:
   g_x, g_h = decompose(tape)
   full_x, full_h = full_gradient(tape)
   rel = lambda parts, full: jnp.max(jnp.abs(parts.sum(0) - full)) / jnp.maximum(jnp.max(jnp.abs(full)), 1e-30)
-  return dict(image=mean_norm(g_x), block0=mean_norm(g_h), full_image=mean_norm(full_x),
-              full_block0=mean_norm(full_h), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))
+  stream = tape.top.ndim - 1  # a block's activation: [H, W, C] (ResNet) or [tokens, width] (ViT)
+  return dict(image=mean_norm(g_x), block0=mean_norm(g_h, stream), full_image=mean_norm(full_x),
+              full_block0=mean_norm(full_h, stream), sum_error=jnp.maximum(rel(g_x, full_x), rel(g_h, full_h)))

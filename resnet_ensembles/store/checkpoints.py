@@ -176,4 +176,4 @@ def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
     manager.close()
   if step is None:
     raise FileNotFoundError(f"{path} has no checkpoint yet")
-  return model, {"params": restored["params"], "batch_stats": restored["batch_stats"]}, config
+  return model, {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}, config

@@ -16,7 +16,7 @@ from resnet_ensembles.store import lock
 
 # model.name -> the module whose train_and_evaluate trains it (imported on use: ImageNet needs TensorFlow).
 TRAINERS = {"resnet": "resnet_ensembles.training.cifar", "plain": "resnet_ensembles.training.cifar",
-            "imagenet_resnet": "resnet_ensembles.training.imagenet"}
+            "vit": "resnet_ensembles.training.cifar", "imagenet_resnet": "resnet_ensembles.training.imagenet"}
 
 
 def trainer_for(config):

@@ -23,22 +23,24 @@ from resnet_ensembles.data import cifar10 as data_lib, for_run
 from resnet_ensembles.models import samplers
 from resnet_ensembles.models.layout import cifar_layout
 from resnet_ensembles.parallel.mesh import data_mesh, global_batch, process_rows
-from resnet_ensembles.training import steps
+from resnet_ensembles.training import schedules, steps
 from resnet_ensembles.training.loop import fit
 
 
 def validate_config(config) -> None:
   """Clear one-line errors before anything is compiled."""
-  if config.model.name not in ("resnet", "plain"):
-    raise ValueError(f"config.model.name must be 'resnet' or 'plain' for CIFAR-10, got {config.model.name!r}")
-  cifar_layout(config.model.depth, config.model.width)
-  if config.model.variant not in ("preact", "original"):
-    raise ValueError(f"config.model.variant must be 'preact' or 'original', got {config.model.variant!r}")
+  if config.model.name not in ("resnet", "plain", "vit"):
+    raise ValueError(f"config.model.name must be 'resnet', 'plain' or 'vit' for CIFAR-10, got {config.model.name!r}")
+  if config.model.name != "vit":
+    cifar_layout(config.model.depth, config.model.width)
+    if config.model.variant not in ("preact", "original"):
+      raise ValueError(f"config.model.variant must be 'preact' or 'original', got {config.model.variant!r}")
   if config.batch_size % jax.device_count():
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.device_count()} devices")
   if config.num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1, got {config.num_epochs}")
-  samplers.make_sampler(config.train_mask, cifar_layout(config.model.depth), config.batch_size)
+  samplers.make_sampler(config.train_mask, models.from_config(config).layout, config.batch_size)
+  schedules.make_optimizer(config, lambda step: 0.0)
 
 
 def evaluate_trained(config, model, variables, test, mesh=None) -> dict:

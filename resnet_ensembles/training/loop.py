@@ -83,8 +83,8 @@ def _fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Ca
   if jax.process_index() == 0:
     provenance.record_start(workdir, start_step)
 
-  step_fn = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, sampler=sampler, preprocess=preprocess),
-                    donate_argnums=0)
+  step_fn = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, sampler=sampler, preprocess=preprocess,
+                                      label_smoothing=config.get("label_smoothing", 0.0)), donate_argnums=0)
   key = jax.random.PRNGKey(config.seed + 1)
   last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
   progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress,

@@ -1,9 +1,13 @@
 """Learning-rate schedules and the optimizer: the paper's step schedule (with He et al.'s constant warm-up
-for ResNet-110) or a cosine decay after a linear warm-up, and SGD with torch-style coupled weight decay."""
+for ResNet-110) or a cosine decay after a linear warm-up; SGD with torch-style coupled weight decay (the
+default), or AdamW (`optimizer: adamw`, decoupled decay on weight matrices only, as transformers train)."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
+
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -28,6 +32,17 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
 
 
 def make_optimizer(config, lr_fn: optax.Schedule) -> optax.GradientTransformation:
-  # Torch-style coupled weight decay (added to the gradient before momentum), as in the authors' code.
-  return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                     optax.sgd(lr_fn, momentum=config.momentum))
+  kind = config.get("optimizer", "sgd")
+  if kind not in OPTIMIZERS:
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {kind!r}")
+  if kind == "sgd":
+    # Torch-style coupled weight decay (added to the gradient before momentum), as in the authors' code.
+    return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                       optax.sgd(lr_fn, momentum=config.momentum))
+  # Weight matrices and kernels only: biases, LayerNorm scales and position embeddings are not decayed.
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim >= 2 and "pos_embed" not in jax.tree_util.keystr(path), params)
+  adamw = optax.adamw(lr_fn, b1=config.get("beta1", 0.9), b2=config.get("beta2", 0.999),
+                      weight_decay=config.weight_decay, mask=decay_mask)
+  clip = config.get("grad_clip_norm", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), adamw) if clip else adamw

@@ -30,7 +30,7 @@ class TrainState(struct.PyTreeNode):
 def create_state(config, model, tx, key: jax.Array, image_size: int = 32) -> TrainState:
   variables = model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                    batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]))
 
 
 def init_from_trained(state: TrainState, config, model, tx) -> TrainState:
@@ -43,19 +43,23 @@ def init_from_trained(state: TrainState, config, model, tx) -> TrainState:
   if shapes(variables["params"]) != shapes(jax.device_get(state.params)):
     raise ValueError(f"init_from {config.init_from}: its parameters do not match the configured network")
   params = jax.tree.map(jnp.asarray, variables["params"])
-  return state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables["batch_stats"]),
+  return state.replace(params=params, batch_stats=jax.tree.map(jnp.asarray, variables.get("batch_stats", {})),
                        opt_state=tx.init(params))
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Mean cross-entropy; with `label_smoothing` e the target is (1 - e) one-hot + e / C (Szegedy et al.)."""
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
                sampler: Optional[samplers.Sampler],
-               preprocess: Callable[[jax.Array, jax.Array], jax.Array] = data_lib.augment
-               ) -> tuple[TrainState, dict]:
-  """One SGD step. Randomness: fold_in(key, step) -> `preprocess(key, uint8 images)` (CIFAR: the
+               preprocess: Callable[[jax.Array, jax.Array], jax.Array] = data_lib.augment,
+               label_smoothing: float = 0.0) -> tuple[TrainState, dict]:
+  """One optimizer step. Randomness: fold_in(key, step) -> `preprocess(key, uint8 images)` (CIFAR: the
   paper's augmentation; ImageNet: normalisation only, augmented on the host) and the mask sampler."""
   step_key = jax.random.fold_in(key, state.step)
   aug_key, mask_key = jax.random.split(step_key)
@@ -66,7 +70,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
     logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                    train=True, block_mask=mask, grad_route=route, mutable=["batch_stats"])
     logits = logits.astype(jnp.float32)  # a no-op in fp32; the loss of bf16 models in fp32
-    return cross_entropy(logits, batch["label"]), (logits, new_vars["batch_stats"])
+    return cross_entropy(logits, batch["label"], label_smoothing), (logits, new_vars["batch_stats"])
 
   (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   if mask is not None and mask.ndim == 1:  # per-example masks: every block ran, on the whole batch
