@@ -96,7 +96,7 @@ def figure(result: dict) -> Figure:
                   color="black" if item["label"] == item["pred"] else "tab:red")
       if i == 0:
         a.set_ylabel(title.replace("furthest toward ", "").replace(" paths", ""), fontsize=8)
-  fig.text(0.5, 0.33, f"test images by the mean path length of their profile (m), top row longest, bottom shortest; "
+  fig.text(0.5, 0.375, f"test images by the mean path length of their profile (m), top row longest, bottom shortest; "
            f"label (→ wrong prediction in red), f = single deletions flipping it", ha="center", fontsize=9)
   return fig
 
