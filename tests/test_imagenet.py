@@ -374,12 +374,12 @@ def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   main = lambda *args: subprocess.Popen([sys.executable, "-m", *args], cwd=root, env=env, text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  out = tmp_path / "out"
+  out, paths_out = tmp_path / "out", tmp_path / "paths_out"  # one folder each: each main locks its own
   lesion = main("experiments.lesion", f"--workdir={path}", "--sweep=multi", "--num_samples=2", "--max_k=2",
                 "--test_size=0", "--batch_size=9", f"--output_dir={out}")
   paths_run = main("experiments.paths", f"--workdir={path}", "--config=experiments/configs/paths.py:quick",
                    "--config.samples_per_length=2", "--config.num_batches=1", "--config.batch_size=4",
-                   "--config.route_chunk=8", f"--output_dir={out}")
+                   "--config.route_chunk=8", f"--output_dir={paths_out}")
   (lo, le), (po, pe) = lesion.communicate(timeout=600), paths_run.communicate(timeout=600)
   assert lesion.returncode == 0, le[-2000:]
   assert paths_run.returncode == 0 and "effective paths" in po, pe[-2000:]
@@ -389,5 +389,5 @@ def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
   assert [r["k"] for r in net["rows"]] == [1, 1, 2, 2] and all(0 <= r["error"] <= 1 for r in net["rows"])
   assert os.path.getsize(out / "multi_stored.png") > 10_000 and (out / "multi_stored.csv").exists()
   assert not (out / "multi_stored.json.partial").exists()  # the sweep's chunks go once its JSON is written
-  p = json.load(open(out / "paths.json"))
-  assert p["num_blocks"] == 16 and len(p["sampled"]["image_mean"]) == 17 and (out / "paths.png").exists()
+  p = json.load(open(paths_out / "paths.json"))
+  assert p["num_blocks"] == 16 and len(p["sampled"]["image_mean"]) == 17 and (paths_out / "paths.png").exists()
