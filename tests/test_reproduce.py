@@ -101,5 +101,5 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr[-2000:]
   done = run_main("experiments.reproduce", f"--workdir={out}", "--config=experiments/configs/reproduce.py:tinier")
   last = done.stderr.strip().splitlines()[-1]  # a config whose get_config raises: one line, not its traceback
-  assert done.returncode != 0 and last.startswith("error: ") and "cpu, paper or tiny; got 'tinier'" in last, last
+  assert done.returncode != 0 and last.startswith("error: ") and "cpu, paper, paper_jpeg or tiny; got 'tinier'" in last, last
   assert "Traceback" not in done.stderr
