@@ -116,7 +116,9 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose(two["wave"], one["wave"], atol=1e-9)
   np.testing.assert_allclose(one["wave"], one["lesion"], atol=1e-9)
   np.testing.assert_allclose(two["lesion"], one["lesion"], atol=1e-9)  # masks spread over both processes
-  np.testing.assert_allclose(two["paths"], one["paths"], rtol=1e-4)    # routes spread over both processes
+  # routes spread over both processes; the smallest magnitudes (~1e-4 of the largest) differ by float
+  # summation order, so the tolerance is relative to the curve's scale as well as to each value
+  np.testing.assert_allclose(two["paths"], one["paths"], rtol=1e-4, atol=1e-4 * np.max(np.abs(one["paths"])))
   # Both processes wrote the same checkpoint directory; only process 0 wrote metrics and starts (a second
   # writer would double every line).
   assert sorted(os.listdir(tmp_path / "run2" / "checkpoints")) == ["4", "8"]
