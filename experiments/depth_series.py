@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from resnet_ensembles.plots import depth_series as series_plot
 from resnet_ensembles.store import lock
-from resnet_ensembles.study import depth_series, series
+from resnet_ensembles.study import depth_series, series, stages
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,7 +39,7 @@ def summarize(c, workdir: str, run_first: bool) -> None:
     depth_series.run(c, workdir)
   names = list(c.order) + [n for n in c.networks if n not in c.order]
   summary = series.summarize(workdir, names, list(c.fit_networks), list(c.bns))
-  depth_series.write_json(summary, os.path.join(workdir, "series.json"))
+  stages.write_json(summary, os.path.join(workdir, "series.json"))
   labels = c.labels.to_dict()
   with open(os.path.join(workdir, "series.md"), "w") as f:
     f.write(series.render(summary, labels))

@@ -107,23 +107,24 @@ def normalize(images: jax.Array) -> jax.Array:
   return (images.astype(jnp.float32) - MEAN) / STD
 
 
-def normalize_for(model, images: jax.Array) -> jax.Array:
-  """`images` (uint8) standardised as `model` was trained: CIFAR-10 or ImageNet channel statistics."""
-  if getattr(model, "input_stats", "cifar10") == "imagenet":
+def standardize(images: jax.Array, stats: str = "cifar10") -> jax.Array:
+  """uint8 images standardised with CIFAR-10 ("cifar10") or ImageNet ("imagenet") channel statistics."""
+  if stats == "imagenet":
     from resnet_ensembles.data import imagenet as imagenet_data
     return imagenet_data.normalize(images)
   return normalize(images)
+
+
+def normalize_for(model, images: jax.Array) -> jax.Array:
+  """`images` (uint8) standardised as `model` was trained: CIFAR-10 or ImageNet channel statistics."""
+  return standardize(images, getattr(model, "input_stats", "cifar10"))
 
 
 def augment(key: jax.Array, images: jax.Array, pad: int = 4, stats: str = "cifar10") -> jax.Array:
   """The paper's augmentation on device: 4-pixel zero pad (after normalisation, as in the authors'
   code), random 32x32 crop, random horizontal flip. Returns float32 images standardised with `stats`
   ("cifar10", or "imagenet" for networks trained with ImageNet channel statistics)."""
-  if stats == "imagenet":
-    from resnet_ensembles.data import imagenet as imagenet_data
-    x = imagenet_data.normalize(images)
-  else:
-    x = normalize(images)
+  x = standardize(images, stats)
   n, h, w, _ = x.shape
   k_crop, k_flip = jax.random.split(key)
   x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))

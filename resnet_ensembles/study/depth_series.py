@@ -9,33 +9,19 @@ with its next chunk where the sweep engine keeps chunks). `series.summarize` tur
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
-import numpy as np
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import progress, study as lesion_study
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.store import checkpoints
+from resnet_ensembles.study.stages import read_json, write_json
 from resnet_ensembles.utils.provenance import git_commit
 
 SWEEPS = lesion_study.SWEEPS
-
-
-def write_json(obj, path: str) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(obj, f)
-  os.replace(tmp, path)
-
-
-def _read(path: str):
-  with open(path) as f:
-    return json.load(f)
 
 
 def sweep_settings(config, sweep: str, bn: str) -> dict:
@@ -72,7 +58,7 @@ def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str
   _, variables, _ = checkpoints.load_trained(path)
   sha = checkpoints.fingerprint(variables)
   if os.path.exists(out):
-    old = _read(out)
+    old = read_json(out)
     if old.get("settings") == settings and old["networks"][0].get("variables_sha256") == sha:
       progress.discard(out)  # killed between writing the JSON and removing its chunks
       return "kept"
@@ -95,7 +81,7 @@ def paths_one(config, workdir: str, data: dict, name: str, path: str) -> str:
   model, variables, trained = checkpoints.load_trained(path)
   pc = config.paths
   if os.path.exists(out):
-    old = _read(out)
+    old = read_json(out)
     if old.get("config") == pc.to_dict() and old.get("variables_sha256") == checkpoints.fingerprint(variables):
       return "kept"
   images, labels = data[pc.split]
