@@ -5,7 +5,8 @@ r"""CIFAR-10 training configs for the small pre-LN Vision Transformer (`models.v
 The argument is a size followed by comma-separated modifiers:
   tiny    2 layers, width 32, 2 heads, MLP 64 (tests and smoke runs)
   s4      4 layers, width 128, 4 heads, MLP 256
-  s6      6 layers, width 192, 3 heads, MLP 384 (ViT-Tiny's width; the CPU proposal, see benchmarks/vit_throughput.py)
+  s6      6 layers, width 192, 3 heads, MLP 384 (ViT-Tiny's width)
+  s6n     6 layers, width 128, 4 heads, MLP 256 (s4's layers, s6's depth)
   s8      8 layers, width 256, 4 heads, MLP 512
 Every size embeds 4x4 patches (64 tokens) and mean-pools the tokens. Modifiers: `quick` (1 epoch on 5,000
 training images, 2,000 test images), `epochs=N`.
@@ -23,6 +24,7 @@ SIZES = {  # depth (layers), width, heads, mlp_dim
     "tiny": (2, 32, 2, 64),
     "s4": (4, 128, 4, 256),
     "s6": (6, 192, 3, 384),
+    "s6n": (6, 128, 4, 256),
     "s8": (8, 256, 4, 512),
 }
 

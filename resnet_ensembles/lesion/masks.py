@@ -40,6 +40,18 @@ def single_deletions(layout: Layout, include_openers: bool = True) -> tuple[np.n
   return masks, blocks
 
 
+def unit_deletions(layout: Layout) -> tuple[np.ndarray, list[list[int]]]:
+  """(masks [m, n], deleted blocks per row): each movable unit (`order_unit` blocks, e.g. a transformer
+  layer's attention and MLP) deleted whole; stage openers' units excluded."""
+  u = layout.order_unit
+  units = [list(range(i, i + u)) for i in range(0, layout.num_blocks, u)
+           if not set(range(i, i + u)) & set(layout.stage_openers)]
+  masks = np.ones((len(units), layout.num_blocks), np.float32)
+  for row, blocks in enumerate(units):
+    masks[row, blocks] = 0
+  return masks, units
+
+
 def default_ks(layout: Layout, include_openers: bool = False) -> list[int]:
   """k = 1..20 as in the paper, capped by the number of blocks that may be deleted."""
   return list(range(1, min(PAPER_MAX_K, len(_candidates(layout, include_openers))) + 1))
@@ -79,7 +91,7 @@ def random_reorderings(layout: Layout, num_samples: int, seed: int, swaps: Optio
   Each order applies k random swaps, each of two distinct non-opener blocks of one stage (the stage
   drawn with probability proportional to its number of movable pairs), so openers stay first. Where the
   layout moves blocks in units (`order_unit`, a transformer layer's attention and MLP), a swap exchanges
-  two whole units."""
+  two whole units, and Kendall's tau is taken over the units."""
   u = layout.order_unit
   movable = [np.asarray([i for i in layout.stage_blocks(s) if i not in layout.stage_openers and i % u == 0],
                         np.int64) for s in range(layout.num_stages)]
@@ -97,5 +109,5 @@ def random_reorderings(layout: Layout, num_samples: int, seed: int, swaps: Optio
       stage = rng.choice(layout.num_stages, p=pairs / pairs.sum())
       a, b = rng.choice(movable[stage], size=2, replace=False)
       orders[row, a:a + u], orders[row, b:b + u] = orders[row, b:b + u].copy(), orders[row, a:a + u].copy()
-  taus = np.asarray([kendall_tau(o) for o in orders])
+  taus = np.asarray([kendall_tau(o[::u] // u) for o in orders])  # over the units that move (layers)
   return orders, rows, taus

@@ -16,18 +16,20 @@ from absl import logging
 
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.lesion import sweep as lesion
-from resnet_ensembles.lesion import masks
+from resnet_ensembles.lesion import masks, painters
 from resnet_ensembles.models import samplers
 from resnet_ensembles.models.layout import Layout
 
-SWEEPS = ("single", "multi", "reorder")
+SWEEPS = ("single", "multi", "reorder")        # Veit et al. Figs. 3-5, every ResidualStack
+UNIT_SWEEPS = ("layers", "painters")           # whole order units deleted; Sun et al.'s layer lesions (ViT)
+ALL_SWEEPS = SWEEPS + UNIT_SWEEPS
 
 
 def check_sweep_args(sweep: str, *, num_samples: int = 10, max_k: int = masks.PAPER_MAX_K, batch_size: int = 500,
                      memory_budget_mb: int = 512, recal_batches: int = 4, recal_batch_size: int = 128) -> None:
   """One-line errors for a sweep's settings, before any data is read or anything compiles."""
-  if sweep not in SWEEPS:
-    raise ValueError(f"sweep must be one of {SWEEPS}, got {sweep!r}")
+  if sweep not in ALL_SWEEPS:
+    raise ValueError(f"sweep must be one of {ALL_SWEEPS}, got {sweep!r}")
   for name, value in (("num_samples", num_samples), ("max_k", max_k), ("batch_size", batch_size),
                       ("memory_budget_mb", memory_budget_mb), ("recal_batches", recal_batches),
                       ("recal_batch_size", recal_batch_size)):
@@ -47,6 +49,12 @@ def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: in
     rows = [{"deleted": int(i), "stage": layout.stage_of_block[i], "opener": int(i) in layout.stage_openers}
             for i in deleted]
     return np.concatenate([m, full]), None, rows + [{"full": True}]
+  if sweep == "layers":
+    m, units = masks.unit_deletions(layout)
+    rows = [{"deleted_unit": blocks[0] // layout.order_unit, "deleted": blocks} for blocks in units]
+    return np.concatenate([m, full]), None, rows + [{"full": True}]
+  if sweep == "painters":
+    raise ValueError("the painters sweep is not a mask/order stack: see lesion.painters.configurations")
   if sweep == "multi":
     ks = masks.default_ks(layout, include_openers)[:max_k]
     m, k = masks.random_deletions(layout, num_samples, seed, ks, include_openers)
@@ -61,14 +69,18 @@ def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: in
 def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "stored", num_samples: int = 10,
                   max_k: int = masks.PAPER_MAX_K, seed: int = 0, include_openers: bool = False,
                   batch_size: int = 500, memory_budget_mb: int = 512, recal_batches: int = 4,
-                  recal_batch_size: int = 128, resume_dir: Optional[str] = None) -> dict:
-  """Loads the trained network at `path` and sweeps it on data["test"] (recalibrating on data["train"]).
+                  recal_batch_size: int = 128, resume_dir: Optional[str] = None,
+                  loaded: Optional[tuple] = None) -> dict:
+  """Loads the trained network at `path` (or takes `loaded`, what `checkpoints.load_trained(path)` returned)
+  and sweeps it on data["test"] (recalibrating on data["train"]).
   `resume_dir` (e.g. `progress.partial_dir(out_json, label)`): finished chunks of the vmapped sweep are kept
   there as they finish, so a rerun after a kill continues where it stopped (`lesion.evaluate`); the
   prefix-shared single-deletion sweep (stored BN) is one pass over the images and keeps nothing."""
   check_sweep_args(sweep, num_samples=num_samples, max_k=max_k, batch_size=batch_size,
                    memory_budget_mb=memory_budget_mb, recal_batches=recal_batches, recal_batch_size=recal_batch_size)
-  model, variables, config = checkpoints.load_trained(path)
+  model, variables, config = loaded or checkpoints.load_trained(path)
+  if sweep == "painters":
+    return _painters_sweep(model, variables, config, path, label, data, batch_size, bn, seed)
   scale = samplers.test_time_mask(config.train_mask, model.layout) if "train_mask" in config else None
   m, o, rows = lesion_stack(model.layout, sweep, num_samples=num_samples, max_k=max_k, seed=seed,
                             include_openers=include_openers)
@@ -97,6 +109,24 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
           "branch_scale": None if scale is None else scale.tolist(),
           "train_mask": config.train_mask.to_dict() if "train_mask" in config else None,
           "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}
+
+
+def _painters_sweep(model, variables, config, path, label, data, batch_size, bn, seed) -> dict:
+  """Layers in parallel, skipped, reversed, shuffled (`lesion.painters`), in the schema of the other sweeps."""
+  if bn != "stored":
+    raise ValueError("the painters sweep runs with the network as trained (bn='stored')")
+  painters.check_painters_model(model)
+  m, o, reads, rows = painters.configurations(model.depth, model.layout.order_unit, seed=seed)
+  logging.info("%s: %d layer lesions on %d test images", label, len(rows) - 1, len(data["test"][1]))
+  out = painters.evaluate(model, variables, data["test"], m, o, reads, batch_size=batch_size)
+  for i, row in enumerate(rows):
+    row.update(layer_order=(o[i][::model.layout.order_unit] // model.layout.order_unit).tolist(),
+               parallel_from=reads[i].tolist(), deleted=np.flatnonzero(m[i] == 0).tolist(),
+               **{k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})
+  return {"label": label, "workdir": path, "variables_sha256": checkpoints.fingerprint(variables),
+          "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks, "num_layers": model.depth,
+          "branch_scale": None, "train_mask": None, "stage_openers": list(model.layout.stage_openers),
+          "full_error": rows[-1]["error"], "rows": rows[:-1]}
 
 
 def test_time_treatments(path: str, split, *, batch_size: int = 500) -> dict:

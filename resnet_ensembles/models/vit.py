@@ -6,6 +6,9 @@ so n = 2 x depth blocks, named block_00 ... like the ResNets' branches. `block_m
 sublayers and `grad_route` gates them one by one; `block_order` [2L] moves whole LAYERS: positions 2l,
 2l+1 hold blocks 2m, 2m+1 (layer m's pair), the layout's `order_unit` = 2 (`layer_order_to_block_order`).
 There is one stage and no opener: any layer may be deleted or moved (Sun et al. 2024 ask exactly that).
+`parallel_from` [L] (Sun et al.'s parallel layers): layer l reads the stream as it entered layer
+parallel_from[l] <= l and adds its change to the current stream, so a span of layers all reading the span's
+input sums their contributions; the identity arange(L) is the ordinary network.
 No BatchNorm: nothing to recalibrate after a lesion; variables hold only "params".
 """
 from __future__ import annotations
@@ -124,22 +127,35 @@ class VisionTransformer(nn.Module):
 
   def __call__(self, x: Array, train: bool = False, block_mask: Optional[Array] = None,
                block_order: Optional[Array] = None, grad_route: Optional[Array] = None,
-               path_groups: int = 0) -> Array:
+               path_groups: int = 0, parallel_from: Optional[Array] = None) -> Array:
     n = self.layout.num_blocks
     for name, arr, other in (("block_mask", block_mask, (x.shape[0], n)), ("block_order", block_order, None),
                              ("grad_route", grad_route, (2, n))):
       if arr is not None and jnp.shape(arr) != (n,) and jnp.shape(arr) != other:
         raise ValueError(f"{name} must have shape ({n},){f' or {other}' if other else ''} for a "
                          f"{self.depth}-layer ViT (2 blocks a layer), got {jnp.shape(arr)}")
+    if parallel_from is not None and jnp.shape(parallel_from) != (self.depth,):
+      raise ValueError(f"parallel_from must have shape ({self.depth},) (one entry per layer), got "
+                       f"{jnp.shape(parallel_from)}")
     if block_order is not None and train:
       raise ValueError("block_order is an evaluation-time lesion; train with the natural order")
     if block_order is not None:
       check_block_order(block_order, self.layout)
     x = self.embed(x, train)
-    for pos in range(n):
-      x = self.block(x, pos, train, mask=None if block_mask is None else block_mask[..., pos],
-                     route=None if grad_route is None else grad_route[..., pos], order=block_order,
-                     path_groups=path_groups)
+    block = lambda h, pos: self.block(h, pos, train, mask=None if block_mask is None else block_mask[..., pos],
+                                      route=None if grad_route is None else grad_route[..., pos],
+                                      order=block_order, path_groups=path_groups)
+    if parallel_from is None:
+      for pos in range(n):
+        x = block(x, pos)
+      return self.readout(x, train)
+    entering = []  # the stream as it entered each layer so far
+    for layer in range(self.depth):
+      entering.append(x)
+      source = jnp.stack(entering)[jnp.clip(parallel_from[layer], 0, layer)]
+      out = block(block(source, 2 * layer), 2 * layer + 1)
+      # reading its own input, the layer runs as usual (exactly: no x + (out - x) rounding)
+      x = jnp.where(parallel_from[layer] >= layer, out, x + (out - source))
     return self.readout(x, train)
 
   def embed(self, x: Array, train: bool = False) -> Array:

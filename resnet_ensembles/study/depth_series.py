@@ -42,7 +42,7 @@ def check_config(config) -> None:
   for bn in config.bns:
     if bn not in ("stored", "recalibrate"):
       raise ValueError(f"depth series: bns must be 'stored' or 'recalibrate', got {bn!r}")
-  for sweep in SWEEPS:
+  for sweep in config.get("sweeps", SWEEPS):
     lesion_study.check_sweep_args(sweep, num_samples=config[sweep].get("num_samples", 1),
                                   max_k=config[sweep].get("max_k", 1), batch_size=config.batch_size)
 
@@ -51,12 +51,14 @@ def _test_split(data: dict, images: int, seed: int):
   return data_lib.subset(data["test"], images, seed) if images else data["test"]
 
 
-def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str, bn: str) -> str:
-  """One sweep of one network; kept when the JSON holds this network under these settings."""
+def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str, bn: str,
+              loaded: tuple | None = None) -> str:
+  """One sweep of one network; kept when the JSON holds this network under these settings. `loaded`:
+  what `checkpoints.load_trained(path)` returned, when the caller has it already."""
   out = os.path.join(workdir, name, f"{sweep}_{bn}.json")
   settings = sweep_settings(config, sweep, bn)
-  _, variables, _ = checkpoints.load_trained(path)
-  sha = checkpoints.fingerprint(variables)
+  loaded = loaded or checkpoints.load_trained(path)
+  sha = checkpoints.fingerprint(loaded[1])
   if os.path.exists(out):
     old = read_json(out)
     if old.get("settings") == settings and old["networks"][0].get("variables_sha256") == sha:
@@ -68,7 +70,8 @@ def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str
                 recal_batches=config.recal_batches, recal_batch_size=config.recal_batch_size)
   t0 = time.time()
   # finished chunks go to <out>.partial/<name>/ as they finish: a rerun after a kill continues there
-  net = lesion_study.sweep_network(path, name, split, sweep, resume_dir=progress.partial_dir(out, name), **kwargs)
+  net = lesion_study.sweep_network(path, name, split, sweep, resume_dir=progress.partial_dir(out, name),
+                                   loaded=loaded, **kwargs)
   write_json({"sweep": sweep, "bn": bn, "git_commit": git_commit(), "settings": settings,
               "flags": {k: settings[k] for k in ("bn", "num_samples", "max_k", "seed")},
               "test_images": int(len(split["test"][1])), "wall_s": time.time() - t0, "networks": [net]}, out)
@@ -76,9 +79,9 @@ def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str
   return f"{time.time() - t0:.0f} s"
 
 
-def paths_one(config, workdir: str, data: dict, name: str, path: str) -> str:
+def paths_one(config, workdir: str, data: dict, name: str, path: str, loaded: tuple | None = None) -> str:
   out = os.path.join(workdir, name, "paths.json")
-  model, variables, trained = checkpoints.load_trained(path)
+  model, variables, trained = loaded or checkpoints.load_trained(path)
   pc = config.paths
   if os.path.exists(out):
     old = read_json(out)
@@ -101,13 +104,16 @@ def run(config, workdir: str, data: dict | None = None) -> list[str]:
   names = list(config.get("order") or []) + [n for n in config.networks if n not in (config.get("order") or [])]
   for name in names:
     path = config.networks[name]
+    loaded = checkpoints.load_trained(path)
     for bn in config.bns:
-      for sweep in SWEEPS:
-        status = sweep_one(config, workdir, data, name, path, sweep, bn)
+      for sweep in config.get("sweeps", SWEEPS):
+        if bn != "stored" and sweep == "parallel":
+          continue
+        status = sweep_one(config, workdir, data, name, path, sweep, bn, loaded)
         print(f"[depth series] {name}: {sweep} ({bn} BN): {status}", flush=True)
         if status != "kept":
           done.append(f"{name}/{sweep}_{bn}")
-    status = paths_one(config, workdir, data, name, path)
+    status = paths_one(config, workdir, data, name, path, loaded)
     print(f"[depth series] {name}: paths: {status}", flush=True)
     if status != "kept":
       done.append(f"{name}/paths")

@@ -70,6 +70,7 @@ def _fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Ca
   lr_fn = schedules.learning_rate_fn(config, steps_per_epoch)
   tx = schedules.make_optimizer(config, lr_fn)
   sampler = samplers.make_sampler(config.train_mask, model.layout, config.batch_size)
+  steps.check_microbatches(model, config.get("microbatches", 1), config.batch_size, sampler)
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.keep_checkpoints)
   # Replicated first, so that orbax restores straight into the global (multi-host) layout.
   state = replicate(steps.create_state(config, model, tx, jax.random.PRNGKey(config.seed), image_size), mesh)
@@ -84,7 +85,8 @@ def _fit(config, workdir: str, *, model, mesh, steps_per_epoch: int, batches: Ca
     provenance.record_start(workdir, start_step)
 
   step_fn = jax.jit(functools.partial(steps.train_step, model=model, tx=tx, sampler=sampler, preprocess=preprocess,
-                                      label_smoothing=config.get("label_smoothing", 0.0)), donate_argnums=0)
+                                      label_smoothing=config.get("label_smoothing", 0.0),
+                                      microbatches=config.get("microbatches", 1)), donate_argnums=0)
   key = jax.random.PRNGKey(config.seed + 1)
   last_steps = total_steps if config.max_steps < 0 else min(total_steps, config.max_steps)
   progress = metrics_lib.Progress(start_step, last_steps, config.batch_size, enabled=config.progress,

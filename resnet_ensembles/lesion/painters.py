@@ -1,0 +1,123 @@
+"""Sun et al.'s layer lesions ("Transformer Layers as Painters", AAAI 2025) on a network with layers.
+
+Each configuration is three traced inputs of the model, so all of them run as one vmapped program:
+`block_mask` [2L] (delete layers), `block_order` [2L] (move whole layers) and `parallel_from` [L] (layer l
+reads the stream that entered layer parallel_from[l]; a span whose layers all read the span's input runs
+in parallel: its output is that input plus the sum of the layers' changes). The configurations:
+
+  parallel   every contiguous span of >= 2 layers run in parallel (a row per start and length)
+  skip, reverse, shuffle
+             Sun et al.'s middle-span variants: the N middle layers (centred; the first and the last layer
+             never touched) deleted, run in reverse order, or in `shuffles` seeded random orders
+
+Only models whose `__call__` takes `parallel_from` support it (the ViT: a layer is an (attention, MLP)
+pair, whose parallel run the per-block ResidualStack interface cannot express as one read).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import jax
+import numpy as np
+
+from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles.lesion.common import Progress, balanced_batch, batches, counts, summary
+from resnet_ensembles.lesion.masks import kendall_tau
+
+
+def check_painters_model(model) -> None:
+  """One line when the model has no `parallel_from` input."""
+  if "parallel_from" not in inspect.signature(type(model).__call__).parameters:
+    raise ValueError(f"the layer-parallel lesions need a model whose __call__ takes parallel_from (the ViT); "
+                     f"{type(model).__name__} has none")
+
+
+def middle_span(depth: int, n: int) -> tuple[int, int]:
+  """[start, stop) of the n middle layers, centred between the first and the last layer."""
+  if not 1 <= n <= depth - 2:
+    raise ValueError(f"a middle span of a {depth}-layer network has 1..{depth - 2} layers, got {n}")
+  start = 1 + (depth - 2 - n) // 2
+  return start, start + n
+
+
+def configurations(depth: int, unit: int = 2, shuffles: int = 3, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+  """(masks [M, unit*depth], orders [M, unit*depth], reads [M, depth], rows); the last row is the full network."""
+  if depth < 3:
+    raise ValueError(f"the layer lesions need at least 3 layers (a first, a middle, a last), got {depth}")
+  ident = np.arange(depth, dtype=np.int32)
+  to_blocks = lambda layer_order: (unit * np.asarray(layer_order)[:, None] + np.arange(unit)).reshape(-1)
+  rng = np.random.default_rng(seed)
+  out = []  # (mask, layer order, reads, row)
+
+  def add(row, mask=None, layer_order=ident, reads=ident):
+    m = np.ones(unit * depth, np.float32) if mask is None else mask
+    out.append((m, to_blocks(layer_order), np.asarray(reads, np.int32), row))
+
+  for length in range(2, depth + 1):
+    for start in range(depth - length + 1):
+      reads = ident.copy()
+      reads[start:start + length] = start
+      add({"variant": "parallel", "start": start, "length": length,
+           "middle": start > 0 and start + length < depth}, reads=reads)
+  for n in range(1, depth - 1):
+    a, b = middle_span(depth, n)
+    span = {"start": a, "length": n, "middle": True}
+    mask = np.ones(unit * depth, np.float32)
+    mask[unit * a:unit * b] = 0
+    add({"variant": "skip", **span}, mask=mask)
+    if n >= 2:
+      order = ident.copy()
+      order[a:b] = order[a:b][::-1]
+      add({"variant": "reverse", "kendall_tau": kendall_tau(order), **span}, layer_order=order)
+      for _ in range(shuffles):
+        order = ident.copy()
+        order[a:b] = rng.permutation(order[a:b])
+        add({"variant": "shuffle", "kendall_tau": kendall_tau(order), **span}, layer_order=order)
+  add({"variant": "full", "full": True})
+  masks, orders, reads, rows = (list(x) for x in zip(*out))
+  return np.stack(masks), np.stack(orders), np.stack(reads), rows
+
+
+@functools.lru_cache(maxsize=None)
+def _counts_fn(model):
+  def stack_counts(variables, masks, orders, reads, x, y, w):
+    x = data_lib.normalize_for(model, x)
+    net = lambda m, o, r: counts(model.apply(variables, x, block_mask=m, block_order=o, parallel_from=r), y, w,
+                                 model.num_classes)
+    return jax.vmap(net)(masks, orders, reads)
+  return jax.jit(stack_counts)
+
+
+def evaluate(model, variables: dict, split: data_lib.Split, masks: np.ndarray, orders: np.ndarray,
+             reads: np.ndarray, *, batch_size: int = 500, networks_per_chunk: int = 8) -> dict:
+  """Errors of each configuration (row i: masks[i], orders[i], reads[i]): {"error": [M], "class_accuracy":
+  [M, C]}; `networks_per_chunk` configurations run at once, vmapped, over fixed-size padded batches."""
+  check_painters_model(model)
+  depth, n = model.depth, model.layout.num_blocks
+  reads = np.asarray(reads, np.int32)
+  if reads.ndim != 2 or reads.shape[1] != depth or masks.shape != (len(reads), n) or orders.shape != masks.shape:
+    raise ValueError(f"need masks and orders [M, {n}] and parallel_from [M, {depth}], got {masks.shape}, "
+                     f"{orders.shape}, {reads.shape}")
+  if np.any(reads < 0) or np.any(reads > np.arange(depth)):
+    raise ValueError("parallel_from[l] must be in 0..l: a layer reads the stream entering it or an earlier layer")
+  images, labels = split[0], np.asarray(split[1])
+  batch_size = balanced_batch(batch_size, len(labels))
+  chunk = max(1, min(networks_per_chunk, len(reads)))
+  pad = -len(reads) % chunk  # padded with full networks so every chunk has one shape
+  stack = [np.concatenate([a, np.tile(full, (pad, 1))]) for a, full in
+           ((np.asarray(masks, np.float32), np.ones(n, np.float32)), (np.asarray(orders, np.int32), np.arange(n)),
+            (reads, np.arange(depth)))]
+  fn, total = _counts_fn(model), len(stack[0])
+  correct, top5 = np.zeros((total, model.num_classes)), np.zeros(total)
+  progress = Progress("layer lesions", total * len(labels))
+  test_batches = [jax.device_put(b) for b in batches((images, labels), batch_size)]
+  for start in range(0, total, chunk):
+    part = [a[start:start + chunk] for a in stack]
+    for x, y, w in test_batches:
+      c, t = fn(variables, *part, x, y, w)
+      correct[start:start + chunk] += np.asarray(c)
+      top5[start:start + chunk] += np.asarray(t)
+    progress.update((start + chunk) * len(labels), force=start + chunk == total)
+  return summary(correct[:len(reads)], top5[:len(reads)], labels, model.num_classes)
