@@ -6,7 +6,6 @@ Every sweep writes its JSON as it finishes and is kept on a rerun (same network,
 run continues where it stopped; `--summary_only` redraws the table (series.md, series.json) and figure
 (series.png) from whatever is finished.
 """
-import json
 import os
 
 from absl import app, flags

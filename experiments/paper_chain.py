@@ -26,7 +26,7 @@ import sys  # noqa: E402
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_ensembles.study import chain_files
+from resnet_ensembles.study import chain_files, chain_git
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 from resnet_ensembles.utils.provenance import git_commit
 
@@ -218,7 +218,7 @@ def absorb() -> None:
   if _COMMIT.value:
     msg = (f"paper110 chain: piece {line['piece']} ({line['stopped']}; done {', '.join(line['steps_done_now']) or '-'}; "
            f"next {line['stage']})")
-    commits = chain_files.commit_absorbed(os.getcwd(), _STATE.value, msg, nets)
+    commits = chain_git.commit_absorbed(os.getcwd(), _STATE.value, msg, nets)
     print(f"committed {commits[0][:10]}: {msg}")
     if len(commits) > 1:
       print(f"committed {commits[1][:10]}: the finished networks leave the tree (recorded in "
@@ -229,7 +229,7 @@ def absorb() -> None:
 
 
 def restore_networks() -> None:
-  runs = chain_files.restore_networks(os.getcwd(), _STATE.value, _RESTORE.value)
+  runs = chain_git.restore_networks(os.getcwd(), _STATE.value, _RESTORE.value)
   print(f"restored {', '.join(runs)} into {_RESTORE.value} (each readable by store.checkpoints.load_trained)")
 
 

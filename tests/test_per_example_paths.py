@@ -13,7 +13,7 @@ from resnet_ensembles import models
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion.wavefront import wavefront_logits
 from resnet_ensembles.paths import analysis as paths
-from resnet_ensembles.paths import per_example as pe
+from resnet_ensembles.paths import per_example as pe, per_example_stats as pe_stats
 from resnet_ensembles.plots import per_example as plots
 
 X = jax.random.normal(jax.random.PRNGKey(7), (3, 32, 32, 3))
@@ -121,17 +121,17 @@ def test_sampled_profiles_agree_with_routed_norms_and_the_unique_extreme_paths()
 
 def test_rank_correlation_and_flip_counts():
   x = np.arange(50.0)
-  c = pe.rank_correlation(x, x ** 3, control=np.sin(x), n_resamples=200)
+  c = pe_stats.rank_correlation(x, x ** 3, control=np.sin(x), n_resamples=200)
   assert c["spearman"] == pytest.approx(1.0) and c["bootstrap_ci"][0] > 0.99 and c["fisher_z_ci"][1] <= 1.0
   assert c["partial_given_control"]["rho"] == pytest.approx(1.0)
-  r = pe.rank_correlation(x, np.random.default_rng(0).permutation(x), n_resamples=200)
+  r = pe_stats.rank_correlation(x, np.random.default_rng(0).permutation(x), n_resamples=200)
   assert r["bootstrap_ci"][0] < r["spearman"] < r["bootstrap_ci"][1]
   full, labels = np.array([0, 1, 2]), np.array([0, 1, 0])
   dels = np.array([[0, 2, 2], [1, 1, 0], [0, 1, 2]])
-  f = pe.flip_counts(full, dels, labels)
+  f = pe_stats.flip_counts(full, dels, labels)
   assert f["flips"].tolist() == [1, 1, 1] and f["breaks"].tolist() == [1, 1, 0]
   np.testing.assert_allclose(f["per_deletion_error"], [2 / 3, 1 / 3, 1 / 3])
-  assert pe.deciles(np.arange(20.0)).tolist() == [i // 2 for i in range(20)]
+  assert pe_stats.deciles(np.arange(20.0)).tolist() == [i // 2 for i in range(20)]
 
 
 def test_dataset_chunks_resume_analysis_and_figure(tmp_path):
@@ -146,14 +146,14 @@ def test_dataset_chunks_resume_analysis_and_figure(tmp_path):
   x = data_lib.normalize_for(MODEL, images)
   preds = np.asarray(jnp.argmax(wavefront_logits(MODEL, V, x), -1))
   np.testing.assert_array_equal(preds[0], np.argmax(prof["logits"], -1))
-  result = pe.analyze(prof, preds, labels, images, grid=4, n_resamples=50, class_names=[str(i) for i in range(10)])
+  result = pe_stats.analyze(prof, preds, labels, images, grid=4, n_resamples=50, class_names=[str(i) for i in range(10)])
   result.update(method="exact", num_blocks=3)
   result = json.loads(json.dumps(result))
   assert sum(result["distribution"]["image"]["peak"]) == 24 and len(result["grid"]["longest"]) == 4
-  np.testing.assert_array_equal(pe.image_from_json(result["grid"]["longest"][0]["pixels"]),
+  np.testing.assert_array_equal(pe_stats.image_from_json(result["grid"]["longest"][0]["pixels"]),
                                 images[result["grid"]["longest"][0]["index"]])
   assert result["tape_vs_wavefront_prediction_agreement"] == 1.0 and result["max_per_image_sum_error"] < 1e-5
-  assert pe.headline(result)[0].startswith("24 images")
+  assert pe_stats.headline(result)[0].startswith("24 images")
   assert os.path.getsize(plots.save(result, str(tmp_path / "p.png"))) > 10_000
   sampled = pe.profile_dataset(MODEL, V, images[:8], labels[:8], batch_size=4, method="sampled", samples_per_length=2)
   assert sampled["image"].shape == (8, 4) and np.all(sampled["image"] > 0)

@@ -10,7 +10,7 @@ import pytest
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.utils import provenance
 from resnet_ensembles.study import reproduction
-from resnet_ensembles.study import stages as reproduction_stages
+from resnet_ensembles.study import lesion_stage, stages as reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,7 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   assert reproduction.run(config, workdir, data=cifar) == ["report"]
 
   multi = os.path.join(workdir, "lesion", "sd", "multi_stored.json")
-  stamp, stage = os.path.getmtime(multi), reproduction_stages.stage_lesion("multi")
+  stamp, stage = os.path.getmtime(multi), lesion_stage.stage_lesion("multi")
   config.lesion.batch_size = 50          # chunking only: a rerun of the stage keeps the sweeps already written,
   stage(config, workdir, reproduction_stages.DataCache(cifar))
   assert os.path.getmtime(multi) == stamp  # which hold the same networks (variables_sha256) and settings
@@ -73,12 +73,12 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   reproduction.run_part(config, part, ["short_fwd"], data=cifar)
   run_dir = os.path.join(part, "train", "short_fwd")
   sweep = os.path.join(part, "lesion", "short_fwd", "multi_stored.json")
-  assert reproduction_stages.kept_sweep(sweep, config.lesion, [run_dir], 100)
+  assert lesion_stage.kept_sweep(sweep, config.lesion, [run_dir], 100)
   assert not [f for f in os.listdir(part) if f.endswith(".done.json")]
   saved = json.load(open(os.path.join(run_dir, "config.json")))
   saved["train_mask"]["scale_at_test"] = not saved["train_mask"]["scale_at_test"]
   json.dump(saved, open(os.path.join(run_dir, "config.json"), "w"))
-  assert not reproduction_stages.kept_sweep(sweep, config.lesion, [run_dir], 100)  # other test-time treatment
+  assert not lesion_stage.kept_sweep(sweep, config.lesion, [run_dir], 100)  # other test-time treatment
   with pytest.raises(ValueError, match="unknown run"):
     reproduction.run_part(config, part, ["shortest"])
 

@@ -17,7 +17,7 @@ state; `chain_files` commits them to git history once, outside what travels). St
 Every step reuses the reproduction's stage functions (stages.*) and writes the files they write, so the
 finished state is a reproduction workdir: `experiments/reproduce.py --workdir=<state>` finds every stage
 done. A step is done when chain/<step>.done.json exists; within a step, sweeps already written for the same
-network and settings are kept (stages.kept_sweep), so a step cut by the budget continues.
+network and settings are kept (lesion_stage.kept_sweep), so a step cut by the budget continues.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import jax
 import ml_collections
 
 from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import chain_files, report, reproduction, stages
+from resnet_ensembles.study import chain_files, lesion_stage, report, reproduction, stages
 from resnet_ensembles.training import metrics, speed
 from resnet_ensembles.utils.provenance import git_commit
 
@@ -137,17 +137,17 @@ def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
         # the ResNet's single-deletion JSON holds the plain net too: each half while its network is here
         n = int(len(data(stages.train_config(c, run))["test"][1]))
         part = _single_part(workdir, run, bn)
-        if not stages.kept_sweep(part, lc, [run_dir], n):
+        if not lesion_stage.kept_sweep(part, lc, [run_dir], n):
           print(f"[chain] {run}: single sweep ({bn} BN), its part of lesion/resnet/single_{bn}.json", flush=True)
-          net = stages.sweep_network(c, workdir, data, "single", run, part)
-          stages.write_sweep(lc, "single", [net], n, part, run)
+          net = lesion_stage.sweep_network(c, workdir, data, "single", run, part)
+          lesion_stage.write_sweep(lc, "single", [net], n, part, run)
         if run == "plain":
           nets = [stages.read_json(_single_part(workdir, r, bn))["networks"][0] for r in ("resnet", "plain")]
-          stages.write_sweep(lc, "single", nets, n, os.path.join(workdir, "lesion", "resnet", f"single_{bn}.json"),
+          lesion_stage.write_sweep(lc, "single", nets, n, os.path.join(workdir, "lesion", "resnet", f"single_{bn}.json"),
                              "resnet")  # the parts go once this step is marked done (`_drop_parts`)
         continue
       print(f"[chain] {run}: {sweep} sweep ({bn} BN)", flush=True)
-      stages.lesion_run(c, workdir, data, sweep, run)
+      lesion_stage.lesion_run(c, workdir, data, sweep, run)
   if run == "resnet":
     print("[chain] resnet: path analysis", flush=True)
     stages.stage_paths(config, workdir, data)

@@ -12,19 +12,15 @@ output folder of a few files that a lent machine hands back (at most MAX_FILES f
                         (they leave the state: it must travel to the next machine, 64 MiB in all)
 
 `absorb(out_dir, state_dir, networks_dir)` puts such a folder back: the state replaces state_dir, the networks
-go to networks_dir (by default state_dir/networks/<run>/). `commit_absorbed` then commits them in one commit and
-takes them out of the tree in the next (what a lent machine is sent stays small), recording the first commit
-in state_dir/networks.json; `restore_networks` reads them back out of git history. Only the standard library
-is imported (the piece's parent process never starts JAX).
+go to networks_dir (by default state_dir/networks/<run>/), where `chain_git` commits them and takes them out of
+the tree again. Only the standard library is imported (the piece's parent process never starts JAX).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import time
 from typing import Iterable, Optional
@@ -237,81 +233,6 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
     os.makedirs(networks_dir, exist_ok=True)
     _extract(nets, networks_dir)
   return line
-
-
-# ---------------------------------------------------------------- finished networks in git history
-
-def _git(repo: str, *args: str, data: bool = False):
-  out = subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True)
-  return out.stdout if data else out.stdout.decode().strip()
-
-
-def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
-def commit_absorbed(repo: str, state_dir: str, message: str, networks_dir: Optional[str] = None) -> list[str]:
-  """Commits state_dir (absorbed) in `repo`. When networks_dir (default state_dir/networks) holds finished
-  networks, they are committed with the state in that commit, then removed from the tree in a second commit
-  that records the first one's hash per run in state_dir/networks.json (`restore_networks` reads them back).
-  Relative paths are taken from `repo`. Returns the commits made."""
-  repo = os.path.realpath(repo)
-  state_dir = os.path.join(repo, state_dir)
-  networks_dir = os.path.join(repo, networks_dir or os.path.join(state_dir, NETWORKS))
-  top = os.path.realpath(_git(repo, "rev-parse", "--show-toplevel"))
-  runs = sorted(os.listdir(networks_dir)) if os.path.isdir(networks_dir) else []
-  rel_nets = os.path.relpath(os.path.realpath(networks_dir), top)
-  if runs and rel_nets.startswith(".."):
-    raise ValueError(f"--commit: the networks folder {networks_dir} is not inside the repository {top}")
-  paths = [state_dir] + ([networks_dir] if runs else [])
-  _git(repo, "add", "-A", "--", *paths)
-  _git(repo, "commit", "-q", "--allow-empty", "-m", message, "--", *paths)
-  first = _git(repo, "rev-parse", "HEAD")
-  if not runs:
-    return [first]
-  record_path = os.path.join(state_dir, NETWORKS_JSON)
-  record = read_json(record_path, {})
-  for run in runs:
-    files = sorted(os.path.relpath(f, run).replace(os.sep, "/") for f in _walk_files(networks_dir, [run]))
-    entry = {"commit": first, "path": f"{rel_nets}/{run}".replace(os.sep, "/"), "files": files,
-             "absorbed": utc()}
-    if "variables.msgpack" in files:
-      entry["variables_msgpack_sha256"] = _sha256(os.path.join(networks_dir, run, "variables.msgpack"))
-    retired = read_json(os.path.join(state_dir, "chain", f"sweeps-{run}.done.json"), {}).get("retired", {})
-    if "variables_sha256" in retired:
-      entry["variables_sha256"] = retired["variables_sha256"]  # checkpoints.fingerprint of the network
-    record[run] = entry
-  write_json(record, record_path)
-  _git(repo, "rm", "-r", "-q", "--", networks_dir)
-  shutil.rmtree(networks_dir, ignore_errors=True)
-  _git(repo, "add", "--", record_path)
-  _git(repo, "commit", "-q", "-m", f"paper110 chain: networks {', '.join(runs)} leave the tree (kept in "
-       f"{first[:10]}; `python -m experiments.paper_chain --restore_networks=DIR`)", "--", networks_dir, record_path)
-  return [first, _git(repo, "rev-parse", "HEAD")]
-
-
-def restore_networks(repo: str, state_dir: str, dest: str, runs: Optional[Iterable[str]] = None) -> list[str]:
-  """Writes each network recorded in state_dir/networks.json from the commit that holds it into dest/<run>/
-  (readable by `checkpoints.load_trained`); checks the variables' sha256. Relative paths are taken from `repo`
-  (dest: from the current folder). Returns the runs written."""
-  record = read_json(os.path.join(repo, state_dir, NETWORKS_JSON), {})
-  if not record:
-    raise FileNotFoundError(f"{os.path.join(state_dir, NETWORKS_JSON)}: no finished network recorded yet")
-  done = []
-  for run in (runs or sorted(record)):
-    entry = record[run]
-    out = os.path.join(dest, run)
-    for name in entry["files"]:
-      blob = _git(repo, "show", f"{entry['commit']}:{entry['path']}/{name}", data=True)
-      os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
-      with open(os.path.join(out, name), "wb") as f:
-        f.write(blob)
-    want = entry.get("variables_msgpack_sha256")
-    if want and _sha256(os.path.join(out, "variables.msgpack")) != want:
-      raise ValueError(f"{out}/variables.msgpack from {entry['commit'][:10]} is not the network recorded")
-    done.append(run)
-  return done
 
 
 def utc(t: Optional[float] = None) -> str:

@@ -22,12 +22,18 @@ from absl import logging
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.store import lock
 from resnet_ensembles.utils.provenance import git_commit
-from resnet_ensembles.study.stages import (HOST_STAGES, RUNS, STAGE_FNS, SWEEP_RUNS, TREATMENTS, DataCache,
-                                           Preempted, apply_precision, is_forward_short_path, lesion_run, train_config,
-                                           train_run, write_json)
+from resnet_ensembles.study import stages
+from resnet_ensembles.study.lesion_stage import lesion_run, stage_lesion
+from resnet_ensembles.study.stages import (RUNS, SWEEP_RUNS, TREATMENTS, DataCache, Preempted, apply_precision,
+                                           is_forward_short_path, train_config, train_run, write_json)
 
 __all__ = ["RUNS", "STAGES", "TREATMENTS", "Preempted", "config_hash", "is_done", "run", "run_part", "seed_workdir",
            "stage_outputs", "train_config"]
+
+HOST_STAGES = ("figures", "report")  # no devices involved: process 0 alone
+STAGE_FNS = {"train": stages.stage_train, "lesion_single": stage_lesion("single"), "lesion_multi": stage_lesion("multi"),
+             "lesion_reorder": stage_lesion("reorder"), "paths": stages.stage_paths, "figures": stages.stage_figures,
+             "report": stages.stage_report}
 
 STAGES = ("train", "lesion_single", "lesion_multi", "lesion_reorder", "paths", "figures", "report")
 TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "lesion multi",
