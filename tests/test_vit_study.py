@@ -25,11 +25,11 @@ def test_vit_study_runs_keeps_and_compares(cifar, tmp_path):
   vit_config = vit_configs.get_config("tiny")
   vit_config.model.depth = 3
   small = {"train": data.subset(cifar["train"], 256), "test": data.subset(cifar["test"], 200, 1)}
-  # the ResNet beside it: depth-series sweeps of a tiny ResNet
+  # the ResNet beside it: a depth-series single-deletion sweep of a tiny ResNet (its other sweeps: test_depth_series)
   rc = study_config.get_config("tiny")
-  rc.networks, rc.sweeps = {"resnet": _exported(tmp_path, cifar10.get_config("resnet20"), "resnet")}, \
-      ("single", "multi", "reorder")
-  depth_series.run(rc, str(tmp_path / "series"), data=small)
+  rc.networks, rc.sweeps, rc.with_paths = {"resnet": _exported(tmp_path, cifar10.get_config("resnet20"), "resnet")}, \
+      ("single",), False
+  assert depth_series.run(rc, str(tmp_path / "series"), data=small) == ["resnet/single_stored"]
   c = study_config.get_config("tiny")
   c.networks = {"vit": _exported(tmp_path, vit_config, "vit")}
   workdir = str(tmp_path / "study")
@@ -43,8 +43,10 @@ def test_vit_study_runs_keeps_and_compares(cifar, tmp_path):
   assert len(summary["painters"]["layer_cost"]) == 3
   assert summary["painters"]["variants"]["skip"].keys() == {"1"}
   assert [f["finding"].split(";")[0] for f in summary["findings"]][:1] == ["the first and the last layers matter most"]
+  assert "k" in summary["vit"] and "k" not in summary["resnet"]  # the ResNet has no k sweep here
   table = vit_comparison.render(summary, {"vit": "tiny ViT", "resnet": "tiny ResNet"})
   assert "| residual branches n | 6 | 9 |" in table and "Painters" in table
+  assert "| effective window (share of paths) | " in table and table.count("n/a") >= 4
   assert os.path.exists(comparison_plot.save(summary, {}, str(tmp_path / "comparison.png")))
 
 

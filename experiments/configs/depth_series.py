@@ -43,4 +43,5 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.reorder = ml_collections.ConfigDict(dict(test_images=100 if arg == "tiny" else 2000, num_samples=2 if arg == "tiny"
                                              else 10, max_k=2 if arg == "tiny" else 20, seed=0))
   c.paths = paths_config.get_config("quick" if arg == "tiny" else "cpu")
+  c.with_paths = True          # False: the lesion sweeps only
   return c

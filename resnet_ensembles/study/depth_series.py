@@ -113,6 +113,8 @@ def run(config, workdir: str, data: dict | None = None) -> list[str]:
         print(f"[depth series] {name}: {sweep} ({bn} BN): {status}", flush=True)
         if status != "kept":
           done.append(f"{name}/{sweep}_{bn}")
+    if not config.get("with_paths", True):
+      continue
     status = paths_one(config, workdir, data, name, path, loaded)
     print(f"[depth series] {name}: paths: {status}", flush=True)
     if status != "kept":
