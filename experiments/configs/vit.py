@@ -1,12 +1,13 @@
 r"""CIFAR-10 training configs for the small pre-LN Vision Transformer (`models.vit`).
 
-  python -m experiments.train --config=experiments/configs/vit.py:s6 --workdir=runs/vit_s6
+  python -m experiments.train --config=experiments/configs/vit.py:s6n,epochs=35 --workdir=runs/vit_s6n
 
 The argument is a size followed by comma-separated modifiers:
   tiny    2 layers, width 32, 2 heads, MLP 64 (tests and smoke runs)
   s4      4 layers, width 128, 4 heads, MLP 256
   s6      6 layers, width 192, 3 heads, MLP 384 (ViT-Tiny's width)
-  s6n     6 layers, width 128, 4 heads, MLP 256 (s4's layers, s6's depth)
+  s6n     6 layers, width 128, 4 heads, MLP 256 (s4's layers, s6's depth; the CPU choice: s6n,epochs=35,
+          ~3.8 h of a 2-core CPU, benchmarks/README.md)
   s8      8 layers, width 256, 4 heads, MLP 512
 Every size embeds 4x4 patches (64 tokens) and mean-pools the tokens. Modifiers: `quick` (1 epoch on 5,000
 training images, 2,000 test images), `epochs=N`.
@@ -43,7 +44,7 @@ def get_config(arg: str = "s6") -> ml_collections.ConfigDict:
   c.seed = 0
   c.batch_size = 128
   c.eval_batch_size = 500
-  c.num_epochs = 50   # s6: ~3.5 h of the 2-core CPU when it is not shared (benchmarks/vit_throughput.py)
+  c.num_epochs = 50
   c.optimizer = "adamw"
   c.learning_rate = 1e-3
   c.beta1, c.beta2 = 0.9, 0.999
