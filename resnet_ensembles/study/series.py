@@ -55,6 +55,7 @@ def network_summary(folder: str, bn: str) -> dict:
   multi = _load(os.path.join(folder, f"multi_{bn}.json"))
   if multi and "deletable" in out:
     by_k = errors_by_k(multi["networks"][0])
+    out["k_full"] = multi["networks"][0]["full_error"]  # on the sweep's own (possibly fewer) test images
     ks = v.k_at_fractions(out["deletable"], sorted(by_k))
     out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": _se(by_k[k])}
                 for f, k in ks.items()}
@@ -63,7 +64,7 @@ def network_summary(folder: str, bn: str) -> dict:
     near = [r["error"] for r in reorder["networks"][0]["rows"] if r["kendall_tau"] >= 0.95]
     mid = [r["error"] for r in reorder["networks"][0]["rows"] if 0.90 <= r["kendall_tau"] < 0.95]
     med = lambda xs: None if not xs else float(np.median(xs))
-    out["reorder"] = {"tau>=0.95": med(near), "tau>=0.95_se": None if _se(near) is None else 1.2533 * _se(near),
+    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if _se(near) is None else 1.2533 * _se(near),
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid)}
   pj = _load(os.path.join(folder, "paths.json"))
   if pj:
@@ -81,9 +82,9 @@ def _verdicts(s: dict, pe: dict) -> dict:
          "single_opener": v.single_opener(s["full"], s["opener_mean"], s["typical_mean"], pe, untrained)}
   if s.get("k"):
     errors = {float(f): None if e is None else e["error"] for f, e in s["k"].items()}
-    out["k"] = {str(f): x for f, x in v.k_deleted(s["full"], errors, pe, untrained).items()}
+    out["k"] = {str(f): x for f, x in v.k_deleted(s.get("k_full", s["full"]), errors, pe, untrained).items()}
   if s.get("reorder"):
-    out["reorder"] = v.reorder(s["full"], s["reorder"], pe, untrained)
+    out["reorder"] = v.reorder(s["reorder"].get("full", s["full"]), s["reorder"], pe, untrained)
   if s.get("paths"):
     p = s["paths"]
     out["window"] = v.window(p["lo"], p["hi"], p["n"], pe, untrained)
@@ -108,10 +109,10 @@ TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's va
     "typical_worst_cost": (lambda s: s.get("typical_worst_cost"), "power", lambda pe: pe["typical_worst_cost"] / 100),
     "opener_cost": (lambda s: s.get("opener_cost"), "power", lambda pe: pe["opener_cost"] / 100),
     **{f"k_cost_{f}": ((lambda f: lambda s: None if not (s.get("k") or {}).get(str(f)) else
-                        s["k"][str(f)]["error"] - s["full"])(f), "power",
+                        s["k"][str(f)]["error"] - s.get("k_full", s["full"]))(f), "power",
                        (lambda f: lambda pe: pe["k_cost"][f] / 100)(f)) for f in v.K_FRACTIONS},
     "reorder_cost": (lambda s: None if not (s.get("reorder") or {}).get("tau>=0.95") else
-                     s["reorder"]["tau>=0.95"] - s["full"], "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
+                     s["reorder"]["tau>=0.95"] - s["reorder"].get("full", s["full"]), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
     "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "linear",
                        lambda pe: pe["window"][1]),
     "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "linear", lambda pe: None),
@@ -160,14 +161,14 @@ def render(summary: dict, labels: dict[str, str]) -> str:
         continue
       ks = " / ".join("n/a" if not e else f"{_p(e['error'], e['se'])} (k={e['k']})" for e in s.get("k", {}).values())
       r = s.get("reorder") or {}
-      cost = None if r.get("tau>=0.95") is None else r["tau>=0.95"] - s["full"]
+      cost = None if r.get("tau>=0.95") is None else r["tau>=0.95"] - r.get("full", s["full"])
       p = s.get("paths")
       window = "n/a" if not p else f"{p['lo']}-{p['hi']} of {p['n']} ({100 * p['share']:.1f}%) [{vd.get('window')}]"
       decay = "n/a" if not p else f"x{p['decay']:.3f}"
       out.append(f"| {labels.get(name, name)} | {s['n']} | {_p(s['full'], s['full_se'])} | "
                  f"{_p(s['typical_mean_cost'], s['typical_mean_cost_se'], True)} ({_p(s['typical_worst_cost'], None, True)})"
                  f" [{vd.get('single_typical')}] | {_p(s['opener_cost'], None, True)} [{vd.get('single_opener')}] | "
-                 f"{ks or 'n/a'} | {_p(cost, r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95')}] | "
+                 f"{ks or 'n/a'} | {_p(cost, r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95', 'n/a')}] | "
                  f"{window} | {decay} |")
     out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
             f"({bn} BN), predicted at n = 54 beside the paper's ResNet-110:", "",
