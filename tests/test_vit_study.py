@@ -70,3 +70,11 @@ def test_graceful_rules_compare_each_variant_with_skipping():
                       "middle layers may run in parallel, degrading gracefully": "partly"}
   p["variants"]["skip"] = entry({1: 0.35, 2: 0.2})  # not monotone, and one middle layer costs more than the first
   assert vit_comparison.findings(p)[1]["verdict"] == "no"
+
+
+def test_painters_sweep_needs_the_stored_network(tmp_path):
+  c = study_config.get_config("tiny")
+  c.networks = {"vit": _exported(tmp_path, vit_configs.get_config("tiny"), "vit")}
+  c.bns = ("stored", "recalibrate")
+  with pytest.raises(ValueError, match="painters sweep runs with the network as trained"):
+    depth_series.check_config(c)

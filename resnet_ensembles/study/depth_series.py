@@ -42,6 +42,8 @@ def check_config(config) -> None:
   for bn in config.bns:
     if bn not in ("stored", "recalibrate"):
       raise ValueError(f"depth series: bns must be 'stored' or 'recalibrate', got {bn!r}")
+  if "painters" in config.get("sweeps", SWEEPS) and tuple(config.bns) != ("stored",):
+    raise ValueError("depth series: the painters sweep runs with the network as trained: set bns=('stored',)")
   for sweep in config.get("sweeps", SWEEPS):
     lesion_study.check_sweep_args(sweep, num_samples=config[sweep].get("num_samples", 1),
                                   max_k=config[sweep].get("max_k", 1), batch_size=config.batch_size)
@@ -107,8 +109,6 @@ def run(config, workdir: str, data: dict | None = None) -> list[str]:
     loaded = checkpoints.load_trained(path)
     for bn in config.bns:
       for sweep in config.get("sweeps", SWEEPS):
-        if bn != "stored" and sweep == "parallel":
-          continue
         status = sweep_one(config, workdir, data, name, path, sweep, bn, loaded)
         print(f"[depth series] {name}: {sweep} ({bn} BN): {status}", flush=True)
         if status != "kept":
