@@ -35,7 +35,7 @@ case "$cmd" in
           --workdir="${WORKDIR:-runs/repro_scratch}" "$@" ;;
   quick) exec "$venv/bin/python" -m experiments.train \
           --config=experiments/configs/cifar10.py:resnet20,quick --workdir="${WORKDIR:-runs/quickstart}" "$@" ;;
-  test) exec "$venv/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile --durations=15 tests "$@" ;;
+  test) exec "$venv/bin/python" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=15 tests "$@" ;;
   python) exec "$venv/bin/python" "$@" ;;
   *) echo "usage: ./run.sh [main|scratch|quick|test|python ...]" >&2; exit 2 ;;
 esac
