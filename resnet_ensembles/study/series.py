@@ -25,12 +25,14 @@ from resnet_ensembles.study import verdicts as v
 PAPER_N = 54
 
 
-def _se(values) -> Optional[float]:
+def standard_error(values) -> Optional[float]:
+  """Of a mean over `values` (None for fewer than two)."""
   values = np.asarray(values, np.float64)
   return float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else None
 
 
-def _load(path: str) -> Optional[dict]:
+def load_json(path: str) -> Optional[dict]:
+  """A finished sweep's JSON, or None where it is not (yet) written: the summaries draw from what exists."""
   if not os.path.exists(path):
     return None
   with open(path) as f:
@@ -40,7 +42,7 @@ def _load(path: str) -> Optional[dict]:
 def network_summary(folder: str, bn: str) -> dict:
   """The table's numbers (fractions of images; costs over the network's own full error) for one bn."""
   out = {}
-  single = _load(os.path.join(folder, f"single_{bn}.json"))
+  single = load_json(os.path.join(folder, f"single_{bn}.json"))
   if single:
     net = single["networks"][0]
     s, full, n = single_stats(net), net["full_error"], net["num_blocks"]
@@ -49,24 +51,24 @@ def network_summary(folder: str, bn: str) -> dict:
     images = single["test_images"]
     out.update(n=n, deletable=n - len(net["stage_openers"]), full=full,
                full_se=float(np.sqrt(full * (1 - full) / images)), typical_mean_cost=float(np.mean(typical)),
-               typical_mean_cost_se=_se(typical), typical_worst_cost=float(np.max(typical)),
+               typical_mean_cost_se=standard_error(typical), typical_worst_cost=float(np.max(typical)),
                opener_cost=float(np.mean(openers)), typical_mean=s["typical_mean"], typical_max=s["typical_max"],
                opener_mean=s["opener_mean"])
-  multi = _load(os.path.join(folder, f"multi_{bn}.json"))
+  multi = load_json(os.path.join(folder, f"multi_{bn}.json"))
   if multi and "deletable" in out:
     by_k = errors_by_k(multi["networks"][0])
     out["k_full"] = multi["networks"][0]["full_error"]  # on the sweep's own (possibly fewer) test images
     ks = v.k_at_fractions(out["deletable"], sorted(by_k))
-    out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": _se(by_k[k])}
+    out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": standard_error(by_k[k])}
                 for f, k in ks.items()}
-  reorder = _load(os.path.join(folder, f"reorder_{bn}.json"))
+  reorder = load_json(os.path.join(folder, f"reorder_{bn}.json"))
   if reorder:
     near = [r["error"] for r in reorder["networks"][0]["rows"] if r["kendall_tau"] >= 0.95]
     mid = [r["error"] for r in reorder["networks"][0]["rows"] if 0.90 <= r["kendall_tau"] < 0.95]
     med = lambda xs: None if not xs else float(np.median(xs))
-    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if _se(near) is None else 1.2533 * _se(near),
+    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if standard_error(near) is None else 1.2533 * standard_error(near),
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid)}
-  pj = _load(os.path.join(folder, "paths.json"))
+  pj = load_json(os.path.join(folder, "paths.json"))
   if pj:
     r = pj["effective_range"]["image"]
     out["paths"] = {"lo": r["lo"], "hi": r["hi"], "share": r["path_fraction"], "n": pj["num_blocks"],
@@ -145,6 +147,17 @@ def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> 
   return body + (f" ± {100 * se:.2f}" if se is not None else "")
 
 
+def _paper_row(pe: dict) -> str:
+  """The paper's ResNet-110 as the table's last row (canonical CIFAR-10; its effects in points, as published)."""
+  n, full = PAPER_N, pe["full"]
+  ks = " / ".join(f"{full + pe['k_cost'][f]:.2f} (k={k})" for f, k in zip(v.K_FRACTIONS, (5, 10, 20)))
+  lo, hi = (round(x * n) for x in pe["window"])
+  share = "" if pe.get("window_share") is None else f" ({100 * pe['window_share']:.2f}%)"
+  return (f"| **paper: pre-act ResNet-110** (Veit et al., canonical CIFAR-10) | {n} | {full:.2f} | "
+          f"{pe['typical_mean_cost']:+.2f} ({pe['typical_worst_cost']:+.2f}) | {pe['opener_cost']:+.2f} | {ks} | "
+          f"{pe['tau_cost']['tau>=0.95']:+.2f} | {lo}-{hi} of {n}{share} | exponential |")
+
+
 def render(summary: dict, labels: dict[str, str]) -> str:
   """The depth-series table (markdown): one block of rows per BatchNorm treatment, the fits below."""
   out = []
@@ -170,6 +183,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
                  f" [{vd.get('single_typical')}] | {_p(s['opener_cost'], None, True)} [{vd.get('single_opener')}] | "
                  f"{ks or 'n/a'} | {_p(cost, r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95', 'n/a')}] | "
                  f"{window} | {decay} |")
+    out.append(_paper_row(summary["paper_effects"]))
     out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
             f"({bn} BN), predicted at n = 54 beside the paper's ResNet-110:", "",
             "| metric | form | slope | r^2 | at n = 54 | paper (n = 54) |", "|---|---|---:|---:|---:|---:|"]

@@ -66,6 +66,7 @@ def paper_effects(numbers: dict) -> dict:
           "k_cost": {f: k_errors[k] - full for f, k in zip(K_FRACTIONS, sorted(k_errors))},
           "tau_cost": {b: v - full for b, v in le["reorder_median_error_by_tau"].items()},
           "window": [x / pn["num_blocks"] for x in pn["effective_path_lengths"]],
+          "window_share": pn.get("effective_share_of_paths"),
           "sd_cost": float(np.mean(sd["veit_sd_single_deletion_range"])) - sd["veit_sd_network_error"]}
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from resnet_ensembles.lesion.painters import middle_span
 from resnet_ensembles.lesion.summary import errors_by_k
 from resnet_ensembles.paths import analysis as paths
-from resnet_ensembles.study.series import _load, _se
+from resnet_ensembles.study.series import load_json, standard_error
 
 VARIANTS = ("skip", "shuffle", "reverse", "parallel")
 
 
 def _net(folder: str, sweep: str) -> Optional[dict]:
-  data = _load(os.path.join(folder, f"{sweep}_stored.json"))
+  data = load_json(os.path.join(folder, f"{sweep}_stored.json"))
   return None if data is None else dict(data["networks"][0], test_images=data["test_images"])
 
 
@@ -40,12 +40,12 @@ def stream_summary(folder: str) -> dict:
     multi = _net(folder, "multi")
     if multi:
       deletable = n - len(openers)
-      out["k"] = [{"k": k, "fraction": k / deletable, "cost": float(np.mean(e)) - full, "se": _se(e)}
+      out["k"] = [{"k": k, "fraction": k / deletable, "cost": float(np.mean(e)) - full, "se": standard_error(e)}
                   for k, e in sorted(errors_by_k(multi).items())]
     reorder = _net(folder, "reorder")
     if reorder:
       out["reorder"] = [{"tau": r["kendall_tau"], "cost": r["error"] - full} for r in reorder["rows"]]
-  pj = _load(os.path.join(folder, "paths.json"))
+  pj = load_json(os.path.join(folder, "paths.json"))
   if pj:
     r = pj["effective_range"]["image"]
     mean = np.asarray(pj["sampled"]["image_mean"], np.float64)
@@ -69,7 +69,7 @@ def painters_summary(folder: str) -> dict:
                                          (r["start"], r["start"] + r["length"]) != middle_span(depth, r["length"])):
         continue  # the table compares the centred middle spans; every span stays in painters_stored.json
       by.setdefault(r["variant"], {}).setdefault(r["length"], []).append(r["error"] - full)
-    out["variants"] = {v: {str(n): {"cost": float(np.mean(c)), "se": _se(c), "count": len(c)}
+    out["variants"] = {v: {str(n): {"cost": float(np.mean(c)), "se": standard_error(c), "count": len(c)}
                            for n, c in sorted(by.get(v, {}).items())} for v in VARIANTS}
     out["num_layers"] = painters["num_layers"]
   return out
@@ -139,7 +139,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
   line("full test error %", lambda s: f"{100 * s['full']:.2f} ± {100 * s['full_se']:.2f}")
   typical = lambda s: [r["cost"] for r in s["single"] if not r["opener"]]
   line("single deletion: mean (worst) cost, pts",
-       lambda s: f"{_pts(np.mean(typical(s)), _se(typical(s)))} ({_pts(max(typical(s)))})")
+       lambda s: f"{_pts(np.mean(typical(s)), standard_error(typical(s)))} ({_pts(max(typical(s)))})")
   for frac in (0.1, 0.2, 0.4):
     line(f"k deletions, {int(100 * frac)}% of branches: cost, pts",
          lambda s, f=frac: (lambda e: f"{_pts(e['cost'], e['se'])} (k={e['k']})")(
