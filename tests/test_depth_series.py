@@ -3,7 +3,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import cifar10, depth_series as depth_config
@@ -17,7 +16,7 @@ from resnet_ensembles.study import depth_series, series
 def _exported(tmp_path, seed: int) -> str:
   config = cifar10.get_config("resnet20")
   model = models.from_config(config)
-  variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 32, 32, 3)))
+  variables = models.init_variables(model, jax.random.PRNGKey(seed))
   return checkpoints.export_variables(variables, config, str(tmp_path / f"net{seed}"))
 
 

@@ -24,7 +24,7 @@ def _data():
 def _exported_run(config, workdir, run, last_step):
   cfg = stages.train_config(config, run)
   model = models.from_config(cfg)
-  variables = model.init(jax.random.key(1), np.zeros((1, 32, 32, 3), np.float32))
+  variables = models.init_variables(model, jax.random.key(1))
   run_dir = os.path.join(workdir, "train", run)
   checkpoints.export_variables(variables, cfg, run_dir)
   with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:

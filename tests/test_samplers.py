@@ -68,7 +68,7 @@ def test_all_ones_sampler_trains_identically(cifar, tmp_path):
 
 def test_test_time_scaling_is_the_expectation_of_a_block():
   model = models.CifarResNet(8)
-  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  v = models.init_variables(model, jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
   h = model.apply(v, x, method=model.embed)
   p = 0.7
@@ -99,7 +99,7 @@ def test_per_example_stochastic_depth():
       samplers.make_sampler(_cfg(kind, per_example=True), lay, batch_size=8)
   # Row i of a [B, n] mask acts on example i alone: the same as that example with its own [n] mask.
   model = models.CifarResNet(8)
-  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  v = models.init_variables(model, jax.random.PRNGKey(0))
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
   rows = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
   apply = jax.jit(lambda x, m: model.apply(v, x, block_mask=m))
@@ -143,7 +143,7 @@ def test_two_row_route_gates_branch_and_skip_gradients():
   gradient but still pass gradient through their skips; [r; 1 - r] is the one-row route r."""
   model = models.CifarResNet(20)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  v = model.init(jax.random.PRNGKey(0), x)
+  v = models.init_variables(model, jax.random.PRNGKey(0))
   def grads(route):
     f = lambda p, x: jnp.sum(model.apply({"params": p, "batch_stats": v["batch_stats"]}, x, grad_route=route) ** 2)
     return jax.grad(f, argnums=(0, 1))(v["params"], x)

@@ -4,7 +4,6 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import pytest
 
 from experiments.configs import cifar10, vit as vit_configs, vit_study as study_config
@@ -17,7 +16,7 @@ from resnet_ensembles.study import depth_series, vit_comparison
 
 def _exported(tmp_path, config, name: str) -> str:
   model = models.from_config(config)
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = models.init_variables(model, jax.random.PRNGKey(0))
   return checkpoints.export_variables(variables, config, str(tmp_path / name))
 
 

@@ -3,6 +3,7 @@ r"""ImageNet configs: bottleneck ResNet-50/101/152/200 with the standard recipe 
   get_config("resnet50")           torchvision-style "original" ResNet-50 (25,557,032 parameters)
   get_config("resnet200")          He et al. 2016b pre-activation ResNet-200, the network Veit et al. lesion
   get_config("resnet101_preact"), get_config("resnet152_original"), ...: any depth with either variant
+  get_config("resnet26")           two bottleneck blocks a stage (tests and smoke runs)
 
 Recipe: SGD, momentum 0.9, Nesterov off, lr 0.1 x batch_size / 256 (linear scaling, follows
 --config.batch_size), 5 linear warm-up epochs from 0 (`warmup_epochs`), weight decay 1e-4 (coupled, as
@@ -23,7 +24,7 @@ import ml_collections
 
 from resnet_ensembles.models.imagenet import STAGE_BLOCKS, VARIANTS
 
-_DEFAULT_VARIANT = {50: "original", 101: "original", 152: "original", 200: "preact"}
+_DEFAULT_VARIANT = {26: "original", 50: "original", 101: "original", 152: "original", 200: "preact"}
 
 
 def _parse(arg: str) -> tuple[int, str]:
@@ -31,7 +32,7 @@ def _parse(arg: str) -> tuple[int, str]:
   depth = base[len("resnet"):]
   if not base.startswith("resnet") or not depth.isdigit() or int(depth) not in STAGE_BLOCKS or (
       variant and variant not in VARIANTS):
-    raise ValueError(f"config arg must be resnet50|resnet101|resnet152|resnet200 with an optional _preact or "
+    raise ValueError(f"config arg must be {'|'.join(f'resnet{d}' for d in STAGE_BLOCKS)} with an optional _preact or "
                      f"_original suffix, got {arg!r}")
   return int(depth), variant or _DEFAULT_VARIANT[int(depth)]
 

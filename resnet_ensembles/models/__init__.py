@@ -18,6 +18,7 @@ from the rest of resnet_ensembles: data, store and every engine sit above it.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from resnet_ensembles.models.cifar import (CifarResNet, PlainNet, build_model, block_names,  # noqa: F401
@@ -39,6 +40,20 @@ def from_config(config) -> ResidualStack:
                      m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"))
 
 
+# The initialiser runs once: on the CPU it compiles without XLA's backend optimisations (a narrow ImageNet
+# ResNet-26 with its optimizer state: 6.4 s instead of 15.7 s, and 32 s run op by op, measured session 10 on
+# the 2-core CPU); the values equal the optimised program's to float rounding (2e-7 relative).
+_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def init_variables(model, key: jax.Array, image_size: int = 32) -> dict:
+  """`model.init` on one image as a single compiled program (run eagerly, it compiles op by op: hundreds
+  of small XLA programs)."""
+  init = lambda key: model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+  options = _INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(init).lower(key).compile(compiler_options=options)(key)
+
+
 __all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "ResidualStack", "Layout", "build_model",
            "from_config", "cifar_layout", "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut",
-           "require_batch_norm"]
+           "require_batch_norm", "init_variables"]

@@ -1,4 +1,5 @@
-"""ImageNet bottleneck ResNets (He et al. 2016a "original", 2016b "preact"; ResNet-50/101/152/200).
+"""ImageNet bottleneck ResNets (He et al. 2016a "original", 2016b "preact"; ResNet-50/101/152/200, and
+ResNet-26, two blocks a stage: the smallest with a movable block per stage, for tests and smoke runs).
 
 Veit et al. lesion an ImageNet ResNet-200 as well as the CIFAR nets. Rather than a second forward pass,
 `ImageNetResNet` subclasses `models.CifarResNet` and replaces only what differs (layout, stem, bottleneck
@@ -22,14 +23,14 @@ import jax.numpy as jnp
 from resnet_ensembles.models.layout import Layout
 from resnet_ensembles.models.cifar import Array, CifarResNet, _conv_init
 
-STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+STAGE_BLOCKS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
 EXPANSION = 4
 VARIANTS = ("preact", "original")
 
 
 def _check(depth: Any, variant: str = "preact") -> None:
   if depth not in STAGE_BLOCKS or isinstance(depth, bool):
-    raise ValueError(f"ImageNet ResNet depth must be one of 50, 101, 152, 200, got {depth!r}")
+    raise ValueError(f"ImageNet ResNet depth must be one of {', '.join(map(str, STAGE_BLOCKS))}, got {depth!r}")
   if variant not in VARIANTS:
     raise ValueError(f"variant must be 'preact' or 'original', got {variant!r}")
 

@@ -15,6 +15,7 @@ import optax
 from flax import struct
 
 from resnet_ensembles.data import cifar10 as data_lib
+from resnet_ensembles import models
 from resnet_ensembles.models import cifar as cifar_models, samplers
 from resnet_ensembles.parallel.mesh import replicated_spec, shard_host_batch
 from resnet_ensembles.store import checkpoints
@@ -28,9 +29,10 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_state(config, model, tx, key: jax.Array, image_size: int = 32) -> TrainState:
-  variables = model.init(key, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+  """A fresh state: the variables and the optimizer's zeros each from one compiled program."""
+  variables = models.init_variables(model, key, image_size)
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(variables["params"]))
+                    batch_stats=variables.get("batch_stats", {}), opt_state=jax.jit(tx.init)(variables["params"]))
 
 
 def init_from_trained(state: TrainState, config, model, tx) -> TrainState:
