@@ -53,10 +53,12 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
       for n, y in own:
         ax.plot([n], [scale * y], "s", mfc="none", color="C2" if bn == "stored" else "C3",
                 label=f"own pre-act ResNet-32 ({bn} BN)")
-    f = summary["fits"][bns[0]].get(metric)
-    if f and f.get("paper") is not None:
-      ax.plot([54], [scale * f["paper"]], linestyle="none", marker=PAPER_STYLE["marker"],
+    paper_y = summary.get("paper_points", {}).get(metric)
+    if paper_y is not None:
+      ax.plot([54], [scale * paper_y], linestyle="none", marker=PAPER_STYLE["marker"],
               color=PAPER_STYLE["color"], markersize=9, label=PAPER_STYLE["label"])
+    if metric == "decay":  # the paper's gradient decays with path length (a factor below 1); above 1 it grows
+      ax.axhline(1.0, color="0.6", linewidth=0.8, linestyle=":")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("residual blocks n")
   legend_below(axes.flat[4], ncol=2)

@@ -137,7 +137,8 @@ def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[st
       if f:
         f["paper"] = paper_at(pe)
       fits[bn][metric] = f
-  return {"networks": nets, "fits": fits, "fit_networks": fit_names, "paper_effects": pe}
+  paper_points = {metric: paper_at(pe) for metric, (_, _, paper_at) in TRENDS.items()}  # drawn with or without a fit
+  return {"networks": nets, "fits": fits, "fit_networks": fit_names, "paper_effects": pe, "paper_points": paper_points}
 
 
 def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> str:
