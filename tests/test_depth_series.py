@@ -41,6 +41,7 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
   assert s["verdicts"]["single_typical"].startswith("n/a")          # an untrained network: no lesion verdicts
   table = series.render(summary, {"net0": "tiny"})
   assert "| tiny | 9 |" in table
+  assert "no trend yet" in table                                   # no networks to fit: said, not an empty table
   paper_row = [l for l in table.splitlines() if "paper: pre-act ResNet-110" in l]  # the paper's own numbers
   assert paper_row and "| 54 | 6.03 | +0.57 (+1.17) | +5.97 | 10.60 (k=5) / 20.50 (k=10) / 59.00 (k=20) | +1.97 | 5-17 of 54 (0.45%) |" in paper_row[0]
   assert os.path.exists(series_plot.save(summary, {}, os.path.join(workdir, "series.png")))

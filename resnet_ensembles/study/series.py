@@ -193,5 +193,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
         scale = 1 if metric in ("window_hi_frac", "decay") else 100
         paper_v = "n/a" if f["paper"] is None else f"{scale * f['paper']:.3g}"
         out.append(f"| {metric} | {f['form']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
+    if not any(summary["fits"][bn].values()):
+      out.append("| no trend yet: a fit needs the metric on at least 3 of these networks ||||||")
     out.append("")
   return "\n".join(out)
