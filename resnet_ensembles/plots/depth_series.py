@@ -22,10 +22,9 @@ def _value(s: dict, metric: str):
     return None
   if metric == "k_cost_0.2":
     e = (s.get("k") or {}).get("0.2")
-    return None if not e else e["error"] - s.get("k_full", s["full"])
+    return None if not e else e["cost"]
   if metric == "reorder_cost":
-    r = (s.get("reorder") or {}).get("tau>=0.95")
-    return None if r is None else r - s["reorder"].get("full", s["full"])
+    return (s.get("reorder") or {}).get("tau>=0.95_cost")
   if metric in ("window_hi_frac", "decay"):
     p = s.get("paths")
     return None if not p else (p["hi"] / p["n"] if metric == "window_hi_frac" else p["decay"])

@@ -59,7 +59,8 @@ def network_summary(folder: str, bn: str) -> dict:
     by_k = errors_by_k(multi["networks"][0])
     out["k_full"] = multi["networks"][0]["full_error"]  # on the sweep's own (possibly fewer) test images
     ks = v.k_at_fractions(out["deletable"], sorted(by_k))
-    out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": standard_error(by_k[k])}
+    out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": standard_error(by_k[k]),
+                                                "cost": float(np.mean(by_k[k])) - out["k_full"]}
                 for f, k in ks.items()}
   reorder = load_json(os.path.join(folder, f"reorder_{bn}.json"))
   if reorder:
@@ -68,6 +69,8 @@ def network_summary(folder: str, bn: str) -> dict:
     med = lambda xs: None if not xs else float(np.median(xs))
     out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if standard_error(near) is None else 1.2533 * standard_error(near),
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid)}
+    # costs over the sweep's own full network (k deletions and reorderings run on fewer test images)
+    out["reorder"]["tau>=0.95_cost"] = None if not near else med(near) - out["reorder"]["full"]
   pj = load_json(os.path.join(folder, "paths.json"))
   if pj:
     r = pj["effective_range"]["image"]
@@ -84,9 +87,9 @@ def _verdicts(s: dict, pe: dict) -> dict:
          "single_opener": v.single_opener(s["full"], s["opener_mean"], s["typical_mean"], pe, untrained)}
   if s.get("k"):
     errors = {float(f): None if e is None else e["error"] for f, e in s["k"].items()}
-    out["k"] = {str(f): x for f, x in v.k_deleted(s.get("k_full", s["full"]), errors, pe, untrained).items()}
+    out["k"] = {str(f): x for f, x in v.k_deleted(s["k_full"], errors, pe, untrained).items()}
   if s.get("reorder"):
-    out["reorder"] = v.reorder(s["reorder"].get("full", s["full"]), s["reorder"], pe, untrained)
+    out["reorder"] = v.reorder(s["reorder"]["full"], s["reorder"], pe, untrained)
   if s.get("paths"):
     p = s["paths"]
     out["window"] = v.window(p["lo"], p["hi"], p["n"], pe, untrained)
@@ -111,10 +114,9 @@ TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's va
     "typical_worst_cost": (lambda s: s.get("typical_worst_cost"), "power", lambda pe: pe["typical_worst_cost"] / 100),
     "opener_cost": (lambda s: s.get("opener_cost"), "power", lambda pe: pe["opener_cost"] / 100),
     **{f"k_cost_{f}": ((lambda f: lambda s: None if not (s.get("k") or {}).get(str(f)) else
-                        s["k"][str(f)]["error"] - s.get("k_full", s["full"]))(f), "power",
+                        s["k"][str(f)]["cost"])(f), "power",
                        (lambda f: lambda pe: pe["k_cost"][f] / 100)(f)) for f in v.K_FRACTIONS},
-    "reorder_cost": (lambda s: None if not (s.get("reorder") or {}).get("tau>=0.95") else
-                     s["reorder"]["tau>=0.95"] - s["reorder"].get("full", s["full"]), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
+    "reorder_cost": (lambda s: (s.get("reorder") or {}).get("tau>=0.95_cost"), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
     "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "linear",
                        lambda pe: pe["window"][1]),
     "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "linear", lambda pe: None),
@@ -175,14 +177,13 @@ def render(summary: dict, labels: dict[str, str]) -> str:
         continue
       ks = " / ".join("n/a" if not e else f"{_p(e['error'], e['se'])} (k={e['k']})" for e in s.get("k", {}).values())
       r = s.get("reorder") or {}
-      cost = None if r.get("tau>=0.95") is None else r["tau>=0.95"] - r.get("full", s["full"])
       p = s.get("paths")
       window = "n/a" if not p else f"{p['lo']}-{p['hi']} of {p['n']} ({100 * p['share']:.1f}%) [{vd.get('window')}]"
       decay = "n/a" if not p else f"x{p['decay']:.3f}"
       out.append(f"| {labels.get(name, name)} | {s['n']} | {_p(s['full'], s['full_se'])} | "
                  f"{_p(s['typical_mean_cost'], s['typical_mean_cost_se'], True)} ({_p(s['typical_worst_cost'], None, True)})"
                  f" [{vd.get('single_typical')}] | {_p(s['opener_cost'], None, True)} [{vd.get('single_opener')}] | "
-                 f"{ks or 'n/a'} | {_p(cost, r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95', 'n/a')}] | "
+                 f"{ks or 'n/a'} | {_p(r.get('tau>=0.95_cost'), r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95', 'n/a')}] | "
                  f"{window} | {decay} |")
     out.append(_paper_row(summary["paper_effects"]))
     out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
