@@ -20,6 +20,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+# The tests' programs are tiny and compiled once each, so XLA's backend optimisations cost more than they save:
+# without them (measured on the 2-core CPU, session 11, one worker, background jobs stopped) test_lesion.py +
+# test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s;
+# the paper-chain reference piece (real training) 198 s instead of 190 s. What the tests assert is unchanged:
+# every equality they check is between programs compiled the same way. A test that sets its own XLA_FLAGS (the
+# fake-device subprocesses) replaces this; a user's own optimisation level is kept.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
 
 @pytest.fixture(scope="session")
 def cifar_root() -> str:

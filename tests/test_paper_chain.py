@@ -16,8 +16,7 @@ from resnet_ensembles.study import chain_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=("resnet","plain")',
-        "--config.train.train_size=512",  # recalibrated BN re-estimates on 4 x 128 training images
-        "--config.train.num_epochs=2", "--config.chain.check_steps=2"]
+        "--config.train.num_epochs=2", "--config.chain.check_steps=2"]  # 2 epochs of 8 steps (256 images)
 
 
 def _piece(tmp, state, out, *, budget=900.0, term_at_checkpoint=None):
@@ -89,9 +88,9 @@ def test_chain_rehearsal_matches_one_uninterrupted_run(tmp_path, cifar_root):
   t_ref = time.time() - t0
 
   state, nets, lines = str(tmp_path / "state"), str(tmp_path / "networks"), []
-  plan = [dict(term_at_checkpoint=16),   # speed, then the ResNet stopped after its first epoch (of 2)
+  plan = [dict(term_at_checkpoint=8),    # speed, then the ResNet stopped after its first epoch (of 2)
           dict(budget=1.0),              # stopped by the budget before the work started: nothing lost
-          dict(term_at_checkpoint=16),   # the ResNet finished, swept, retired; the plain net stopped mid-way
+          dict(term_at_checkpoint=8),    # the ResNet finished, swept, retired; the plain net stopped mid-way
           dict(), dict()]
   for i, kw in enumerate(plan):
     out = str(tmp_path / f"out{i}")
@@ -117,7 +116,7 @@ def test_chain_rehearsal_matches_one_uninterrupted_run(tmp_path, cifar_root):
     b = open(os.path.join(nets, run, "variables.msgpack"), "rb").read()
     assert a == b, run
     starts = [json.loads(l)["step"] for l in open(os.path.join(state, "train", run, "starts.jsonl"))]
-    assert 0 < starts[1] < 32, starts   # resumed from a checkpoint mid-way (2 epochs x 16 steps)
+    assert 0 < starts[1] < 16, starts   # resumed from a checkpoint mid-way (2 epochs x 8 steps)
     assert _evals(state, run) == _evals(ref, run)
     assert not os.path.exists(os.path.join(state, "train", run, "checkpoints"))  # retired: not in the state
   got, want = _sweeps(state), _sweeps(ref)

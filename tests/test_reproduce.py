@@ -74,6 +74,21 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   run_dir = os.path.join(part, "train", "short_fwd")
   sweep = os.path.join(part, "lesion", "short_fwd", "multi_stored.json")
   assert lesion_stage.kept_sweep(sweep, config.lesion, [run_dir], 100)
+  lc = config.lesion.copy_and_resolve_references()
+  lc.recal_batches = 3                   # no recalibration in a stored-BN sweep: its settings do not matter
+  assert lesion_stage.kept_sweep(sweep, lc, [run_dir], 100)
+  recal = json.load(open(sweep))         # the same JSON as a recalibrated sweep: now they do
+  recal["bn"] = recal["flags"]["bn"] = lc.bn = "recalibrate"
+  json.dump(recal, open(tmp_path / "recal.json", "w"))
+  assert not lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
+  lc.recal_batches = config.lesion.recal_batches
+  assert lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
+  for name in lesion_stage.RECAL_FLAGS:  # written before the flags were recorded: lesion_study's defaults
+    del recal["flags"][name]
+  json.dump(recal, open(tmp_path / "recal.json", "w"))
+  assert not lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)  # tiny: 2 x 32
+  lc.recal_batches, lc.recal_batch_size = 4, 128
+  assert lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
   assert not [f for f in os.listdir(part) if f.endswith(".done.json")]
   saved = json.load(open(os.path.join(run_dir, "config.json")))
   saved["train_mask"]["scale_at_test"] = not saved["train_mask"]["scale_at_test"]

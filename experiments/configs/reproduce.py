@@ -62,6 +62,9 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   le.seed = 0
   le.batch_size = 100 if arg == "tiny" else 500
   le.memory_budget_mb = 512
+  # bn=recalibrate (experiments/paper_chain.py's extra sweeps): training batches x images that re-estimate the
+  # BatchNorm statistics of each lesioned network (the paper-scale presets: lesion_study's 4 x 128)
+  le.recal_batches, le.recal_batch_size = (2, 32) if arg == "tiny" else (4, 128)
 
   c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "tiny": "quick"}[arg])
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).

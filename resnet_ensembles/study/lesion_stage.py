@@ -16,13 +16,16 @@ from resnet_ensembles.utils.provenance import git_commit
 
 def _lesion_args(lc) -> dict:
   return dict(bn=lc.bn, num_samples=lc.num_samples, max_k=lc.max_k, seed=lc.seed, batch_size=lc.batch_size,
-              memory_budget_mb=lc.memory_budget_mb)
+              memory_budget_mb=lc.memory_budget_mb, recal_batches=lc.recal_batches,
+              recal_batch_size=lc.recal_batch_size)
 
 
 RESULT_FLAGS = ("bn", "num_samples", "max_k", "seed")  # what a sweep's numbers depend on (not its chunking)
-# ... and, fixed in this pipeline, lesion_study's defaults: openers left out of k-deletions, its recalibration
-FIXED_FLAGS = {name: p.default for name, p in inspect.signature(lesion_study.sweep_network).parameters.items()
-               if name in ("include_openers", "recal_batches", "recal_batch_size")}
+RECAL_FLAGS = ("recal_batches", "recal_batch_size")    # ... and, with bn=recalibrate, its recalibration
+# lesion_study's defaults: a sweep JSON written before the pipeline recorded a flag used these (openers are
+# always left out of k-deletions here)
+DEFAULT_FLAGS = {name: p.default for name, p in inspect.signature(lesion_study.sweep_network).parameters.items()
+                 if name in ("include_openers", *RECAL_FLAGS)}
 
 
 def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
@@ -33,9 +36,9 @@ def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
     return False
   old = read_json(path)
   flags = old.get("flags", {})
-  fixed = FIXED_FLAGS if lc.bn == "recalibrate" else {"include_openers": False}
-  want = {**{k: lc[k] for k in RESULT_FLAGS}, **fixed}
-  got = {k: flags.get(k, FIXED_FLAGS.get(k)) for k in want}
+  keys = RESULT_FLAGS + (RECAL_FLAGS if lc.bn == "recalibrate" else ())
+  want = {**{k: lc[k] for k in keys}, "include_openers": False}
+  got = {k: flags.get(k, DEFAULT_FLAGS.get(k)) for k in want}
   if got != want or old.get("test_images") != test_images:
     return False
   trained = [checkpoints.load_trained(d) for d in run_dirs]
