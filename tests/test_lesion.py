@@ -286,7 +286,8 @@ _SHARDED = "import json, sys; sys.path.insert(0, %r); from tests.test_lesion imp
 
 
 def test_four_fake_devices_match_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"  # keeps conftest's
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=env, capture_output=True, text=True,
                        timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]

@@ -74,7 +74,7 @@ def _launch(tmp_path, nproc: int, devices_per_process: int) -> list:
   script = tmp_path / "worker.py"
   script.write_text(_WORKER % {"root": ROOT})
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices_per_process}")
   port, workdir, out = str(_free_port()), tmp_path / f"run{nproc}", tmp_path / f"out{nproc}.json"
   logs = [open(tmp_path / f"log{nproc}_{p}.txt", "w") for p in range(nproc)]
   procs = [subprocess.Popen([sys.executable, str(script), str(p), str(nproc), port, str(workdir), str(out)],
