@@ -16,7 +16,7 @@ from resnet_ensembles.store import checkpoints
 from resnet_ensembles.training import metrics
 from resnet_ensembles.utils import provenance
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
-from resnet_ensembles.plots.training import plot_training_curves
+from resnet_ensembles.plots.training import plot_training_curves, run_title
 from resnet_ensembles.utils.provenance import git_commit
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -64,10 +64,7 @@ def main(argv):
       shutil.copyfile(os.path.join(config.init_from, "LICENSE"), os.path.join(_OUT.value, "LICENSE"))
   checkpoints.export_variables(variables, config, _OUT.value, extra)
   shutil.copy(os.path.join(_WORKDIR.value, "metrics.jsonl"), os.path.join(_OUT.value, "metrics.jsonl"))
-  m, kind = config.model, config.train_mask.kind if "train_mask" in config else "none"
-  trained = "" if kind == "none" else f", {kind.replace('_', ' ')}"
-  plot_training_curves(rows, steps_per_epoch, f"{m.name}-{m.depth} ({m.variant}{trained}), {data}",
-                       os.path.join(_OUT.value, "curves.png"))
+  plot_training_curves(rows, steps_per_epoch, run_title(config, data), os.path.join(_OUT.value, "curves.png"))
   print(f"exported {_OUT.value}: test error {100 * last['eval/test_error']:.2f}% after {last['eval/epoch']:.0f} epochs")
 
 

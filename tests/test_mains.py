@@ -73,3 +73,12 @@ def test_training_curves_plot_the_metrics(tmp_path, monkeypatch):
   assert "45.00%" in error_ax.get_title() and fig._suptitle.get_text() == "resnet-8"
   assert loss_ax.get_yscale() == "log"
   close(fig)
+
+
+def test_run_titles_name_any_model_family():
+  """export_run's curves title: a ViT has no ResNet variant (it read config.model.variant and failed)."""
+  from experiments.configs import cifar10, vit
+  from resnet_ensembles.plots.training import run_title
+  assert run_title(cifar10.get_config("resnet20"), "CIFAR-10") == "resnet-20 (preact), CIFAR-10"
+  assert run_title(cifar10.get_config("resnet20,sd"), "d") == "resnet-20 (preact, stochastic depth), d"
+  assert run_title(vit.get_config("s6n"), "d") == "vit-6 (width 128, 4 heads), d"
