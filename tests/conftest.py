@@ -24,10 +24,18 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # without them (measured on the 2-core CPU, session 11, one worker, background jobs stopped) test_lesion.py +
 # test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s;
 # the paper-chain reference piece (real training) 198 s instead of 190 s. What the tests assert is unchanged:
-# every equality they check is between programs compiled the same way. The fake-device subprocesses add their
-# device count to these flags (test_multihost.py: 73 s -> 57 s); a user's own optimisation level is kept.
+# every equality they check is between programs compiled the same way. The fake-device subprocesses
+# (`fake_devices_env`) add their device count to these flags (test_multihost.py: 73 s -> 57 s); a user's own optimisation level is kept.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+
+
+@pytest.fixture(scope="session")
+def fake_devices_env():
+  """The environment of a subprocess that sees n fake CPU devices, keeping this session's XLA flags."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  return lambda n: dict(os.environ, JAX_PLATFORMS="cpu",
+                        XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip())
 
 
 @pytest.fixture(scope="session")

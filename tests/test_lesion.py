@@ -285,11 +285,9 @@ _SHARDED = "import json, sys; sys.path.insert(0, %r); from tests.test_lesion imp
            "print(json.dumps(_sharded_results()))"
 
 
-def test_four_fake_devices_match_one_device():
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"  # keeps conftest's
-  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-  res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=env, capture_output=True, text=True,
-                       timeout=300)
+def test_four_fake_devices_match_one_device(fake_devices_env):
+  res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=fake_devices_env(4), capture_output=True,
+                       text=True, timeout=300)
   assert res.returncode == 0, res.stderr[-2000:]
   four, one = json.loads(res.stdout.strip().splitlines()[-1]), _sharded_results()
   assert four["devices"] == 4 and one["devices"] == 1

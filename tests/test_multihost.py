@@ -70,11 +70,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(tmp_path, nproc: int, devices_per_process: int) -> list:
+def _launch(tmp_path, nproc: int, env: dict) -> list:
   script = tmp_path / "worker.py"
   script.write_text(_WORKER % {"root": ROOT})
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices_per_process}")
   port, workdir, out = str(_free_port()), tmp_path / f"run{nproc}", tmp_path / f"out{nproc}.json"
   logs = [open(tmp_path / f"log{nproc}_{p}.txt", "w") for p in range(nproc)]
   procs = [subprocess.Popen([sys.executable, str(script), str(p), str(nproc), port, str(workdir), str(out)],
@@ -105,8 +103,8 @@ def _wait(runs, deadline: float) -> dict:
   return results
 
 
-def test_two_processes_match_one_process(tmp_path):
-  runs = _launch(tmp_path, 1, 4) + _launch(tmp_path, 2, 2)
+def test_two_processes_match_one_process(tmp_path, fake_devices_env):
+  runs = _launch(tmp_path, 1, fake_devices_env(4)) + _launch(tmp_path, 2, fake_devices_env(2))
   res = _wait(runs, time.time() + TIMEOUT_S)
   one, two = res[1], res[2]
   assert one["step"] == two["step"] == 8 and len(one["losses"]) == 4

@@ -192,13 +192,11 @@ print(jax.device_count(), *losses)
 """
 
 
-def test_eight_fake_devices_match_one_device():
+def test_eight_fake_devices_match_one_device(fake_devices_env):
   out = {}
   for n in (1, 8):
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"  # keeps conftest's
-    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
-    res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=env, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run([sys.executable, "-c", _SHARDED % ROOT], env=fake_devices_env(n), capture_output=True,
+                         text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     devices, *losses = res.stdout.split()
     assert int(devices) == n
