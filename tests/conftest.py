@@ -25,7 +25,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 # test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s;
 # the paper-chain reference piece (real training) 198 s instead of 190 s. What the tests assert is unchanged:
 # every equality they check is between programs compiled the same way. The fake-device subprocesses
-# (`fake_devices_env`) add their device count to these flags (test_multihost.py: 73 s -> 57 s); a user's own optimisation level is kept.
+# (`fake_devices_env`) add their device count to these flags (test_multihost.py: 73 s -> 57 s); a user's own
+# optimisation level is kept.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
