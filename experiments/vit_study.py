@@ -41,12 +41,11 @@ def write_comparison(c, workdir: str) -> None:
   (name,) = list(c.networks) or ["vit"]
   summary = vit_comparison.summarize(os.path.join(workdir, name), c.compare_with)
   summary["compare_with"] = c.compare_with
-  labels = c.labels.to_dict()
+  labels = vit_comparison.labels(c.labels.to_dict(), name, c.compare_with)
   stages.write_json(summary, os.path.join(workdir, "comparison.json"))
   with open(os.path.join(workdir, "comparison.md"), "w") as f:
-    f.write(vit_comparison.render(summary, {"vit": labels.get(name, name), "resnet": labels.get("resnet", "ResNet")}))
-  comparison_plot.save(summary, {"vit": labels.get(name, name), "resnet": labels.get("resnet", "ResNet")},
-                       os.path.join(workdir, "comparison.png"))
+    f.write(vit_comparison.render(summary, labels))
+  comparison_plot.save(summary, labels, os.path.join(workdir, "comparison.png"))
   print(f"vit study: {os.path.join(workdir, 'comparison.md')}, comparison.png, comparison.json")
 
 

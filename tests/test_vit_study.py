@@ -49,6 +49,15 @@ def test_vit_study_runs_keeps_and_compares(cifar, tmp_path):
   assert os.path.exists(comparison_plot.save(summary, {}, str(tmp_path / "comparison.png")))
 
 
+def test_columns_are_named_by_the_depth_series_labels():
+  names = study_config.get_config("cpu").labels.to_dict()
+  assert vit_comparison.labels(names, "vit", "results/depth_series/own_resnet32/") == {
+      "vit": "ViT (6 layers, 12 branches)", "resnet": "ResNet-32 (own, pre-act)"}
+  assert vit_comparison.labels(names, "vit2", "/x/resnet20") == {"vit": "vit2",
+                                                                 "resnet": "ResNet-20 (imported, fine-tuned)"}
+  assert vit_comparison.labels({}, "vit", "/elsewhere/net")["resnet"] == "ResNet"
+
+
 @pytest.mark.parametrize("layer_cost, verdict", [([0.3, 0.05, 0.1, 0.4], "yes"), ([0.3, 0.05, 0.35, 0.4], "partly"),
                                                  ([0.01, 0.05, 0.5, 0.02], "no")])
 def test_first_and_last_layer_rule(layer_cost, verdict):

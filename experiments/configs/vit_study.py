@@ -22,7 +22,8 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     raise ValueError(f"vit_study config arg must be cpu or tiny; got {arg!r}")
   c = depth_series.get_config(arg)
   c.networks = ml_collections.ConfigDict({"vit": "results/vit/vit_s6n"} if arg == "cpu" else {})
-  c.labels = ml_collections.ConfigDict({"vit": "ViT (6 layers, 12 branches)", "resnet": "ResNet"})
+  # the depth series' labels name the ResNet by its folder's name (own_resnet32, resnet20, ...); else "ResNet"
+  c.labels.vit = "ViT (6 layers, 12 branches)"
   c.order, c.fit_networks = ["vit"] if arg == "cpu" else [], []
   c.bns = ("stored",)
   c.sweeps = ("single", "layers", "painters", "multi", "reorder")

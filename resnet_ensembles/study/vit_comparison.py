@@ -117,6 +117,13 @@ def summarize(vit_folder: str, resnet_folder: str) -> dict:
           "findings": findings(painters)}
 
 
+def labels(names: dict[str, str], vit_name: str, compare_with: str) -> dict[str, str]:
+  """The two columns' names: the ViT's by its network name, the ResNet's by its sweep folder's name (the depth
+  series names its folders own_resnet32, resnet20, ...), each falling back to the bare name."""
+  resnet = os.path.basename(os.path.normpath(compare_with))
+  return {"vit": names.get(vit_name, vit_name), "resnet": names.get(resnet, "ResNet")}
+
+
 def _pts(x: Optional[float], se: Optional[float] = None) -> str:
   return "n/a" if x is None else f"{100 * x:+.2f}" + (f" ± {100 * se:.2f}" if se is not None else "")
 
