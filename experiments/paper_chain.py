@@ -16,11 +16,9 @@ import time
 
 _IMPORTED = time.time()  # a piece's budget counts from here unless --started_at says earlier
 
-import glob  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags
@@ -28,13 +26,10 @@ from ml_collections import config_flags
 
 from resnet_ensembles.study import chain_files, chain_git
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
-from resnet_ensembles.utils.provenance import git_commit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = "experiments/configs/reproduce.py:paper_jpeg"
 PACK_SHA256 = "9dae0b34aa08d930678624e3c811869fe870aead60661f368a70bf1d81d7dc32"  # of ../shared/data/cifar10-jpeg
-WHEELS = ("ml-collections==1.1.0",)  # pure Python, missing on the lent machine's image (absl-py, PyYAML are there)
-TRAVEL_LIMIT = 64 << 20
 
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(ROOT, DEFAULT_CONFIG),
                                           "Reproduce config file:preset (overrides: --config.x=y).")
@@ -85,129 +80,24 @@ def child() -> None:
   print(f"[chain] steps run: {ran}", flush=True)
 
 
-# ---------------------------------------------------------------- a piece
-
-def _trained(work: str, runs) -> dict:
-  out = {}
-  for run in runs:
-    path = os.path.join(work, "train", run, "metrics.jsonl")
-    if os.path.exists(path):
-      with open(path) as f:
-        out[run] = [json.loads(l) for l in f if l.strip()]
-  return out
-
-
 def piece() -> int:
-  from resnet_ensembles.study import chain  # imports JAX; this process never touches a device
-  t0 = min(_STARTED.value or _IMPORTED, _IMPORTED)
-  if not _OUT.value:
-    raise ValueError("--out_dir is required for a piece")
-  if any(os.path.exists(os.path.join(_OUT.value, n)) for n in ("piece.json", "state.tar", "state.tar.00")):
-    raise FileExistsError(f"--out_dir {_OUT.value} holds a piece already")
-  config = _load_config()
-  steps = chain.steps_of(config)
-  chain_files.seed(_STATE.value, _WORK.value)
-  before_done = chain.done_steps(config, _WORK.value)
-  before = {r: max((x["step"] for x in rows), default=0) for r, rows in _trained(_WORK.value, config.chain.runs).items()}
+  from resnet_ensembles.study import chain_piece  # imports JAX; this process never touches a device
   flag_args = [f"--work_dir={_WORK.value}"] + (["--measure_speed"] if _MEASURE.value else []) + (
       [f"--stop_after={_STOP_AFTER.value}"] if _STOP_AFTER.value else [])
-  cmd = [sys.executable, "-m", "experiments.paper_chain", "--child"] + flag_args + _config_args()
-  print(f"[piece] state {_STATE.value} (piece {chain_files.piece_number(_STATE.value)}), done: "
-        f"{before_done or 'nothing'}; budget {_BUDGET.value:.0f} s", flush=True)
-  asked = []  # a SIGTERM to this process (a person, a scheduler) stops the piece as the budget does
-  signal.signal(signal.SIGTERM, lambda signum, frame: asked.append(signum))
-  proc = subprocess.Popen(cmd, cwd=os.getcwd())
-  stopped = "finished"
-  while proc.poll() is None and not asked and time.time() < t0 + _BUDGET.value:
-    time.sleep(0.1)
-  if proc.poll() is None:
-    stopped = "sigterm" if asked else "budget"
-    proc.send_signal(signal.SIGTERM)  # training: checkpoint at the next step, exit 143; other steps: exit now
-    try:
-      proc.wait(timeout=_GRACE.value)
-    except subprocess.TimeoutExpired:
-      stopped += ", killed"
-      proc.kill()
-      proc.wait()
-  rc = proc.returncode
-  if stopped == "finished" and rc != 0:
-    stopped = f"error (exit {rc})"
-  work_s = time.time() - t0
-  after_done = chain.done_steps(config, _WORK.value)
-  trained = _trained(_WORK.value, config.chain.runs)
-  progress, images, rates = {}, 0, []
-  for run, rows in trained.items():
-    last = max((x["step"] for x in rows), default=0)
-    if last != before.get(run, 0):
-      progress[run] = [before.get(run, 0), last]
-      images += (last - before.get(run, 0)) * config.train.batch_size
-      rates += [x["train/images_per_sec"] for x in rows if x["step"] > before.get(run, 0) and "train/images_per_sec" in x]
-  todo = [s for s in steps if s not in after_done]
-  line = {"piece": chain_files.piece_number(_WORK.value) + 1, "started": chain_files.utc(t0),
-          "wall_s": round(work_s, 1), "budget_s": _BUDGET.value, "stopped": stopped, "exit": rc,
-          "steps_done_now": [s for s in after_done if s not in before_done], "stage": todo[0] if todo else "all done",
-          "train_steps": progress, "train_images": images,
-          "train_images_per_s": round(sum(rates) / len(rates), 1) if rates else None,
-          "machine": chain_files.read_json(os.path.join(_WORK.value, "chain", "machine.json")),
-          "git_commit": git_commit(), "config": _config_args()}
-  written = chain_files.collect(_WORK.value, _OUT.value, line, chain.live_runs(config, _WORK.value))
-  sizes = {n: os.path.getsize(os.path.join(_OUT.value, n)) for n in written}
-  print(f"[piece] {json.dumps(line, sort_keys=True)}", flush=True)
-  print(f"[piece] wrote {_OUT.value}: " + ", ".join(f"{n} {s / 1e6:.2f} MB" for n, s in sizes.items())
-        + f"; {time.time() - t0:.0f} s in all; next: {line['stage']}", flush=True)
-  return 0 if stopped in ("finished", "budget", "sigterm") else 1
+  return chain_piece.run_piece(
+      _load_config(), state_dir=_STATE.value, work_dir=_WORK.value, out_dir=_OUT.value,
+      child_cmd=[sys.executable, "-m", "experiments.paper_chain", "--child"] + flag_args + _config_args(),
+      started=min(_STARTED.value or _IMPORTED, _IMPORTED), budget_s=_BUDGET.value, grace_s=_GRACE.value,
+      config_args=_config_args())
 
 
 # ---------------------------------------------------------------- here: prepare, absorb, status
 
-def _travel_bytes(extra: list[str]) -> dict:
-  """What the lent machine is sent from this checkout: tracked + untracked-not-ignored files + carried paths."""
-  git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-  size = lambda names: sum(os.path.getsize(os.path.join(ROOT, n)) for n in names
-                           if os.path.isfile(os.path.join(ROOT, n)) and not os.path.islink(os.path.join(ROOT, n)))
-  out = {"tracked": size(git("ls-files", "-z").split("\0")[:-1]),
-         "untracked": size(git("ls-files", "-z", "-o", "--exclude-standard").split("\0")[:-1])}
-  for path in extra:
-    full = os.path.join(ROOT, path)
-    out[path] = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(full) for f in fs)
-  out["total"] = sum(out.values())
-  return out
-
-
 def prepare() -> None:
-  import hashlib
-  from resnet_ensembles.data import for_run, pack
-  dev = os.path.join(ROOT, ".devdata")
-  os.makedirs(os.path.join(dev, "wheels"), exist_ok=True)
-  out = os.path.join(ROOT, ".devdata", "cifar10-jpeg.cifarpack")
-  sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
-  if not os.path.exists(out) or sha(out) != PACK_SHA256:
-    folder = _DATA.value or os.environ.get("CIFAR10_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",
-                                                                            "cifar10-jpeg")
-    print(f"packing {folder} into {out} ...", flush=True)
-    pack.pack_folder(folder, out, description=for_run.describe_folder(folder))
-    if sha(out) != PACK_SHA256:
-      raise ValueError(f"{out} has sha256 {sha(out)}, not the {PACK_SHA256} of the shared JPEG copy: another "
-                       "folder? (the chain's numbers are of that copy)")
-  for req in WHEELS:
-    name = req.split("==")[0].replace("-", "_")
-    if not any(f.startswith(f"{name}-{req.split('==')[1]}-") for f in os.listdir(os.path.join(dev, "wheels"))):
-      subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d",
-                      os.path.join(dev, "wheels"), req], check=True)
-  with open(os.path.join(dev, "commit.txt"), "w") as f:
-    f.write(git_commit() + "\n")
-  sizes = _travel_bytes([".devdata"])
-  left = TRAVEL_LIMIT - sizes["total"]
-  print("what a lent machine is sent: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in sizes.items())
-        + f" of {TRAVEL_LIMIT >> 20} MiB ({left / 2**20:.2f} MiB to spare)")
-  if left < 0:
-    raise RuntimeError("over the 64 MiB a lent machine is sent: the run would be refused")
-  if left < (14 << 20) and not glob.glob(os.path.join(_STATE.value, "train", "*", "checkpoints", "*")):
-    print(f"WARNING: {left / 2**20:.1f} MiB to spare: a piece that trains a ResNet-110 hands back a state with a "
-          "13.2 MiB checkpoint, and the next piece could not be sent. Free room first (docs/paper_chain.md, Size).")
-  print("(the state holds one ResNet-110 checkpoint, 13.2 MiB, while a network trains: a piece that starts a "
-        "training needs that much more room for the next)")
-  print(f"commit {git_commit()}; now: device run with command 'bash experiments/paper_chain.sh', carry ['.devdata']")
+  from resnet_ensembles.study import chain_piece
+  folder = _DATA.value or os.environ.get("CIFAR10_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",
+                                                                          "cifar10-jpeg")
+  chain_piece.prepare(ROOT, folder, PACK_SHA256, _STATE.value)
 
 
 def absorb() -> None:
