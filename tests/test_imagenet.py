@@ -380,7 +380,7 @@ def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
   paths_run = main("experiments.paths", f"--workdir={path}", "--config=experiments/configs/paths.py:quick",
                    "--config.samples_per_length=2", "--config.num_batches=1", "--config.batch_size=4",
                    "--config.route_chunk=8", f"--output_dir={paths_out}")
-  (lo, le), (po, pe) = lesion.communicate(timeout=600), paths_run.communicate(timeout=600)
+  (_, le), (po, pe) = lesion.communicate(timeout=600), paths_run.communicate(timeout=600)
   assert lesion.returncode == 0, le[-2000:]
   assert paths_run.returncode == 0 and "effective paths" in po, pe[-2000:]
   multi = json.load(open(out / "multi_stored.json"))

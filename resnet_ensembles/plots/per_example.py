@@ -48,7 +48,7 @@ def figure(result: dict) -> Figure:
   ax.axvline(n / 2, color="0.4", ls=":", lw=1, label=f"mean length of all 2^n paths ({n / 2:g})")
   widths = d["width"]
   common = ", ".join(f"{x['lo']}-{x['hi']}: {x['images']}" for x in d["windows"][:4])
-  ax.plot([], [], " ", label=f"window widths: " + ", ".join(f"{i + 1}: {c}" for i, c in enumerate(widths) if c))
+  ax.plot([], [], " ", label="window widths: " + ", ".join(f"{i + 1}: {c}" for i, c in enumerate(widths) if c))
   ax.plot([], [], " ", label=f"commonest windows: {common}")
   ax.set(title="(b) mean path length of each image's profile", xlabel="sum_k k ||G_k|| / sum_k ||G_k||",
          ylabel="density")
@@ -96,8 +96,8 @@ def figure(result: dict) -> Figure:
                   color="black" if item["label"] == item["pred"] else "tab:red")
       if i == 0:
         a.set_ylabel(title.replace("furthest toward ", "").replace(" paths", ""), fontsize=8)
-  fig.text(0.5, 0.375, f"test images by the mean path length of their profile (m), top row longest, bottom shortest; "
-           f"label (→ wrong prediction in red), f = single deletions flipping it", ha="center", fontsize=9)
+  fig.text(0.5, 0.375, "test images by the mean path length of their profile (m), top row longest, bottom shortest; "
+           "label (→ wrong prediction in red), f = single deletions flipping it", ha="center", fontsize=9)
   return fig
 
 
