@@ -4,6 +4,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from experiments.configs import cifar10, depth_series as depth_config
 from resnet_ensembles import models
@@ -53,3 +54,11 @@ def test_fit_power_law_and_line():
   g = series.fit([9, 15, 21, 27], [0.1 + 0.01 * n for n in (9, 15, 21, 27)], "linear")
   assert np.isclose(g["at_54"], 0.64)
   assert series.fit([9, 15], [0.1, 0.2], "linear") is None          # fewer than 3 points: no trend
+  shares = [1 / (1 + np.exp(-(-3 + 1.2 * np.log(n)))) for n in (9, 15, 21)]  # logit r = -3 + 1.2 log n
+  h = series.fit([9, 15, 21, 27], shares + [1.0], "logit")           # a share of 1 cannot be fitted: left out
+  assert h["points"] == 3 and np.isclose(h["slope"], 1.2) and np.isclose(h["intercept"], -3)
+  assert np.isclose(h["at_54"], 1 / (1 + np.exp(3 - 1.2 * np.log(54)))) and 0 < h["at_54"] < 1
+  assert np.allclose(h["curve"]["y"], series.predict(h, h["curve"]["n"])) and h["curve"]["n"][-1] == 54
+  assert np.isclose(series.predict(f, 54), f["at_54"]) and np.isclose(series.predict(g, 54), 0.64)
+  with pytest.raises(ValueError, match="fit form must be one of"):
+    series.fit([9, 15, 21], [0.1, 0.2, 0.3], "exponential")

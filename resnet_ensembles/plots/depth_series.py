@@ -11,7 +11,7 @@ from resnet_ensembles.plots import PAPER_STYLE, legend_below, save_figure
 
 PANELS = (("typical_mean_cost", "typical single deletion:\nmean cost (points)", 100),
           ("opener_cost", "stage opener deletion:\ncost (points)", 100),
-          ("k_cost_0.2", "20% of deletable blocks\ndeleted: cost (points)", 100),
+          ("k_share_0.2", "20% of deletable blocks deleted: % of\nthe way from full error to chance", 100),
           ("reorder_cost", "reorderings, tau >= 0.95:\nmedian cost (points)", 100),
           ("window_hi_frac", "effective window's upper\nend / n", 1),
           ("decay", "gradient decay\nper block", 1))
@@ -20,9 +20,8 @@ PANELS = (("typical_mean_cost", "typical single deletion:\nmean cost (points)", 
 def _value(s: dict, metric: str):
   if not s.get("n"):
     return None
-  if metric == "k_cost_0.2":
-    e = (s.get("k") or {}).get("0.2")
-    return None if not e else e["cost"]
+  if metric == "k_share_0.2":
+    return ((s.get("k") or {}).get("0.2") or {}).get("share")
   if metric == "reorder_cost":
     return (s.get("reorder") or {}).get("tau>=0.95_cost")
   if metric in ("window_hi_frac", "decay"):
@@ -44,9 +43,8 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
                 label=f"imported + fine-tuned ({bn} BN)")
       f = summary["fits"][bn].get(metric)
       if f:
-        grid = np.linspace(min(ns) if pts else 9, 54, 50)
-        yfit = np.exp(f["intercept"]) * grid ** f["slope"] if f["form"] == "power" else f["intercept"] + f["slope"] * grid
-        ax.plot(grid, scale * yfit, ":", color="C0" if bn == "stored" else "C1", linewidth=1)
+        ax.plot(f["curve"]["n"], scale * np.asarray(f["curve"]["y"]), ":", color="C0" if bn == "stored" else "C1",
+                linewidth=1)
       own = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
              if name not in summary["fit_networks"] and _value(s[bn], metric) is not None]
       for n, y in own:
@@ -61,7 +59,7 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("residual blocks n")
   legend_below(axes.flat[4], ncol=2)
-  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects in points over each network's full error")
+  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects over each network's full error; dotted: fitted trends")
   fig.tight_layout()
   return fig
 

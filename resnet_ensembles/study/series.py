@@ -4,9 +4,13 @@ verdicts (a pure function of the JSONs `depth_series.run` writes, plus paper_num
 Standard errors: of a mean over lesions (blocks, or random samples at one k), the standard deviation over
 lesions / sqrt(count); of a median, 1.2533 x that (normal approximation); of one error rate on N images,
 sqrt(p (1 - p) / N). Trends are fitted over the networks of one training recipe (`config.fit_networks`):
-costs (points over the full network, positive) as a power law c = a n^b, a straight line in log-log whose
-slope says how fast resilience grows with depth; window ends, as fractions of n, and the per-block decay
-factor as straight lines in n. Each fit states its prediction at n = 54 beside the paper's ResNet-110.
+costs that shrink towards 0 with depth (single deletions, openers, reorderings; points over the full network)
+as a power law c = a n^b, a straight line in log-log whose slope says how fast resilience grows with depth;
+k deletions at a fixed fraction of the blocks, which delete more blocks as n grows and cannot cost more than
+the way to chance, as the share of that way, r = cost / (chance - full error) in (0, 1), logistic in log n
+(logit r = a + b log n; a power law there predicted 103 points at n = 54, more than there is room for); window
+ends, as fractions of n, and the per-block decay factor as straight lines in n (few points, no theory for a
+curve). Each fit states its prediction at n = 54 beside the paper's ResNet-110.
 """
 from __future__ import annotations
 
@@ -62,6 +66,8 @@ def network_summary(folder: str, bn: str) -> dict:
     out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": standard_error(by_k[k]),
                                                 "cost": float(np.mean(by_k[k])) - out["k_full"]}
                 for f, k in ks.items()}
+    for e in filter(None, out["k"].values()):  # the share of the way from the full error to chance
+      e["share"] = e["cost"] / (v.CHANCE - out["k_full"])
   reorder = load_json(os.path.join(folder, f"reorder_{bn}.json"))
   if reorder:
     near = [r["error"] for r in reorder["networks"][0]["rows"] if r["kendall_tau"] >= 0.95]
@@ -96,31 +102,62 @@ def _verdicts(s: dict, pe: dict) -> dict:
   return out
 
 
+FORMS = ("power", "logit", "linear")
+
+
+def _transform(ns, ys, form: str):
+  if form == "power":
+    return np.log(ns), np.log(ys)
+  if form == "logit":
+    return np.log(ns), np.log(ys / (1 - ys))
+  return ns, ys
+
+
+def predict(f: dict, ns) -> np.ndarray:
+  """The fitted trend `f` (from `fit`) at depths `ns`."""
+  ns = np.asarray(ns, np.float64)
+  z = f["intercept"] + f["slope"] * (ns if f["form"] == "linear" else np.log(ns))
+  return np.exp(z) if f["form"] == "power" else 1 / (1 + np.exp(-z)) if f["form"] == "logit" else z
+
+
 def fit(ns, ys, form: str) -> Optional[dict]:
-  """`power` (y = a n^b over positive y) or `linear` (y = a + b n); with r^2 and the value at n = 54."""
+  """`power` (y = a n^b over positive y), `logit` (logit y = a + b log n over y in (0, 1)) or `linear`
+  (y = a + b n); with r^2 (of the transformed line) and the value at n = 54."""
+  if form not in FORMS:
+    raise ValueError(f"fit form must be one of {FORMS}, got {form!r}")
   ns, ys = np.asarray(ns, np.float64), np.asarray(ys, np.float64)
-  ok = np.isfinite(ys) & ((ys > 0) if form == "power" else True)
+  ok = np.isfinite(ys) & ((ys > 0) if form == "power" else (ys > 0) & (ys < 1) if form == "logit" else True)
   if ok.sum() < 3:
     return None
-  x, y = (np.log(ns[ok]), np.log(ys[ok])) if form == "power" else (ns[ok], ys[ok])
-  r = stats.linregress(x, y)
-  at = r.intercept + r.slope * (np.log(PAPER_N) if form == "power" else PAPER_N)
-  return {"form": form, "slope": float(r.slope), "intercept": float(r.intercept), "r2": float(r.rvalue ** 2),
-          "at_54": float(np.exp(at) if form == "power" else at), "points": int(ok.sum())}
+  r = stats.linregress(*_transform(ns[ok], ys[ok], form))
+  f = {"form": form, "slope": float(r.slope), "intercept": float(r.intercept), "r2": float(r.rvalue ** 2),
+       "points": int(ok.sum())}
+  f["at_54"] = float(predict(f, PAPER_N))
+  grid = np.linspace(ns[ok].min(), PAPER_N, 50)  # the figure draws the trend from here (plots stay below study)
+  f["curve"] = {"n": grid.tolist(), "y": predict(f, grid).tolist()}
+  return f
 
 
 TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's value at n = 54)
     "typical_mean_cost": (lambda s: s.get("typical_mean_cost"), "power", lambda pe: pe["typical_mean_cost"] / 100),
     "typical_worst_cost": (lambda s: s.get("typical_worst_cost"), "power", lambda pe: pe["typical_worst_cost"] / 100),
     "opener_cost": (lambda s: s.get("opener_cost"), "power", lambda pe: pe["opener_cost"] / 100),
-    **{f"k_cost_{f}": ((lambda f: lambda s: None if not (s.get("k") or {}).get(str(f)) else
-                        s["k"][str(f)]["cost"])(f), "power",
-                       (lambda f: lambda pe: pe["k_cost"][f] / 100)(f)) for f in v.K_FRACTIONS},
+    **{f"k_share_{f}": ((lambda f: lambda s: ((s.get("k") or {}).get(str(f)) or {}).get("share"))(f), "logit",
+                        (lambda f: lambda pe: pe["k_cost"][f] / (100 * v.CHANCE - pe["full"]))(f))
+       for f in v.K_FRACTIONS},
     "reorder_cost": (lambda s: (s.get("reorder") or {}).get("tau>=0.95_cost"), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
     "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "linear",
                        lambda pe: pe["window"][1]),
     "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "linear", lambda pe: None),
 }
+
+
+TREND_NAMES = {"typical_mean_cost": "typical single deletion, mean cost (pts)",
+               "typical_worst_cost": "typical single deletion, worst cost (pts)",
+               "opener_cost": "stage opener, cost (pts)",
+               **{f"k_share_{f}": f"k = {f:.0%} of deletable: % of the way to chance" for f in v.K_FRACTIONS},
+               "reorder_cost": "reorderings, tau >= 0.95: median cost (pts)",
+               "window_hi_frac": "effective window's upper end / n", "decay": "gradient decay per block"}
 
 
 def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[str]) -> dict:
@@ -193,7 +230,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
       if f:
         scale = 1 if metric in ("window_hi_frac", "decay") else 100
         paper_v = "n/a" if f["paper"] is None else f"{scale * f['paper']:.3g}"
-        out.append(f"| {metric} | {f['form']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
+        out.append(f"| {TREND_NAMES.get(metric, metric)} | {f['form']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
     if not any(summary["fits"][bn].values()):
       out.append("| no trend yet: a fit needs the metric on at least 3 of these networks ||||||")
     out.append("")
