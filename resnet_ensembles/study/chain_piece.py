@@ -8,7 +8,6 @@ so the child holds the accelerator alone.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
+from resnet_ensembles.store.torch_import import sha256
 from resnet_ensembles.study import chain, chain_files
 from resnet_ensembles.utils.provenance import git_commit
 
@@ -114,11 +114,6 @@ def travel_bytes(root: str, extra: Iterable[str]) -> dict[str, int]:
   return out
 
 
-def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 def prepare(root: str, data_folder: str, pack_sha256: str, state_dir: str,
             download: Optional[Callable[[str, str], None]] = None) -> None:
   """Writes <root>/.devdata (the CIFAR-10 pack, checked against `pack_sha256`; the wheels; the commit) and
@@ -128,11 +123,11 @@ def prepare(root: str, data_folder: str, pack_sha256: str, state_dir: str,
   wheels = os.path.join(dev, "wheels")
   os.makedirs(wheels, exist_ok=True)
   out = os.path.join(dev, "cifar10-jpeg.cifarpack")
-  if not os.path.exists(out) or _sha256(out) != pack_sha256:
+  if not os.path.exists(out) or sha256(out) != pack_sha256:
     print(f"packing {data_folder} into {out} ...", flush=True)
     pack.pack_folder(data_folder, out, description=for_run.describe_folder(data_folder))
-    if _sha256(out) != pack_sha256:
-      raise ValueError(f"{out} has sha256 {_sha256(out)}, not the {pack_sha256} of the shared JPEG copy: another "
+    if sha256(out) != pack_sha256:
+      raise ValueError(f"{out} has sha256 {sha256(out)}, not the {pack_sha256} of the shared JPEG copy: another "
                        "folder? (the chain's numbers are of that copy)")
   download = download or (lambda req, dest: subprocess.run(
       [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", dest, req], check=True))

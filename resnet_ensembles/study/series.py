@@ -19,7 +19,7 @@ import os
 from typing import Optional
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from resnet_ensembles import paper
 from resnet_ensembles.lesion.summary import errors_by_k, single_stats
@@ -109,7 +109,7 @@ def _transform(ns, ys, form: str):
   if form == "power":
     return np.log(ns), np.log(ys)
   if form == "logit":
-    return np.log(ns), np.log(ys / (1 - ys))
+    return np.log(ns), special.logit(ys)
   return ns, ys
 
 
@@ -117,7 +117,7 @@ def predict(f: dict, ns) -> np.ndarray:
   """The fitted trend `f` (from `fit`) at depths `ns`."""
   ns = np.asarray(ns, np.float64)
   z = f["intercept"] + f["slope"] * (ns if f["form"] == "linear" else np.log(ns))
-  return np.exp(z) if f["form"] == "power" else 1 / (1 + np.exp(-z)) if f["form"] == "logit" else z
+  return np.exp(z) if f["form"] == "power" else special.expit(z) if f["form"] == "logit" else z
 
 
 def fit(ns, ys, form: str) -> Optional[dict]:
