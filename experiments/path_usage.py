@@ -28,7 +28,7 @@ from absl import app, flags, logging
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.data import for_run as study_data
 from resnet_ensembles.lesion.wavefront import wavefront_logits
-from resnet_ensembles.paths import per_example as pe, per_example_stats as pe_stats
+from resnet_ensembles.paths import per_example as pe, per_example_report as pe_report
 from resnet_ensembles.plots import per_example as plots
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags
@@ -124,7 +124,7 @@ def main(argv):
   if _SWEEP.value:
     with open(_SWEEP.value) as f:
       sweep = json.load(f)
-  result = pe_stats.analyze(prof, prof["preds"], labels[idx], images[idx], share=_SHARE.value, grid=_TOP.value,
+  result = pe_report.analyze(prof, prof["preds"], labels[idx], images[idx], share=_SHARE.value, grid=_TOP.value,
                       n_resamples=_RESAMPLES.value, seed=_SEED.value, sweep=sweep if len(idx) == len(labels) else None,
                       variables_sha256=sha, class_names=list(data_lib.CIFAR10_CLASSES), test_index=idx)
   result.update(method=_METHOD.value, num_blocks=n, data=data_desc, workdir=_WORKDIR.value,
@@ -142,7 +142,7 @@ def main(argv):
     json.dump(result, f, indent=1)
   with open(stem + ".json") as f:  # the figure is a function of the JSON alone
     plots.save(json.load(f), stem + ".png")
-  for line in pe_stats.headline(result):
+  for line in pe_report.headline(result):
     print(line)
   print(f"wrote {stem}.json, {stem}.png ({time.time() - t_start:.0f} s)")
 

@@ -13,7 +13,7 @@ from resnet_ensembles import models
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion.wavefront import wavefront_logits
 from resnet_ensembles.paths import analysis as paths
-from resnet_ensembles.paths import per_example as pe, per_example_stats as pe_stats
+from resnet_ensembles.paths import per_example as pe, per_example_report as pe_report, per_example_stats as pe_stats
 from resnet_ensembles.plots import per_example as plots
 
 X = jax.random.normal(jax.random.PRNGKey(7), (3, 32, 32, 3))
@@ -146,14 +146,14 @@ def test_dataset_chunks_resume_analysis_and_figure(tmp_path):
   x = data_lib.normalize_for(MODEL, images)
   preds = np.asarray(jnp.argmax(wavefront_logits(MODEL, V, x), -1))
   np.testing.assert_array_equal(preds[0], np.argmax(prof["logits"], -1))
-  result = pe_stats.analyze(prof, preds, labels, images, grid=4, n_resamples=50, class_names=[str(i) for i in range(10)])
+  result = pe_report.analyze(prof, preds, labels, images, grid=4, n_resamples=50, class_names=[str(i) for i in range(10)])
   result.update(method="exact", num_blocks=3)
   result = json.loads(json.dumps(result))
   assert sum(result["distribution"]["image"]["peak"]) == 24 and len(result["grid"]["longest"]) == 4
-  np.testing.assert_array_equal(pe_stats.image_from_json(result["grid"]["longest"][0]["pixels"]),
+  np.testing.assert_array_equal(pe_report.image_from_json(result["grid"]["longest"][0]["pixels"]),
                                 images[result["grid"]["longest"][0]["index"]])
   assert result["tape_vs_wavefront_prediction_agreement"] == 1.0 and result["max_per_image_sum_error"] < 1e-5
-  assert pe_stats.headline(result)[0].startswith("24 images")
+  assert pe_report.headline(result)[0].startswith("24 images")
   assert os.path.getsize(plots.save(result, str(tmp_path / "p.png"))) > 10_000
   sampled = pe.profile_dataset(MODEL, V, images[:8], labels[:8], batch_size=4, method="sampled", samples_per_length=2)
   assert sampled["image"].shape == (8, 4) and np.all(sampled["image"] > 0)

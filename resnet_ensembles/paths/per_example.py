@@ -20,8 +20,9 @@ per-image curves are kept:
 the per-image G_k sum to that image's full gradient (tests/test_per_example_paths.py).
 
 Across a data set: `profile_dataset` (chunked to files so a kill loses at most a chunk); group summaries,
-the lesion link and the report are in `per_example_stats`. Per-image lesion predictions come from the lesion engine (a layer beside this one), so the
-main (experiments/path_usage.py) computes them and hands the arrays in.
+the lesion link are in `per_example_stats`, the report in `per_example_report`. Per-image lesion predictions
+come from the lesion engine (a layer beside this one), so the main (experiments/path_usage.py) computes them
+and hands the arrays in.
 """
 from __future__ import annotations
 

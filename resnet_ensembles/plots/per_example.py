@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from resnet_ensembles.paths.per_example_stats import image_from_json
+from resnet_ensembles.paths.per_example_report import image_from_json
 from resnet_ensembles.plots import legend_below, save_figure
 
 
