@@ -7,7 +7,6 @@ checked before anything is built: a checkpoint that does not fit ends with one l
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -110,14 +109,6 @@ def state_dict_to_variables(state_dict: dict, depth: Optional[int] = None) -> tu
   return found, traverse_util.unflatten_dict(flat)
 
 
-def sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def _licence_file(path: str) -> Optional[str]:
   licence = os.path.join(os.path.dirname(os.path.abspath(path)), LICENSE_FILE)
   return licence if os.path.exists(licence) else None
@@ -145,7 +136,7 @@ def import_checkpoint(path: str, out_dir: str, make_config: Callable[[int], Any]
   if not isinstance(state_dict, dict):
     raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict (or a dict with 'state_dict')")
   found, variables = state_dict_to_variables(state_dict, depth)
-  digest = sha256(path)
+  digest = provenance.sha256(path)
   source = {"file": os.path.basename(path), "sha256": digest, "format": torch_reader.file_format(path),
             "licence": _licence_note(path, licence), "importer_commit": provenance.git_commit()}
   if isinstance(obj.get("best_prec1"), (int, float)):

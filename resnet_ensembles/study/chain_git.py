@@ -6,23 +6,18 @@ state_dir/networks.json; `restore_networks` reads them back out of git history. 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 from typing import Iterable, Optional
 
 from resnet_ensembles.study.chain_files import NETWORKS, NETWORKS_JSON, _walk_files, read_json, utc, write_json
+from resnet_ensembles.utils.provenance import sha256
 
 
 def _git(repo: str, *args: str, data: bool = False):
   out = subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True)
   return out.stdout if data else out.stdout.decode().strip()
-
-
-def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
 
 
 def commit_absorbed(repo: str, state_dir: str, message: str, networks_dir: Optional[str] = None) -> list[str]:
@@ -51,7 +46,7 @@ def commit_absorbed(repo: str, state_dir: str, message: str, networks_dir: Optio
     entry = {"commit": first, "path": f"{rel_nets}/{run}".replace(os.sep, "/"), "files": files,
              "absorbed": utc()}
     if "variables.msgpack" in files:
-      entry["variables_msgpack_sha256"] = _sha256(os.path.join(networks_dir, run, "variables.msgpack"))
+      entry["variables_msgpack_sha256"] = sha256(os.path.join(networks_dir, run, "variables.msgpack"))
     retired = read_json(os.path.join(state_dir, "chain", f"sweeps-{run}.done.json"), {}).get("retired", {})
     if "variables_sha256" in retired:
       entry["variables_sha256"] = retired["variables_sha256"]  # checkpoints.fingerprint of the network
@@ -82,7 +77,7 @@ def restore_networks(repo: str, state_dir: str, dest: str, runs: Optional[Iterab
       with open(os.path.join(out, name), "wb") as f:
         f.write(blob)
     want = entry.get("variables_msgpack_sha256")
-    if want and _sha256(os.path.join(out, "variables.msgpack")) != want:
+    if want and sha256(os.path.join(out, "variables.msgpack")) != want:
       raise ValueError(f"{out}/variables.msgpack from {entry['commit'][:10]} is not the network recorded")
     done.append(run)
   return done

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable, Iterable, Optional
 
-from resnet_ensembles.store.torch_import import sha256
+from resnet_ensembles.utils.provenance import sha256
 from resnet_ensembles.study import chain, chain_files
 from resnet_ensembles.utils.provenance import git_commit
 

@@ -1,6 +1,8 @@
-"""Where a result came from: the git commit of the code that produced it, written beside the numbers."""
+"""Where a result came from: the git commit of the code that produced it, written beside the numbers, and the
+sha256 of the files it read (imported weights, the paper chain's data pack and networks)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 
@@ -57,3 +59,12 @@ def trained_by(starts: list[dict], final_step: int) -> str:
   parts += [f"{s['git_commit'][:7]} on {s.get('machine') or s.get('devices') or s.get('host', '?')}: steps "
             f"{s['step']}-{end}" for s, end in zip(starts, ends) if end > s["step"]]
   return "; ".join(parts) or "no record"
+
+
+def sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes, read 1 MiB at a time (a data pack need not be in memory twice)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
