@@ -1,6 +1,7 @@
 """The ViT-only lesions and training options: layers in parallel (Sun et al.), whole-layer deletions, Kendall's
 tau over layers, and microbatched training steps, on a 3-layer ViT (6 residual branches)."""
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -54,13 +55,19 @@ def test_configurations_cover_every_span_and_the_middle_variants(v):
   assert par == [(0, 2, False), (1, 2, True), (2, 2, False), (0, 3, False), (1, 3, False), (0, 4, False)]
   np.testing.assert_array_equal(reads[1], [0, 1, 1, 3])
   kinds = [(r["variant"], r.get("start"), r.get("length")) for r in rows if r["variant"] != "parallel"]
-  assert kinds == [("skip", 1, 1), ("skip", 1, 2), ("reverse", 1, 2), ("shuffle", 1, 2), ("shuffle", 1, 2),
+  assert kinds == [("skip", 1, 1), ("skip", 1, 2), ("reverse", 1, 2), ("shuffle", 1, 2),  # 2 layers: one shuffle
                    ("full", None, None)]
   i = [r["variant"] for r in rows].index("reverse")
   np.testing.assert_array_equal(o[i], [0, 1, 4, 5, 2, 3, 6, 7])  # layers 1 and 2 swapped, blocks in pairs
   j = [r["variant"] for r in rows].index("skip")
   np.testing.assert_array_equal(m[j], [1, 1, 0, 0, 1, 1, 1, 1])
   assert rows[-1]["full"] and (m[-1] == 1).all() and (o[-1] == np.arange(8)).all()
+  for depth in (4, 6):  # shuffles are distinct orders of their span, never the identity
+    m, o, reads, rows = painters.configurations(depth, shuffles=3, seed=0)
+    for n in range(2, depth - 1):
+      shuffled = [o[i].tobytes() for i, r in enumerate(rows) if r["variant"] == "shuffle" and r["length"] == n]
+      assert len(set(shuffled)) == len(shuffled) == min(3, math.factorial(n) - 1)
+      assert np.arange(2 * depth, dtype=o.dtype).tobytes() not in shuffled
   assert painters.middle_span(6, 2) == (2, 4) and painters.middle_span(6, 4) == (1, 5)
   with pytest.raises(ValueError, match="at least 3 layers"):
     painters.configurations(2)

@@ -8,7 +8,8 @@ in parallel: its output is that input plus the sum of the layers' changes). The 
   parallel   every contiguous span of >= 2 layers run in parallel (a row per start and length)
   skip, reverse, shuffle
              Sun et al.'s middle-span variants: the N middle layers (centred; the first and the last layer
-             never touched) deleted, run in reverse order, or in `shuffles` seeded random orders
+             never touched) deleted, run in reverse order, or in `shuffles` seeded random orders (distinct,
+             never the identity; all n! - 1 when fewer)
 
 Only models whose `__call__` takes `parallel_from` support it (the ViT: a layer is an (attention, MLP)
 pair, whose parallel run the per-block ResidualStack interface cannot express as one read).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import jax
 import numpy as np
@@ -71,9 +73,15 @@ def configurations(depth: int, unit: int = 2, shuffles: int = 3, seed: int = 0
       order = ident.copy()
       order[a:b] = order[a:b][::-1]
       add({"variant": "reverse", "kendall_tau": kendall_tau(order), **span}, layer_order=order)
-      for _ in range(shuffles):
+      # distinct orders other than the identity (a "shuffle" that keeps the order is no lesion): all n! - 1
+      # of them when there are fewer than `shuffles` (for n = 2 only the swap, which is also the reversal)
+      drawn: set = set()
+      while len(drawn) < min(shuffles, math.factorial(n) - 1):
         order = ident.copy()
-        order[a:b] = rng.permutation(order[a:b])
+        order[a:b] = a + rng.permutation(n)
+        if (order == ident).all() or order.tobytes() in drawn:
+          continue
+        drawn.add(order.tobytes())
         add({"variant": "shuffle", "kendall_tau": kendall_tau(order), **span}, layer_order=order)
   add({"variant": "full", "full": True})
   masks, orders, reads, rows = (list(x) for x in zip(*out))
