@@ -11,7 +11,8 @@ from resnet_ensembles import models
 from resnet_ensembles.data import cifar10 as data
 from resnet_ensembles.plots import depth_series as series_plot
 from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import depth_series, series
+from resnet_ensembles.lesion.summary import reorderings
+from resnet_ensembles.study import depth_series, report, series
 
 
 def _exported(tmp_path, seed: int) -> str:
@@ -62,3 +63,17 @@ def test_fit_power_law_and_line():
   assert np.isclose(series.predict(f, 54), f["at_54"]) and np.isclose(series.predict(g, 54), 0.64)
   with pytest.raises(ValueError, match="fit form must be one of"):
     series.fit([9, 15, 21], [0.1, 0.2, 0.3], "exponential")
+
+
+def test_identity_draws_are_not_reorderings(tmp_path):
+  """k random swaps can undo each other; such an order is the full network and stays out of the medians."""
+  rows = [{"kendall_tau": 1.0, "error": 0.10}, {"kendall_tau": 1.0, "error": 0.10},
+          {"kendall_tau": 0.96, "error": 0.14}, {"kendall_tau": 0.92, "error": 0.30}]
+  net = {"full_error": 0.10, "rows": rows}
+  assert reorderings(net) == rows[2:]
+  assert report.tau_medians(net)["tau>=0.95"] == (0.14, 1)          # not the median of 0.10, 0.10, 0.14
+  folder = tmp_path / "net"
+  folder.mkdir()
+  (folder / "reorder_stored.json").write_text(json.dumps({"networks": [net], "test_images": 100}))
+  r = series.summarize(str(tmp_path), ["net"], [], ["stored"])["networks"]["net"]["stored"]["reorder"]
+  assert r["identity_draws"] == 2 and r["tau>=0.95_count"] == 1 and np.isclose(r["tau>=0.95_cost"], 0.04)

@@ -17,7 +17,7 @@ from resnet_ensembles.training import metrics
 from resnet_ensembles import paper
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.utils import provenance
-from resnet_ensembles.lesion.summary import k_means, single_stats
+from resnet_ensembles.lesion.summary import k_means, reorderings, single_stats
 from resnet_ensembles.study import verdicts as v
 from resnet_ensembles.study.verdicts import RULES
 
@@ -56,7 +56,7 @@ def _net(result: dict, label: Optional[str] = None) -> dict:
 def tau_medians(net: dict) -> dict:
   out = {}
   for name, lo, hi in TAU_BINS:
-    errs = [r["error"] for r in net["rows"] if lo <= r["kendall_tau"] < hi]
+    errs = [r["error"] for r in reorderings(net) if lo <= r["kendall_tau"] < hi]
     out[name] = (float(np.median(errs)), len(errs)) if errs else (None, 0)
   return out
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import special, stats
 
 from resnet_ensembles import paper
-from resnet_ensembles.lesion.summary import errors_by_k, single_stats
+from resnet_ensembles.lesion.summary import errors_by_k, reorderings, single_stats
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import verdicts as v
 
@@ -70,11 +70,13 @@ def network_summary(folder: str, bn: str) -> dict:
       e["share"] = e["cost"] / (v.CHANCE - out["k_full"])
   reorder = load_json(os.path.join(folder, f"reorder_{bn}.json"))
   if reorder:
-    near = [r["error"] for r in reorder["networks"][0]["rows"] if r["kendall_tau"] >= 0.95]
-    mid = [r["error"] for r in reorder["networks"][0]["rows"] if 0.90 <= r["kendall_tau"] < 0.95]
+    moved = reorderings(reorder["networks"][0])  # the identity draws left out
+    near = [r["error"] for r in moved if r["kendall_tau"] >= 0.95]
+    mid = [r["error"] for r in moved if 0.90 <= r["kendall_tau"] < 0.95]
     med = lambda xs: None if not xs else float(np.median(xs))
     out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if standard_error(near) is None else 1.2533 * standard_error(near),
-                      "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid)}
+                      "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid),
+                      "identity_draws": len(reorder["networks"][0]["rows"]) - len(moved)}
     # costs over the sweep's own full network (k deletions and reorderings run on fewer test images)
     out["reorder"]["tau>=0.95_cost"] = None if not near else med(near) - out["reorder"]["full"]
   pj = load_json(os.path.join(folder, "paths.json"))

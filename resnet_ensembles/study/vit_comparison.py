@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from resnet_ensembles.lesion.painters import middle_span
-from resnet_ensembles.lesion.summary import errors_by_k
+from resnet_ensembles.lesion.summary import errors_by_k, reorderings
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study.series import load_json, standard_error
 
@@ -44,7 +44,8 @@ def stream_summary(folder: str) -> dict:
                   for k, e in sorted(errors_by_k(multi).items())]
     reorder = _net(folder, "reorder")
     if reorder:
-      out["reorder"] = [{"tau": r["kendall_tau"], "cost": r["error"] - full} for r in reorder["rows"]]
+      out["reorder"] = [{"tau": r["kendall_tau"], "cost": r["error"] - full} for r in reorderings(reorder)]
+      out["identity_draws"] = len(reorder["rows"]) - len(out["reorder"])
   pj = load_json(os.path.join(folder, "paths.json"))
   if pj:
     r = pj["effective_range"]["image"]
@@ -151,7 +152,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
     line(f"k deletions, {int(100 * frac)}% of branches: cost, pts",
          lambda s, f=frac: (lambda e: f"{_pts(e['cost'], e['se'])} (k={e['k']})")(
              min(s["k"], key=lambda e: abs(e["fraction"] - f))))
-  line("reorderings, tau >= 0.8: median cost, pts",
+  line("reorderings (identity draws left out), tau >= 0.8: median cost, pts",
        lambda s: _pts(float(np.median([r["cost"] for r in s["reorder"] if r["tau"] >= 0.8]))))
   line("effective window (share of paths)",
        lambda s: f"{s['paths']['lo']}-{s['paths']['hi']} of {s['paths']['n']} ({100 * s['paths']['share']:.1f}%)")
