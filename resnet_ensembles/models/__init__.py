@@ -6,7 +6,8 @@
   readout(h) -> logits;  stream_shape(image_hw);  batch_norm, residual, num_classes, dtype, input_stats
 
 Families: CIFAR ResNets and plain nets (`cifar`), ImageNet bottleneck ResNets (`imagenet`), a pre-LN
-Vision Transformer whose attention and MLP sublayers are the blocks (`vit`).
+Vision Transformer whose attention and MLP sublayers are the blocks (`vit`). What they share — the masked,
+routed residual sum, the path tape, the shape checks — is `residual`; helpers over variables are `variables`.
 
 Masks, orders and routes are traced inputs, so one compiled program serves a whole `vmap`ped stack of
 them. `from_config(config)` builds any model a run's config.json names. This package imports nothing
@@ -21,12 +22,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from resnet_ensembles.models.cifar import (CifarResNet, PlainNet, build_model, block_names,  # noqa: F401
-                                           keep_stats_of_inactive_blocks, num_params, type_a_shortcut)
+from resnet_ensembles.models.cifar import CifarResNet, PlainNet, build_model, type_a_shortcut  # noqa: F401
 from resnet_ensembles.models.imagenet import ImageNetResNet, build_from_config as _imagenet_from_config
 from resnet_ensembles.models.interface import ResidualStack, require_batch_norm  # noqa: F401
 from resnet_ensembles.models.vit import VisionTransformer, build_from_config as _vit_from_config
 from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
+from resnet_ensembles.models.variables import block_names, keep_stats_of_inactive_blocks, num_params  # noqa: F401
 
 
 def from_config(config) -> ResidualStack:

@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from resnet_ensembles.models.layout import Layout, cifar_layout, check_block_order
+from resnet_ensembles.models.layout import Layout, cifar_layout
+from resnet_ensembles.models.residual import check_block_inputs, residual_add, shift_cotangent
 
 Array = Any
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # He et al. / fb.resnet.torch
@@ -41,26 +41,6 @@ def type_a_shortcut(x: Array, features: int, stride: int, pad: str = "end") -> A
     before = extra // 2 if pad == "both" else 0
     x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (before, extra - before)))
   return x
-
-
-@jax.custom_vjp
-def _shift_cotangent(x: Array, groups: Array) -> Array:
-  del groups
-  return x
-
-
-def _shift_fwd(x, groups):
-  return x, groups
-
-
-def _shift_bwd(groups, ct):
-  k = groups.shape[0]
-  ct = ct.reshape((k, -1) + ct.shape[1:])
-  ct = jnp.concatenate([jnp.zeros_like(ct[:1]), ct[:-1]], axis=0)
-  return ct.reshape((-1,) + ct.shape[2:]), jnp.zeros_like(groups)
-
-
-_shift_cotangent.defvjp(_shift_fwd, _shift_bwd)
 
 
 class ResidualBranch(nn.Module):
@@ -135,19 +115,9 @@ class CifarResNet(nn.Module):
                path_groups: int = 0) -> Array:
     layout = self.layout
     n = layout.num_blocks
-    for name, arr in (("block_mask", block_mask), ("block_order", block_order), ("grad_route", grad_route)):
-      if arr is None:
-        continue
-      second = {"block_mask": ((x.shape[0], n), "(batch, n)"), "grad_route": ((2, n), "(2, n)")}.get(name)
-      if jnp.shape(arr) != (n,) and (second is None or jnp.shape(arr) != second[0]):
-        raise ValueError(f"{name} must have shape ({n},){f' or {second[1]}' if second else ''} "
-                         f"for depth {self.depth}, got {jnp.shape(arr)}")
+    check_block_inputs(f"depth {self.depth}", layout, x.shape[0], train, block_mask, block_order, grad_route)
     if path_groups and (train or not self.residual):
       raise ValueError("path_groups needs a ResNet in inference mode (BatchNorm must not mix copies)")
-    if block_order is not None and train:
-      raise ValueError("block_order is an evaluation-time lesion; train with the natural order")
-    if block_order is not None:
-      check_block_order(block_order, layout)
     x = self.embed(x, train)
     for pos in range(n):
       x = self.block(x, pos, train,
@@ -195,21 +165,17 @@ class CifarResNet(nn.Module):
     shortcut = self.shortcut(x, pos, train)
     branch = self.branch(x, pos, train, order)
     if path_groups:
-      branch = _shift_cotangent(branch, jnp.zeros((path_groups,), self.dtype))
-    m = None if mask is None else jnp.asarray(mask, self.dtype)
-    if m is not None and m.ndim == 1:
-      m = m[:, None, None, None]
-    if route is not None and not self.residual:
-      raise ValueError("grad_route needs skip connections; a plain net has none")
-    if not self.residual:
-      out = self._post(branch)
-      return out if m is None else m * out + (1 - m) * shortcut
+      branch = shift_cotangent(branch, path_groups)
+    if self.residual:
+      return self._post(residual_add(shortcut, branch, mask, route, self.dtype))
     if route is not None:
-      r = jnp.asarray(route, self.dtype)
-      to_branch, to_skip = (r[0], r[1]) if r.ndim else (r, 1 - r)
-      shortcut = to_skip * shortcut + (1 - to_skip) * jax.lax.stop_gradient(shortcut)
-      branch = to_branch * branch + (1 - to_branch) * jax.lax.stop_gradient(branch)
-    return self._post(shortcut + (branch if m is None else m * branch))
+      raise ValueError("grad_route needs skip connections; a plain net has none")
+    out = self._post(branch)
+    if mask is None:
+      return out
+    m = jnp.asarray(mask, self.dtype)
+    m = m[:, None, None, None] if m.ndim == 1 else m
+    return m * out + (1 - m) * shortcut
 
   def deleted(self, x: Array, pos: int) -> Array:
     """What `block(x, pos, mask=0)` returns, without computing the branch it would zero."""
@@ -234,19 +200,3 @@ def build_model(name: str, depth: int, variant: str = "preact", num_classes: int
     raise ValueError(f"model must be one of {sorted(classes)}, got {name!r}")
   return classes[name](depth=depth, variant=variant, num_classes=num_classes, width=width, dtype=dtype,
                        shortcut_pad=shortcut_pad, input_stats=input_stats)
-
-
-def num_params(params) -> int:
-  return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
-
-
-def block_names(layout: Layout) -> list[str]:
-  return [f"block_{i:02d}" for i in range(layout.num_blocks)]
-
-
-def keep_stats_of_inactive_blocks(old_stats, new_stats, active: Array):
-  """BatchNorm statistics of a block that did not run (mask 0) stay as they were."""
-  out = dict(new_stats)
-  for i, name in enumerate(sorted(k for k in new_stats if k.startswith("block_"))):
-    out[name] = jax.tree.map(lambda o, n: jnp.where(active[i] > 0, n, o), old_stats[name], new_stats[name])
-  return out

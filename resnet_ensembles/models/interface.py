@@ -13,7 +13,7 @@ family gets every experiment by providing, as a Flax module (hashable: engines c
                       position `pos` with this block's mask (scalar or [B]), route (scalar r: branch r,
                       skip 1 - r; or [2]: branch and skip gradient gates), order (the whole [n] order: the
                       position runs block order[pos]'s parameters) and path_groups (K > 0: wrap the branch
-                      output in `cifar._shift_cotangent`, so copy k of a K-fold batch gets length-k paths)
+                      output in `residual.shift_cotangent`, so copy k of a K-fold batch gets length-k paths)
   deleted(h, pos) -> h          what block(h, pos, mask=0) returns, without computing the branch
   readout(h, train) -> logits   float32 [B, num_classes]
   stream_shape(image_hw) -> shape of one image's activation entering block 0 (memory estimates)

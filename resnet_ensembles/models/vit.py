@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_ensembles.models.cifar import Array, _shift_cotangent
-from resnet_ensembles.models.layout import Layout, check_block_order
+from resnet_ensembles.models.layout import Layout
+from resnet_ensembles.models.residual import Array, check_block_inputs, residual_add, shift_cotangent
 
 _dense_init = nn.initializers.xavier_uniform()
 
@@ -66,19 +66,6 @@ class MlpBranch(nn.Module):
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="ln")(x)
     y = nn.gelu(nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=_dense_init, name="fc1")(y))
     return nn.Dense(x.shape[-1], dtype=self.dtype, kernel_init=_dense_init, name="fc2")(y)
-
-
-def residual_add(x: Array, branch: Array, mask: Optional[Array], route: Optional[Array], dtype: Any) -> Array:
-  """x + m * branch, with the gradient gated by `route` (scalar r: branch r, skip 1 - r; or [2])."""
-  if route is not None:
-    r = jnp.asarray(route, dtype)
-    to_branch, to_skip = (r[0], r[1]) if r.ndim else (r, 1 - r)
-    x = to_skip * x + (1 - to_skip) * jax.lax.stop_gradient(x)
-    branch = to_branch * branch + (1 - to_branch) * jax.lax.stop_gradient(branch)
-  if mask is None:
-    return x + branch
-  m = jnp.asarray(mask, dtype)
-  return x + (m.reshape(m.shape + (1,) * (branch.ndim - m.ndim)) if m.ndim else m) * branch
 
 
 class VisionTransformer(nn.Module):
@@ -129,18 +116,11 @@ class VisionTransformer(nn.Module):
                block_order: Optional[Array] = None, grad_route: Optional[Array] = None,
                path_groups: int = 0, parallel_from: Optional[Array] = None) -> Array:
     n = self.layout.num_blocks
-    for name, arr, other in (("block_mask", block_mask, (x.shape[0], n)), ("block_order", block_order, None),
-                             ("grad_route", grad_route, (2, n))):
-      if arr is not None and jnp.shape(arr) != (n,) and jnp.shape(arr) != other:
-        raise ValueError(f"{name} must have shape ({n},){f' or {other}' if other else ''} for a "
-                         f"{self.depth}-layer ViT (2 blocks a layer), got {jnp.shape(arr)}")
+    check_block_inputs(f"a {self.depth}-layer ViT (2 blocks a layer)", self.layout, x.shape[0], train, block_mask,
+                       block_order, grad_route)
     if parallel_from is not None and jnp.shape(parallel_from) != (self.depth,):
       raise ValueError(f"parallel_from must have shape ({self.depth},) (one entry per layer), got "
                        f"{jnp.shape(parallel_from)}")
-    if block_order is not None and train:
-      raise ValueError("block_order is an evaluation-time lesion; train with the natural order")
-    if block_order is not None:
-      check_block_order(block_order, self.layout)
     x = self.embed(x, train)
     block = lambda h, pos: self.block(h, pos, train, mask=None if block_mask is None else block_mask[..., pos],
                                       route=None if grad_route is None else grad_route[..., pos],
@@ -186,7 +166,7 @@ class VisionTransformer(nn.Module):
     """x + m * f_pos(x); mask scalar or [B], route scalar or [2] (as `CifarResNet.block`)."""
     branch = self.branch(x, pos, train, order)
     if path_groups:
-      branch = _shift_cotangent(branch, jnp.zeros((path_groups,), self.dtype))
+      branch = shift_cotangent(branch, path_groups)
     return residual_add(x, branch, mask, route, self.dtype)
 
   def deleted(self, x: Array, pos: int) -> Array:

@@ -16,7 +16,7 @@ from flax import struct
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles import models
-from resnet_ensembles.models import cifar as cifar_models, samplers
+from resnet_ensembles.models import samplers, variables as model_variables
 from resnet_ensembles.parallel.mesh import replicated_spec, shard_host_batch
 from resnet_ensembles.store import checkpoints
 
@@ -95,7 +95,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, tx,
     loss, grads = jax.tree.map(lambda a: a / microbatches, (loss, grads))
     logits, stats = logits.reshape((-1,) + logits.shape[2:]), state.batch_stats
   if mask is not None and mask.ndim == 1:  # per-example masks: every block ran, on the whole batch
-    stats = cifar_models.keep_stats_of_inactive_blocks(state.batch_stats, stats, mask)
+    stats = model_variables.keep_stats_of_inactive_blocks(state.batch_stats, stats, mask)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                             batch_stats=stats, opt_state=opt_state)
