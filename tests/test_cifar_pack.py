@@ -46,9 +46,14 @@ def tiny(tmp_path):
   return folder, pack
 
 
-def test_constants_match_the_folder_loader():
-  assert cifar_pack.CIFAR10_CLASSES == data.CIFAR10_CLASSES
-  assert cifar_pack.IMAGE_SUFFIXES == data._IMAGE_SUFFIXES
+def test_a_pack_is_read_without_jax(tiny):
+  """The pack reader and the folder listing it shares import numpy and PIL only (data.folder, data.pack)."""
+  _, pack = tiny
+  code = ("import sys; from resnet_ensembles.data import pack; x, y = pack._decode_split(sys.argv[1], "
+          "open(sys.argv[1], 'rb').read(), 'test'); assert x.shape == (30, 32, 32, 3); "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow', 'flax')))")
+  out = subprocess.run([sys.executable, "-c", code, pack], cwd=ROOT, capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
 
 
 def test_pack_reads_as_the_folder(tiny, tmp_path):

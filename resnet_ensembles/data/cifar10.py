@@ -16,12 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
+from resnet_ensembles.data.folder import CIFAR10_CLASSES, decode_checked, list_split
+
 # Per-channel statistics of the CIFAR-10 training set on the 0..255 scale (as in fb.resnet.torch).
 MEAN = np.array([125.3, 123.0, 113.9], np.float32)
 STD = np.array([63.0, 62.1, 66.7], np.float32)
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 Split = tuple[np.ndarray, np.ndarray]  # images uint8 [N, 32, 32, 3], labels int32 [N]
 
@@ -59,17 +58,15 @@ def _cache_path(root: str, split: str, files: list[str], cache_dir: Optional[str
 
 def _decode(path: str) -> np.ndarray:
   """One image file -> uint8 [32, 32, 3]; an unreadable or wrongly sized file is one line naming it."""
-  from resnet_ensembles.data import pack
-  return pack.decode_checked(path, path)
+  return decode_checked(path, path)
 
 
 def load_folder_split(root: str, split: str, cache_dir: Optional[str] = None) -> Split:
   """Reads `<root>/<split>/<class>/*.jpg|png`, caching the decoded arrays as an .npz. A missing split or
   class folder, an empty one, an unreadable image or one not 32x32 is a one-line error naming it, raised
-  before anything is cached (the listing and its checks are `pack.list_split`, shared with the packer)."""
-  from resnet_ensembles.data import pack
+  before anything is cached (the listing and its checks are `data.folder`'s, shared with the packer)."""
   split_dir = os.path.join(root, split)
-  files, labels = pack.list_split(root, split)
+  files, labels = list_split(root, split)
   cache = _cache_path(root, split, files, cache_dir)
   if os.path.exists(cache):
     with np.load(cache) as z:

@@ -19,8 +19,7 @@ import jax
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib, pack
-
-METADATA_FILE = pack.METADATA_FILE  # "dataset.json"
+from resnet_ensembles.data.folder import METADATA_FILE  # "dataset.json"
 # Copies recognised by content (`folder_fingerprint`), for read-only folders that cannot hold a dataset.json.
 KNOWN_COPIES = {"f09789290e31607d": "CIFAR-10 (JPEG q75 copy)"}  # ../shared/data/cifar10-jpeg, 60,000 files
 

@@ -27,8 +27,8 @@ default) 18.06 MB in 15 s (0.5% smaller, 3x slower); decompression takes ~1.5 s 
 The JPEG entropy-coded data itself is incompressible; what xz removes is the ~620 header bytes that
 every 920-byte file repeats.
 
-Only numpy, PIL and the standard library are imported, so a machine without TFDS or ml_collections
-can read a pack.
+Only numpy, PIL and the standard library are imported (the folder's listing and decoding are
+`data.folder`'s, shared with the folder loader), so a machine without JAX, TFDS or ml_collections can read a pack.
 """
 from __future__ import annotations
 
@@ -42,17 +42,14 @@ from typing import Optional
 
 import numpy as np
 
+from resnet_ensembles.data.folder import (CIFAR10_CLASSES, METADATA_FILE, decode_checked,  # noqa: F401
+                                         folder_description, list_split)
+
 SUFFIX = ".cifarpack"
 MAGIC = b"CIFARPAK"
 VERSION = 1
 PRESET = 0
 SPLITS = ("train", "test")
-# Kept equal to data.CIFAR10_CLASSES / data._IMAGE_SUFFIXES (a test checks); not imported from there
-# because data imports JAX.
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-METADATA_FILE = "dataset.json"  # optional, in the folder root: {"description": "..."}
 _PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -61,60 +58,6 @@ Split = tuple[np.ndarray, np.ndarray]
 def is_pack(path: str) -> bool:
   """True when `path` should be read as a pack: it ends in `.cifarpack` or is a regular file."""
   return path.endswith(SUFFIX) or os.path.isfile(path)
-
-
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-  """The folder loader's decode (data._decode) applied to the file's bytes instead of its path."""
-  return decode_checked(io.BytesIO(data), name)
-
-
-def decode_checked(source, name: str) -> np.ndarray:
-  """uint8 [32, 32, 3] of one image file (a path or a file object) decoded by PIL; a file that PIL cannot
-  read or that is not 32x32 is a one-line ValueError naming `name`, not a PIL traceback from a thread."""
-  from PIL import Image
-  try:
-    with Image.open(source) as im:
-      image = np.asarray(im.convert("RGB"), dtype=np.uint8)
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # UnidentifiedImageError, truncated
-    why = (str(e).strip().splitlines() or [""])[0][:200]
-    raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {why})") from None
-  if image.shape != (32, 32, 3):
-    raise ValueError(f"{name}: a {image.shape[1]}x{image.shape[0]} image; CIFAR-10 images are 32x32")
-  return image
-
-
-def list_split(root: str, split: str) -> tuple[list[str], list[int]]:
-  """(relative file names, labels) of `<root>/<split>` in the folder loader's order and with its checks."""
-  split_dir = os.path.join(root, split)
-  if not os.path.isdir(split_dir):
-    raise FileNotFoundError(f"CIFAR-10 folder split not found: {split_dir} "
-                            f"(expected <root>/{split}/<class>/*.jpg with the 10 CIFAR-10 classes)")
-  classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-  if tuple(classes) != CIFAR10_CLASSES:
-    missing, extra = sorted(set(CIFAR10_CLASSES) - set(classes)), sorted(set(classes) - set(CIFAR10_CLASSES))
-    raise ValueError(f"{split_dir} has class folders {classes} (missing {missing}, unexpected {extra}); "
-                     f"expected the 10 CIFAR-10 classes {list(CIFAR10_CLASSES)}")
-  files, labels, empty = [], [], []
-  for label, name in enumerate(classes):
-    names = sorted(f for f in os.listdir(os.path.join(split_dir, name)) if f.lower().endswith(IMAGE_SUFFIXES))
-    files += [f"{name}/{f}" for f in names]
-    labels += [label] * len(names)
-    empty += [] if names else [name]
-  if not files:
-    raise ValueError(f"{split_dir} holds no .jpg/.png images (expected {split}/<class>/*.jpg)")
-  if empty:  # a half-copied folder: training on it would silently lose classes
-    raise ValueError(f"{os.path.join(split_dir, empty[0])}: no .jpg/.png images (empty class folders: {empty})")
-  return files, labels
-
-
-def _folder_description(root: str) -> str:
-  path = os.path.join(root, METADATA_FILE)
-  if os.path.isfile(path):
-    with open(path) as f:
-      desc = json.load(f).get("description")
-    if desc:
-      return str(desc)
-  return f"CIFAR-10 (image folder {os.path.basename(os.path.normpath(root))})"
 
 
 def pack_folder(root: str, out_path: str, description: Optional[str] = None,
@@ -128,7 +71,7 @@ def pack_folder(root: str, out_path: str, description: Optional[str] = None,
   if not os.path.isdir(root):
     raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
   header = {"format": "cifarpack", "version": VERSION,
-            "description": description or _folder_description(root),
+            "description": description or folder_description(root),
             "compression": {"codec": "xz", "preset": preset}, "splits": {}}
   streams, offset = [], 0
   for split in splits:
@@ -234,7 +177,8 @@ def _decode_split(path: str, blob: bytes, split: str) -> Split:
       or np.bincount(labels, minlength=10).tolist() != meta["counts"]):
     raise ValueError(f"{path} has a corrupt {split} index (offsets or labels disagree with the header)")
   bounds, names = offsets.tolist(), meta["files"]
-  images = np.stack([decode_image(raw[bounds[i]:bounds[i + 1]], f"{path}: {split}/{names[i]}") for i in range(n)])
+  images = np.stack([decode_checked(io.BytesIO(raw[bounds[i]:bounds[i + 1]]), f"{path}: {split}/{names[i]}")
+                     for i in range(n)])
   return images, labels
 
 
