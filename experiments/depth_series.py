@@ -4,7 +4,8 @@ r"""The depth series: the paper's lesion and path study on networks of several d
 
 Every sweep writes its JSON as it finishes and is kept on a rerun (same network, same settings), so a killed
 run continues where it stopped; `--summary_only` redraws the table (series.md, series.json) and figure
-(series.png) from whatever is finished.
+(series.png) from whatever is finished. `--start_from=results/depth_series` first copies the committed sweeps
+and chunks that the workdir lacks (a new machine continues where the last one's snapshot stopped).
 """
 import os
 
@@ -20,6 +21,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "depth_series.py"),
     "Depth-series config file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the sweeps and the summary go.")
+_START_FROM = flags.DEFINE_string(
+    "start_from", None, "A depth-series folder (e.g. results/depth_series) whose finished sweeps and kept chunks "
+    "are copied into --workdir where it lacks them, so a machine that lost its workdir continues from there.")
 _SUMMARY_ONLY = flags.DEFINE_bool("summary_only", False, "Only redraw the table and figure from finished sweeps.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -30,6 +34,8 @@ def main(argv):
   setup_logging()
   c, workdir = _CONFIG.value, _WORKDIR.value
   with lock.hold(workdir):  # one process per workdir
+    if _START_FROM.value:
+      depth_series.seed_workdir(_START_FROM.value, workdir, list(c.networks))
     summarize(c, workdir, run_first=not _SUMMARY_ONLY.value)
 
 

@@ -33,6 +33,19 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
   single = json.load(open(os.path.join(workdir, "net0", "single_stored.json")))
   assert single["test_images"] == 100 and len(single["networks"][0]["rows"]) == 9
   assert depth_series.run(c, workdir, data=small) == []            # everything kept
+  # A new machine: a fresh workdir seeded from the finished one (as from results/) redoes nothing; kept chunks
+  # travel too, unless their sweep's JSON is there; nothing the target holds is overwritten.
+  os.makedirs(os.path.join(workdir, "net0", "multi_stored.json.partial", "net0"))
+  fresh = str(tmp_path / "fresh")
+  os.makedirs(os.path.join(fresh, "net0", "reorder_stored.json.partial"))
+  with open(os.path.join(fresh, "net0", "single_stored.json"), "w") as f:
+    f.write("{}")
+  copied = depth_series.seed_workdir(workdir, fresh, ["net0", "absent"])
+  assert copied == ["net0/multi_stored.json", "net0/paths.json", "net0/reorder_stored.json"]
+  assert open(os.path.join(fresh, "net0", "single_stored.json")).read() == "{}"
+  assert depth_series.run(c, fresh, data=small) == ["net0/single_stored"]
+  with pytest.raises(FileNotFoundError, match="not a folder"):
+    depth_series.seed_workdir(str(tmp_path / "nowhere"), fresh, ["net0"])
   c.multi.num_samples = 3                                           # a changed setting reruns that sweep only
   assert depth_series.run(c, workdir, data=small) == ["net0/multi_stored"]
   summary = series.summarize(workdir, ["net0"], [], ["stored"])

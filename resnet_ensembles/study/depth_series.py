@@ -10,6 +10,7 @@ with its next chunk where the sweep engine keeps chunks). `series.summarize` tur
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from absl import logging
@@ -96,6 +97,32 @@ def paths_one(config, workdir: str, data: dict, name: str, path: str, loaded: tu
                 label=name)
   write_json(result, out)
   return f"{time.time() - t0:.0f} s"
+
+
+def seed_workdir(source: str, workdir: str, names: list[str]) -> list[str]:
+  """Copies each network's finished sweeps and kept chunks (`<name>/*.json`, `<name>/*.json.partial/`) from
+  `source` (e.g. the committed results/depth_series) into `workdir` where the workdir lacks them, so a run on
+  a machine that lost its workdir continues from what was committed. Nothing in the workdir is overwritten;
+  what is copied is checked like the workdir's own (settings and network fingerprint, chunk keys) before use.
+  Returns the copied paths, relative to `source`."""
+  if not os.path.isdir(source):
+    raise FileNotFoundError(f"depth series: --start_from {source} is not a folder")
+  copied = []
+  for name in names:
+    src = os.path.join(source, name)
+    if not os.path.isdir(src):
+      continue
+    for entry in sorted(os.listdir(src)):
+      if not (entry.endswith(".json") or entry.endswith(".json" + progress.SUFFIX)):
+        continue
+      dst = os.path.join(workdir, name, entry)
+      if os.path.exists(dst) or (entry.endswith(progress.SUFFIX) and os.path.exists(dst[:-len(progress.SUFFIX)])):
+        continue
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      (shutil.copytree if os.path.isdir(os.path.join(src, entry)) else shutil.copy2)(os.path.join(src, entry), dst)
+      copied.append(os.path.join(name, entry))
+  logging.info("depth series: seeded %s from %s: %s", workdir, source, copied or "nothing missing")
+  return copied
 
 
 def run(config, workdir: str, data: dict | None = None) -> list[str]:
