@@ -114,9 +114,16 @@ def test_two_processes_match_one_process(tmp_path, fake_devices_env):
   np.testing.assert_allclose(two["wave"], one["wave"], atol=1e-9)
   np.testing.assert_allclose(one["wave"], one["lesion"], atol=1e-9)
   np.testing.assert_allclose(two["lesion"], one["lesion"], atol=1e-9)  # masks spread over both processes
-  # routes spread over both processes; the smallest magnitudes (~1e-4 of the largest) differ by float
-  # summation order, so the tolerance is relative to the curve's scale as well as to each value
-  np.testing.assert_allclose(two["paths"], one["paths"], rtol=1e-4, atol=1e-4 * np.max(np.abs(one["paths"])))
+  # Routes spread over both processes. The two trainings agree to ~1e-5 (above), and gradients amplify that:
+  # the mean gradient per length and the exact decomposition agree to ~2e-4 of the curve's scale; the
+  # spread over samples at block 0 (a standard deviation of 4 nearly equal gradients, 1/300 of the curve's
+  # scale at length 3) moved by 6% on an AMD EPYC CPU (2026-12, the same failure at the previous commit), so
+  # it is checked to 10%; the means keep the tight tolerance.
+  paths = lambda r: np.asarray(r["paths"]).reshape(3, -1)  # image_mean, block0_std, exact image
+  means, spread = [0, 2], 1
+  np.testing.assert_allclose(paths(two)[means], paths(one)[means], rtol=1e-4,
+                             atol=2e-4 * np.max(np.abs(paths(one)[means])))
+  np.testing.assert_allclose(paths(two)[spread], paths(one)[spread], rtol=0.1)
   # Both processes wrote the same checkpoint directory; only process 0 wrote metrics and starts (a second
   # writer would double every line).
   assert sorted(os.listdir(tmp_path / "run2" / "checkpoints")) == ["4", "8"]
