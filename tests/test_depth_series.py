@@ -12,7 +12,7 @@ from resnet_ensembles.data import cifar10 as data
 from resnet_ensembles.plots import depth_series as series_plot
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.lesion.summary import reorderings
-from resnet_ensembles.study import depth_series, report, series
+from resnet_ensembles.study import depth_series, report, series, trends
 
 
 def _exported(tmp_path, seed: int) -> str:
@@ -63,19 +63,19 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
 
 
 def test_fit_power_law_and_line():
-  f = series.fit([9, 15, 21, 27], [0.2 * n ** -0.5 for n in (9, 15, 21, 27)], "power")
+  f = trends.fit([9, 15, 21, 27], [0.2 * n ** -0.5 for n in (9, 15, 21, 27)], "power")
   assert np.isclose(f["slope"], -0.5) and np.isclose(f["at_54"], 0.2 * 54 ** -0.5) and f["r2"] > 0.999
-  g = series.fit([9, 15, 21, 27], [0.1 + 0.01 * n for n in (9, 15, 21, 27)], "linear")
+  g = trends.fit([9, 15, 21, 27], [0.1 + 0.01 * n for n in (9, 15, 21, 27)], "linear")
   assert np.isclose(g["at_54"], 0.64)
-  assert series.fit([9, 15], [0.1, 0.2], "linear") is None          # fewer than 3 points: no trend
+  assert trends.fit([9, 15], [0.1, 0.2], "linear") is None          # fewer than 3 points: no trend
   shares = [1 / (1 + np.exp(-(-3 + 1.2 * np.log(n)))) for n in (9, 15, 21)]  # logit r = -3 + 1.2 log n
-  h = series.fit([9, 15, 21, 27], shares + [1.0], "logit")           # a share of 1 cannot be fitted: left out
+  h = trends.fit([9, 15, 21, 27], shares + [1.0], "logit")           # a share of 1 cannot be fitted: left out
   assert h["points"] == 3 and np.isclose(h["slope"], 1.2) and np.isclose(h["intercept"], -3)
   assert np.isclose(h["at_54"], 1 / (1 + np.exp(3 - 1.2 * np.log(54)))) and 0 < h["at_54"] < 1
-  assert np.allclose(h["curve"]["y"], series.predict(h, h["curve"]["n"])) and h["curve"]["n"][-1] == 54
-  assert np.isclose(series.predict(f, 54), f["at_54"]) and np.isclose(series.predict(g, 54), 0.64)
+  assert np.allclose(h["curve"]["y"], trends.predict(h, h["curve"]["n"])) and h["curve"]["n"][-1] == 54
+  assert np.isclose(trends.predict(f, 54), f["at_54"]) and np.isclose(trends.predict(g, 54), 0.64)
   with pytest.raises(ValueError, match="fit form must be one of"):
-    series.fit([9, 15, 21], [0.1, 0.2, 0.3], "exponential")
+    trends.fit([9, 15, 21], [0.1, 0.2, 0.3], "exponential")
 
 
 def test_identity_draws_are_not_reorderings(tmp_path):

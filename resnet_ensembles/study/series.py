@@ -10,7 +10,7 @@ k deletions at a fixed fraction of the blocks, which delete more blocks as n gro
 the way to chance, as the share of that way, r = cost / (chance - full error) in (0, 1), logistic in log n
 (logit r = a + b log n; a power law there predicted 103 points at n = 54, more than there is room for); window
 ends, as fractions of n, and the per-block decay factor as straight lines in n (few points, no theory for a
-curve). Each fit states its prediction at n = 54 beside the paper's ResNet-110.
+curve). Each fit (`study.trends`) states its prediction at n = 54 beside the paper's ResNet-110.
 """
 from __future__ import annotations
 
@@ -19,14 +19,12 @@ import os
 from typing import Optional
 
 import numpy as np
-from scipy import special, stats
 
 from resnet_ensembles import paper
 from resnet_ensembles.lesion.summary import errors_by_k, reorderings, single_stats
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import verdicts as v
-
-PAPER_N = 54
+from resnet_ensembles.study.trends import PAPER_N, fit
 
 
 def standard_error(values) -> Optional[float]:
@@ -102,42 +100,6 @@ def _verdicts(s: dict, pe: dict) -> dict:
     p = s["paths"]
     out["window"] = v.window(p["lo"], p["hi"], p["n"], pe, untrained)
   return out
-
-
-FORMS = ("power", "logit", "linear")
-
-
-def _transform(ns, ys, form: str):
-  if form == "power":
-    return np.log(ns), np.log(ys)
-  if form == "logit":
-    return np.log(ns), special.logit(ys)
-  return ns, ys
-
-
-def predict(f: dict, ns) -> np.ndarray:
-  """The fitted trend `f` (from `fit`) at depths `ns`."""
-  ns = np.asarray(ns, np.float64)
-  z = f["intercept"] + f["slope"] * (ns if f["form"] == "linear" else np.log(ns))
-  return np.exp(z) if f["form"] == "power" else special.expit(z) if f["form"] == "logit" else z
-
-
-def fit(ns, ys, form: str) -> Optional[dict]:
-  """`power` (y = a n^b over positive y), `logit` (logit y = a + b log n over y in (0, 1)) or `linear`
-  (y = a + b n); with r^2 (of the transformed line) and the value at n = 54."""
-  if form not in FORMS:
-    raise ValueError(f"fit form must be one of {FORMS}, got {form!r}")
-  ns, ys = np.asarray(ns, np.float64), np.asarray(ys, np.float64)
-  ok = np.isfinite(ys) & ((ys > 0) if form == "power" else (ys > 0) & (ys < 1) if form == "logit" else True)
-  if ok.sum() < 3:
-    return None
-  r = stats.linregress(*_transform(ns[ok], ys[ok], form))
-  f = {"form": form, "slope": float(r.slope), "intercept": float(r.intercept), "r2": float(r.rvalue ** 2),
-       "points": int(ok.sum())}
-  f["at_54"] = float(predict(f, PAPER_N))
-  grid = np.linspace(ns[ok].min(), PAPER_N, 50)  # the figure draws the trend from here (plots stay below study)
-  f["curve"] = {"n": grid.tolist(), "y": predict(f, grid).tolist()}
-  return f
 
 
 TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's value at n = 54)
