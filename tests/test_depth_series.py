@@ -1,6 +1,8 @@
 """The depth series end to end on a tiny network: sweeps and paths written, kept on a rerun, summarised."""
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -90,3 +92,13 @@ def test_identity_draws_are_not_reorderings(tmp_path):
   (folder / "reorder_stored.json").write_text(json.dumps({"networks": [net], "test_images": 100}))
   r = series.summarize(str(tmp_path), ["net"], [], ["stored"])["networks"]["net"]["stored"]["reorder"]
   assert r["identity_draws"] == 2 and r["tau>=0.95_count"] == 1 and np.isclose(r["tau>=0.95_cost"], 0.04)
+
+
+def test_a_missing_start_from_is_one_line_before_the_workdir_exists(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / "series"
+  out = subprocess.run([sys.executable, "-m", "experiments.depth_series", f"--workdir={workdir}",
+                        f"--start_from={tmp_path / 'nowhere'}"], cwd=root, capture_output=True, text=True)
+  assert out.returncode != 0 and not workdir.exists()
+  assert out.stderr.strip().splitlines()[-1].endswith(
+      f"FileNotFoundError: depth series: --start_from {tmp_path / 'nowhere'} is not a folder")
