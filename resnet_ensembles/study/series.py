@@ -188,14 +188,15 @@ def render(summary: dict, labels: dict[str, str]) -> str:
                  f"{window} | {decay} |")
     out.append(_paper_row(summary["paper_effects"]))
     out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
-            f"({bn} BN), predicted at n = 54 beside the paper's ResNet-110:", "",
-            "| metric | form | slope | r^2 | at n = 54 | paper (n = 54) |", "|---|---|---:|---:|---:|---:|"]
+            f"({bn} BN), as far as swept (points: the networks a fit rests on), predicted at n = 54 beside the "
+            f"paper's ResNet-110:", "",
+            "| metric | form | points | slope | r^2 | at n = 54 | paper (n = 54) |", "|---|---|---:|---:|---:|---:|---:|"]
     for metric, f in summary["fits"][bn].items():
       if f:
         scale = 1 if metric in ("window_hi_frac", "decay") else 100
         paper_v = "n/a" if f["paper"] is None else f"{scale * f['paper']:.3g}"
-        out.append(f"| {TREND_NAMES.get(metric, metric)} | {f['form']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
+        out.append(f"| {TREND_NAMES.get(metric, metric)} | {f['form']} | {f['points']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
     if not any(summary["fits"][bn].values()):
-      out.append("| no trend yet: a fit needs the metric on at least 3 of these networks ||||||")
+      out.append("| no trend yet: a fit needs the metric on at least 3 of these networks |||||||")
     out.append("")
   return "\n".join(out)
