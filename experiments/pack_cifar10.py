@@ -16,7 +16,7 @@ from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 _FOLDER = flags.DEFINE_string("folder", None, "Root with train/ and test/, each with the 10 class folders.")
 _OUT = flags.DEFINE_string("out", None, f"Pack file to write (by convention ending in {cifar_pack.SUFFIX}).")
 _DESC = flags.DEFINE_string("description", None, "What the data is, e.g. 'CIFAR-10 (JPEG q75 copy)'. Default: "
-                            f"'description' of <folder>/{cifar_pack.METADATA_FILE}, else the folder's name.")
+                            f"'description' of <folder>/{cifar_pack.METADATA_FILE}, else a known copy's name, else the folder's path.")
 flags.mark_flags_as_required(["folder", "out"])
 
 

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from resnet_ensembles.data import cifar10 as data
+from resnet_ensembles.data import folder as data_folder
 
 
 def test_folder_copy_loads_cifar10(cifar, cifar_root):
@@ -73,7 +74,7 @@ def test_a_folder_is_named_by_its_metadata_content_or_path(tmp_path, cifar_root)
   root = str(tmp_path / "copy")
   _fake_folder(root, data.CIFAR10_CLASSES, per_class=1)
   assert for_run.describe_folder(root) == f"CIFAR-10 (image folder {root})"   # unknown: its path
-  with open(os.path.join(root, for_run.METADATA_FILE), "w") as f:
+  with open(os.path.join(root, data_folder.METADATA_FILE), "w") as f:
     f.write('{"description": "CIFAR-10 (my PNG copy)"}')
   assert for_run.describe_folder(root) == "CIFAR-10 (my PNG copy)"           # its own dataset.json
   # The shared JPEG copy holds no metadata file (read-only); it is recognised by its content, at any path.

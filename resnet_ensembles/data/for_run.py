@@ -10,7 +10,6 @@ training split a fixed-seed random `train_size` images, all centre-cropped as in
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Optional
@@ -19,35 +18,17 @@ import jax
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib, pack
-from resnet_ensembles.data.folder import METADATA_FILE  # "dataset.json"
-# Copies recognised by content (`folder_fingerprint`), for read-only folders that cannot hold a dataset.json.
-KNOWN_COPIES = {"f09789290e31607d": "CIFAR-10 (JPEG q75 copy)"}  # ../shared/data/cifar10-jpeg, 60,000 files
-
-
-def folder_fingerprint(root: str) -> str:
-  """16 hex digits of a sha256 over every `<split>/<class>/<file>:<size>` line (sorted): cheap (stat only)."""
-  h = hashlib.sha256()
-  for split in sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))):
-    for cls in sorted(os.listdir(os.path.join(root, split))):
-      folder = os.path.join(root, split, cls)
-      if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-          h.update(f"{split}/{cls}/{name}:{os.path.getsize(os.path.join(folder, name))}\n".encode())
-  return h.hexdigest()[:16]
+from resnet_ensembles.data.folder import KNOWN_COPIES, describe, folder_fingerprint  # noqa: F401
 
 
 def describe_folder(root: str) -> str:
-  """The name results give the data in `root`: its dataset.json (a pack: its header), else a known copy,
-  else its path."""
+  """The name results give the data in `root`: a pack's header, else `data.folder.describe` (its dataset.json,
+  a known copy, or its path)."""
   if pack.is_pack(root):
     return pack.read_pack_info(root)["description"]
-  meta = os.path.join(root, METADATA_FILE)
   if not os.path.isdir(root):  # the loader says what is wrong with it
     return f"CIFAR-10 (image folder {root})"
-  if os.path.isfile(meta):
-    with open(meta) as f:
-      return json.load(f)["description"]
-  return KNOWN_COPIES.get(folder_fingerprint(root), f"CIFAR-10 (image folder {root})")
+  return describe(root)
 
 
 def load(config, workdir: Optional[str] = None) -> dict[str, data_lib.Split]:

@@ -42,8 +42,8 @@ from typing import Optional
 
 import numpy as np
 
-from resnet_ensembles.data.folder import (CIFAR10_CLASSES, METADATA_FILE, decode_checked,  # noqa: F401
-                                         folder_description, list_split)
+from resnet_ensembles.data.folder import (CIFAR10_CLASSES, METADATA_FILE, decode_checked, describe,  # noqa: F401
+                                         list_split)
 
 SUFFIX = ".cifarpack"
 MAGIC = b"CIFARPAK"
@@ -64,14 +64,14 @@ def pack_folder(root: str, out_path: str, description: Optional[str] = None,
                 splits: tuple[str, ...] = SPLITS, preset: int = PRESET) -> dict:
   """Writes `<root>/<split>/<class>/*` of every split in `splits` to the one file `out_path`.
 
-  `description` defaults to "description" of `<root>/dataset.json`, else "CIFAR-10 (image folder <name>)".
+  `description` defaults to `data.folder.describe(root)`: its dataset.json, a known copy, or its path.
   The output depends only on the files' names and bytes (no timestamps), so packing again gives the
   same file. Returns the header (without the file lists) plus "file_size".
   """
   if not os.path.isdir(root):
     raise FileNotFoundError(f"CIFAR-10 folder not found: {root}")
   header = {"format": "cifarpack", "version": VERSION,
-            "description": description or folder_description(root),
+            "description": description or describe(root),
             "compression": {"codec": "xz", "preset": preset}, "splits": {}}
   streams, offset = [], 0
   for split in splits:
