@@ -118,3 +118,14 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   last = done.stderr.strip().splitlines()[-1]  # a config whose get_config raises: one line, not its traceback
   assert done.returncode != 0 and last.startswith("error: ") and "cpu, paper, paper_jpeg or tiny; got 'tinier'" in last, last
   assert "Traceback" not in done.stderr
+
+
+def test_the_committed_study_is_current_for_the_cpu_config():
+  """`./run.sh main` starts from results/repro: every stage there must be done for today's `cpu` config, or a
+  config change has quietly made the quickstart re-check (or redo) stages; rerun it with WORKDIR=results/repro.
+  Not the train stage: its record names the data folder's path, so on another machine it re-evaluates the
+  committed networks on that machine's data (~4 minutes) by design."""
+  config = reproduce_config.get_config("cpu")
+  stale = [s for s in reproduction.STAGES[1:]
+           if not reproduction.is_done(config, os.path.join(ROOT, "results", "repro"), s)]
+  assert not stale, f"results/repro is stale for the cpu config in stages {stale}"
