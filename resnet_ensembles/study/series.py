@@ -8,9 +8,10 @@ costs that shrink towards 0 with depth (single deletions, openers, reorderings; 
 as a power law c = a n^b, a straight line in log-log whose slope says how fast resilience grows with depth;
 k deletions at a fixed fraction of the blocks, which delete more blocks as n grows and cannot cost more than
 the way to chance, as the share of that way, r = cost / (chance - full error) in (0, 1), logistic in log n
-(logit r = a + b log n; a power law there predicted 103 points at n = 54, more than there is room for); window
-ends, as fractions of n, and the per-block decay factor as straight lines in n (few points, no theory for a
-curve). Each fit (`study.trends`) states its prediction at n = 54 beside the paper's ResNet-110.
+(logit r = a + b log n; a power law there predicted 103 points at n = 54, more than there is room for); the
+window's upper end as a fraction of n, also in (0, 1), logistic in log n, and the per-block decay factor, a
+positive ratio, as a power law (straight lines in n predicted a window ending at -0.38 n and a decay factor of
+-1.39 at n = 54, outside what either can be). Each fit (`study.trends`) states its prediction at n = 54 beside the paper's ResNet-110.
 """
 from __future__ import annotations
 
@@ -110,9 +111,9 @@ TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's va
                         (lambda f: lambda pe: pe["k_cost"][f] / (100 * v.CHANCE - pe["full"]))(f))
        for f in v.K_FRACTIONS},
     "reorder_cost": (lambda s: (s.get("reorder") or {}).get("tau>=0.95_cost"), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
-    "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "linear",
+    "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "logit",
                        lambda pe: pe["window"][1]),
-    "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "linear", lambda pe: None),
+    "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "power", lambda pe: None),
 }
 
 
