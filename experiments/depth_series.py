@@ -33,8 +33,8 @@ def main(argv):
   del argv
   setup_logging()
   c, workdir = _CONFIG.value, _WORKDIR.value
-  if _START_FROM.value and not os.path.isdir(_START_FROM.value):  # before the lock creates the workdir
-    raise FileNotFoundError(f"depth series: --start_from {_START_FROM.value} is not a folder")
+  if _START_FROM.value:  # before the lock creates the workdir
+    depth_series.check_start_from(_START_FROM.value)
   with lock.hold(workdir):  # one process per workdir
     if _START_FROM.value:
       depth_series.seed_workdir(_START_FROM.value, workdir, list(c.networks))

@@ -18,7 +18,7 @@ import jax
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib, pack
-from resnet_ensembles.data.folder import KNOWN_COPIES, describe, folder_fingerprint  # noqa: F401
+from resnet_ensembles.data.folder import describe, folder_fingerprint  # noqa: F401 (folder_fingerprint: for callers)
 
 
 def describe_folder(root: str) -> str:

@@ -99,14 +99,19 @@ def paths_one(config, workdir: str, data: dict, name: str, path: str, loaded: tu
   return f"{time.time() - t0:.0f} s"
 
 
+def check_start_from(source: str) -> None:
+  """A one-line error when `source` (--start_from) is not a folder; the main calls it before creating the workdir."""
+  if not os.path.isdir(source):
+    raise FileNotFoundError(f"depth series: --start_from {source} is not a folder")
+
+
 def seed_workdir(source: str, workdir: str, names: list[str]) -> list[str]:
   """Copies each network's finished sweeps and kept chunks (`<name>/*.json`, `<name>/*.json.partial/`) from
   `source` (e.g. the committed results/depth_series) into `workdir` where the workdir lacks them, so a run on
   a machine that lost its workdir continues from what was committed. Nothing in the workdir is overwritten;
   what is copied is checked like the workdir's own (settings and network fingerprint, chunk keys) before use.
   Returns the copied paths, relative to `source`."""
-  if not os.path.isdir(source):
-    raise FileNotFoundError(f"depth series: --start_from {source} is not a folder")
+  check_start_from(source)
   copied = []
   for name in names:
     src = os.path.join(source, name)

@@ -11,7 +11,8 @@ the way to chance, as the share of that way, r = cost / (chance - full error) in
 (logit r = a + b log n; a power law there predicted 103 points at n = 54, more than there is room for); the
 window's upper end as a fraction of n, also in (0, 1), logistic in log n, and the per-block decay factor, a
 positive ratio, as a power law (straight lines in n predicted a window ending at -0.38 n and a decay factor of
--1.39 at n = 54, outside what either can be). Each fit (`study.trends`) states its prediction at n = 54 beside the paper's ResNet-110.
+-1.39 at n = 54, outside what either can be). Each fit (`study.trends`) states its prediction at n = 54 beside
+the paper's ResNet-110.
 """
 from __future__ import annotations
 
