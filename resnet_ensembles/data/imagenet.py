@@ -5,15 +5,12 @@ ImageNet does not fit in host memory as CIFAR-10 does, so every process streams 
 `sharding.global_batch` assembles into the global batch (local batch = global batch / process count; with
 `sharding.data_mesh` process p holds rows [p * local, (p + 1) * local)). Normalisation happens on device.
 
-Preprocessing (Inception-style, as in the TF/Flax ImageNet examples): training takes a random crop of
-8%-100% of the area with aspect ratio 3/4-4/3, resized to image_size, and a random horizontal flip;
-evaluation resizes the central crop of side image_size / (image_size + 32) * min(h, w). Randomness is
-stateless, seeded by (seed, process, element index), so a pipeline is reproducible. Both sources share
-these functions. TensorFlow is imported lazily: the models and configs never need it.
+Preprocessing (`imagenet_preprocess`: Inception-style random-resized crop and flip for training, a central
+crop for evaluation) is stateless, seeded here by (seed, process, element index), so a pipeline is
+reproducible. Both sources share it. TensorFlow is imported lazily: the models and configs never need it.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Iterator, Optional
 
@@ -21,65 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_ensembles.data.imagenet_preprocess import preprocess_eval, preprocess_train, tf_module
+
 MEAN_RGB = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STDDEV_RGB = np.array([0.229, 0.224, 0.225], np.float32) * 255
-CROP_PADDING = 32
 SOURCES = ("tfds", "folder")
 _SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-@functools.lru_cache(maxsize=None)
-def _tf():
-  import tensorflow as tf  # lazy: only the input pipeline needs TensorFlow
-  try:
-    tf.config.set_visible_devices([], "GPU")  # the accelerators belong to JAX
-  except RuntimeError:
-    pass  # already initialised
-  return tf
-
-
-def _shape(image_bytes):
-  tf = _tf()
-  return tf.cond(tf.io.is_jpeg(image_bytes), lambda: tf.image.extract_jpeg_shape(image_bytes),
-                 lambda: tf.shape(tf.io.decode_image(image_bytes, channels=3, expand_animations=False)))
-
-
-def _decode_crop(image_bytes, window):
-  """Decodes only the crop [y, x, h, w] of a JPEG (any other format: decode, then crop)."""
-  tf = _tf()
-  return tf.cond(
-      tf.io.is_jpeg(image_bytes), lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3),
-      lambda: tf.image.crop_to_bounding_box(tf.io.decode_image(image_bytes, channels=3, expand_animations=False),
-                                            window[0], window[1], window[2], window[3]))
-
-
-def _resize(image, image_size: int):
-  tf = _tf()
-  image = tf.image.resize(image, [image_size, image_size], method="bicubic")
-  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
-
-
-def preprocess_train(image_bytes, seed, image_size: int = 224):
-  """Random-resized crop + flip of one encoded image -> uint8 [image_size, image_size, 3]."""
-  tf = _tf()
-  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      _shape(image_bytes), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=crop_seed, min_object_covered=0.1,
-      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-      use_image_if_no_bounding_boxes=True)  # after 10 failed attempts: the whole image
-  window = tf.stack([begin[0], begin[1], size[0], size[1]])
-  image = _resize(_decode_crop(image_bytes, window), image_size)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
-
-
-def preprocess_eval(image_bytes, image_size: int = 224):
-  """Central crop (padded by CROP_PADDING), resized -> uint8 [image_size, image_size, 3]."""
-  tf = _tf()
-  shape = _shape(image_bytes)
-  h, w = shape[0], shape[1]
-  side = tf.cast(image_size / (image_size + CROP_PADDING) * tf.cast(tf.minimum(h, w), tf.float32), tf.int32)
-  window = tf.stack([(h - side + 1) // 2, (w - side + 1) // 2, side, side])
-  return _resize(_decode_crop(image_bytes, window), image_size)
 
 
 def normalize(images: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
@@ -124,14 +68,14 @@ def _tfds_builder(data):
     if not data.manual_dir:
       raise RuntimeError(f"TFDS imagenet2012 is not prepared in {builder.data_dir}; set config.data.manual_dir "
                          "to the folder holding ILSVRC2012_img_{train,val}.tar (or use source='folder')")
-    _tf()
+    tf_module()
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=data.manual_dir))
   return tfds, builder
 
 
 def _source(data, split: str, process_index: int, process_count: int, shuffle_files: bool, seed: int):
   """(dataset of (image bytes, label) holding this process's share, size of the whole split)."""
-  tf = _tf()
+  tf = tf_module()
   if data.source not in SOURCES:
     raise ValueError(f"config.data.source must be one of {SOURCES}, got {data.source!r}")
   if data.source == "folder":
@@ -163,7 +107,7 @@ def train_batches(data, split: str, local_batch_size: int, *, seed: int = 0, ima
                   shuffle_buffer: int = 16_384, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> Iterator[dict]:
   """Endless shuffled, augmented {"image": uint8 [B, S, S, 3], "label": int32 [B]} of this process."""
-  tf = _tf()
+  tf = tf_module()
   index, count = _process(process_index, process_count)
   ds, _ = _source(data, split, index, count, shuffle_files=True, seed=seed + index)
   ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + 7919 * index).enumerate()
@@ -177,7 +121,7 @@ def eval_batches(data, split: str, local_batch_size: int, *, image_size: int = 2
                  process_index: Optional[int] = None, process_count: Optional[int] = None) -> Iterator[dict]:
   """One pass over this process's share, {"image", "label", "weight"} in batches of exactly
   `local_batch_size`; padding rows weigh 0 and every process yields the same number of batches."""
-  tf = _tf()
+  tf = tf_module()
   index, count = _process(process_index, process_count)
   ds, total = _source(data, split, index, count, shuffle_files=False, seed=0)
   num_batches = -(-(-(-total // count)) // local_batch_size)
@@ -202,7 +146,7 @@ def load_arrays(data, split: str, size: int = 0, *, image_size: int = 224, shuff
   input of the lesion and path engines, which hold their images in memory. `shuffle` draws them from the
   whole split with a fixed seed (training images for BatchNorm recalibration and path sampling); otherwise
   they are the split's first images in file order. Every process loads the same images."""
-  tf = _tf()
+  tf = tf_module()
   ds, total = _source(data, split, 0, 1, shuffle_files=shuffle, seed=seed)
   n = total if size <= 0 else min(size, total)
   if shuffle:

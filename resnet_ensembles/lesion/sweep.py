@@ -6,8 +6,8 @@ inputs or its block-by-block methods:
 * `evaluate` vmaps the network over a stack of masks and/or orders: one compiled program, the mask
   stack cut into chunks that fit a memory budget and sharded over the devices of the `data` mesh,
   the test split streamed in fixed-size (padded) batches. BatchNorm uses the stored statistics (the
-  paper) or re-estimates them for each lesioned network on a few training batches.
-* `single_deletion_sweep` (lesion_wavefront.py, re-exported here) exploits that the network without
+  paper) or re-estimates them for each lesioned network on a few training batches (`batchnorm`).
+* `single_deletion_sweep` (`wavefront`, re-exported here) exploits that the network without
   block i equals the full network before block i: a wavefront carries the full stream plus one stream
   per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2.
   Images are sharded over devices.
@@ -16,7 +16,7 @@ Results are per-network top-1 errors (top-5 too above 10 classes) and per-class 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
 import jax
@@ -27,9 +27,10 @@ from jax.sharding import PartitionSpec as P
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import masks as masks_lib
+from resnet_ensembles.lesion.batchnorm import recalibrated_stats
 from resnet_ensembles.lesion import progress as progress_lib
 from resnet_ensembles import models
-from resnet_ensembles.models.layout import Layout, check_block_order
+from resnet_ensembles.models.layout import check_block_order
 from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
                                             cached, check_scale, counts, shard, summary)
 from resnet_ensembles.lesion.wavefront import single_deletion_sweep, wavefront_logits  # noqa: F401 (re-export)
@@ -37,39 +38,6 @@ from resnet_ensembles.parallel.mesh import data_mesh
 from resnet_ensembles.store import checkpoints
 
 BN_MODES = ("stored", "recalibrate")
-BN_MOMENTUM = 0.9          # models.py BatchNorm: new = 0.9 * old + 0.1 * batch
-
-
-def permute_blocks(tree: dict, order: Any, layout: Layout) -> dict:
-  """tree["block_pos"] <- tree["block_{order[pos]}"] (params or statistics; `order` may be traced)."""
-  out = dict(tree)
-  for s in range(layout.num_stages):
-    members = [i for i in layout.stage_blocks(s) if i not in layout.stage_openers]
-    if not members:
-      continue
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[tree[f"block_{i:02d}"] for i in members])
-    for pos in members:
-      out[f"block_{pos:02d}"] = jax.tree.map(lambda a, pos=pos: a[order[pos] - members[0]], stacked)
-  return out
-
-
-def recalibrated_stats(model, variables: dict, mask: Any, order: Any, images: Any) -> dict:
-  """BatchNorm statistics of one lesioned network: the average over `images` [K, B, 32, 32, 3] (uint8)
-  of each batch's statistics in training mode; blocks with mask 0 keep their stored statistics."""
-  lay, params, stored = model.layout, variables["params"], variables["batch_stats"]
-  if order is not None:  # train-mode BN cannot take block_order: move the blocks' variables instead
-    params, stored = permute_blocks(params, order, lay), permute_blocks(stored, order, lay)
-  zeros = jax.tree.map(jnp.zeros_like, stored)
-
-  def add_batch(total, x):  # with zero running stats, the update returns 0.1 * batch statistics
-    _, new = model.apply({"params": params, "batch_stats": zeros}, data_lib.normalize_for(model, x),
-                         train=True, block_mask=mask, mutable=["batch_stats"])
-    return jax.tree.map(jnp.add, total, new["batch_stats"]), None
-
-  total, _ = jax.lax.scan(add_batch, zeros, images)
-  avg = jax.tree.map(lambda t: t / (images.shape[0] * (1 - BN_MOMENTUM)), total)
-  stats = avg if mask is None else models.keep_stats_of_inactive_blocks(stored, avg, mask)
-  return stats if order is None else permute_blocks(stats, jnp.argsort(order), lay)
 
 
 def _check(model, split, masks, orders, bn, recal_split):

@@ -3,8 +3,9 @@
 `reproduction.run` trains all five networks before it sweeps any; for the paper's ResNet-110 (a 13.9 MB
 checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a lent machine is sent
 (64 MiB with the code, the results already committed and the 18 MB CIFAR-10 pack). So the chain takes one
-network at a time through everything it is needed for, then lets it go (`retire`: its variables leave the
-state; `chain_files` commits them to git history once, outside what travels). Steps, in order (`steps_of`):
+network at a time through everything it is needed for, then lets it go (`chain_steps.retire`: its variables
+leave the state; `chain_files` commits them to git history once, outside what travels). Steps, in order
+(`steps_of`; their bodies are in `chain_steps`):
 
   speed            images/s per precision and the bf16 accuracy check (training.speed); picks the precision
   train-resnet     stages.train_run: the paper's recipe, resumed from the checkpoint, SIGTERM -> checkpoint
@@ -31,13 +32,8 @@ import time
 import jax
 import ml_collections
 
-from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import chain_files, lesion_stage, report, reproduction, stages
-from resnet_ensembles.training import metrics, speed
+from resnet_ensembles.study import chain_files, chain_steps, stages
 from resnet_ensembles.utils.provenance import git_commit
-
-SPEED_FILE = os.path.join("chain", "speed.json")
-
 
 def steps_of(config) -> list[str]:
   runs = list(config.chain.runs)
@@ -65,19 +61,9 @@ def live_runs(config, workdir: str) -> list[str]:
   return [r for r in config.chain.runs if not is_done(workdir, f"sweeps-{r}")]
 
 
-def with_bn(config, bn: str):
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.lesion.bn = bn
-  return c
-
-
-def bns(config) -> list[str]:
-  return [config.lesion.bn] + [b for b in config.chain.extra_bn if b != config.lesion.bn]
-
-
 def with_precision(config, workdir: str):
   """The config with the precision that the speed step chose (config.train.dtype / matmul_precision)."""
-  measured = chain_files.read_json(os.path.join(workdir, SPEED_FILE))
+  measured = chain_files.read_json(os.path.join(workdir, chain_steps.SPEED_FILE))
   if measured is None:
     return config
   c = ml_collections.ConfigDict(config.to_dict())
@@ -98,102 +84,13 @@ def _mark(workdir: str, step: str, start: float, **extra) -> None:
   print(f"[chain] {step}: done in {time.time() - start:.0f} s", flush=True)
 
 
-# ---------------------------------------------------------------- steps
-
-def step_speed(config, workdir: str, data: stages.DataCache) -> dict:
-  cfg = stages.train_config(config, "resnet")
-  ch = config.chain
-  partial_path = os.path.join(workdir, "chain", "speed_partial.json")  # a measurement cut by the budget continues
-  result = speed.measure(cfg, data(cfg)["train"], warmup=ch.speed_warmup, timed=ch.speed_steps,
-                         check_steps=ch.check_steps, partial=chain_files.read_json(partial_path),
-                         save=lambda out: chain_files.write_json(out, partial_path))
-  result["git_commit"] = git_commit()
-  chain_files.write_json(result, os.path.join(workdir, SPEED_FILE))
-  os.remove(partial_path)
-  print(f"[chain] precision: {result['choice']['name']} ({result['choice']['why']})", flush=True)
-  return {"choice": result["choice"]["name"]}
-
-
-def step_train(config, workdir: str, data: stages.DataCache, run: str) -> dict:
-  stages.train_run(config, workdir, data, run)  # raises stages.Preempted on SIGTERM (checkpoint written)
-  rows = metrics.read_metrics(os.path.join(workdir, "train", run))
-  evals = [r for r in rows if "eval/test_error" in r]
-  return {"trained_steps": max(r["step"] for r in rows), "test_error": evals[-1]["eval/test_error"] if evals else None}
-
-
-def _single_part(workdir: str, run: str, bn: str) -> str:
-  return os.path.join(workdir, "lesion", "resnet", f"single_{bn}.{run}.json")
-
-
-def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
-  runs, run_dir = list(config.chain.runs), os.path.join(workdir, "train", run)
-  for bn in bns(config):
-    c = with_bn(config, bn)
-    lc = c.lesion
-    for sweep in ("single", "multi", "reorder"):
-      if run not in stages.SWEEP_RUNS[sweep] and not (sweep == "single" and run == "plain"):
-        continue
-      if sweep == "single" and run in ("resnet", "plain") and "plain" in runs:
-        # the ResNet's single-deletion JSON holds the plain net too: each half while its network is here
-        n = int(len(data(stages.train_config(c, run))["test"][1]))
-        part = _single_part(workdir, run, bn)
-        if not lesion_stage.kept_sweep(part, lc, [run_dir], n):
-          print(f"[chain] {run}: single sweep ({bn} BN), its part of lesion/resnet/single_{bn}.json", flush=True)
-          net = lesion_stage.sweep_network(c, workdir, data, "single", run, part)
-          lesion_stage.write_sweep(lc, "single", [net], n, part, run)
-        if run == "plain":
-          nets = [stages.read_json(_single_part(workdir, r, bn))["networks"][0] for r in ("resnet", "plain")]
-          lesion_stage.write_sweep(lc, "single", nets, n, os.path.join(workdir, "lesion", "resnet", f"single_{bn}.json"),
-                             "resnet")  # the parts go once this step is marked done (`_drop_parts`)
-        continue
-      print(f"[chain] {run}: {sweep} sweep ({bn} BN)", flush=True)
-      lesion_stage.lesion_run(c, workdir, data, sweep, run)
-  if run == "resnet":
-    print("[chain] resnet: path analysis", flush=True)
-    stages.stage_paths(config, workdir, data)
-  return {"retired": retire(workdir, run)}
-
-
 def _drop_parts(config, workdir: str) -> None:
   """The halves of the single-deletion JSONs, once sweeps-plain (which writes them whole) is done."""
   if is_done(workdir, "sweeps-plain"):
-    for bn in bns(config):
+    for bn in chain_steps.bns(config):
       for r in ("resnet", "plain"):
-        if os.path.exists(_single_part(workdir, r, bn)):
-          os.remove(_single_part(workdir, r, bn))
-
-
-def retire(workdir: str, run: str) -> dict:
-  """Exports the run's network (variables, config) to the work folder's retired/<run> for networks.tar; the
-  checkpoint stays in the work folder but no longer in the state (`live_runs`)."""
-  model, variables, config = checkpoints.load_trained(os.path.join(workdir, "train", run))
-  del model
-  out = os.path.join(workdir, chain_files.RETIRED, run)
-  checkpoints.export_variables(variables, config, out)
-  return {"variables_sha256": checkpoints.fingerprint(variables),
-          "bytes": os.path.getsize(os.path.join(out, checkpoints.EXPORT_FILE))}
-
-
-def step_figures(config, workdir: str, data: stages.DataCache) -> dict:
-  for bn in bns(config)[::-1]:  # lesion.bn last: variants/variants.{json,png} are the reproduction's
-    stages.stage_figures(with_bn(config, bn), workdir, data)
-    if bn != config.lesion.bn:
-      for ext in ("json", "png"):
-        os.replace(os.path.join(workdir, "variants", f"variants.{ext}"),
-                   os.path.join(workdir, "variants", f"variants_{bn}.{ext}"))
-  return {}
-
-
-def step_report(config, workdir: str, data: stages.DataCache) -> dict:
-  stages.stage_report(config, workdir, data)
-  for bn in bns(config)[1:]:
-    with open(os.path.join(workdir, f"report_{bn}.md"), "w") as f:
-      f.write(report.build(workdir, bn=bn))
-  for stage in reproduction.STAGES:  # the finished state reads as a finished reproduction
-    stages.write_json({"stage": stage, "hash": reproduction.config_hash(config, stage), "git_commit": git_commit(),
-                       "wall_s_this_start": None, "finished": chain_files.utc(), "by": "experiments/paper_chain.py"},
-                      os.path.join(workdir, f"{stage}.done.json"))
-  return {}
+        if os.path.exists(chain_steps.single_part(workdir, r, bn)):
+          os.remove(chain_steps.single_part(workdir, r, bn))
 
 
 def run_steps(config, workdir: str, stop_after: str = "") -> list[str]:
@@ -211,11 +108,12 @@ def run_steps(config, workdir: str, stop_after: str = "") -> list[str]:
     start = time.time()
     kind, _, run = step.partition("-")
     if kind == "train":
-      extra = step_train(cfg, workdir, data, run)
+      extra = chain_steps.step_train(cfg, workdir, data, run)
     elif kind == "sweeps":
-      extra = step_sweeps(cfg, workdir, data, run)
+      extra = chain_steps.step_sweeps(cfg, workdir, data, run)
     else:
-      extra = {"speed": step_speed, "figures": step_figures, "report": step_report}[step](cfg, workdir, data)
+      extra = {"speed": chain_steps.step_speed, "figures": chain_steps.step_figures,
+               "report": chain_steps.step_report}[step](cfg, workdir, data)
     _mark(workdir, step, start, **extra)
     if kind == "sweeps":  # its network is in networks.tar now; the state keeps no checkpoint of it
       shutil.rmtree(os.path.join(workdir, "train", run, "checkpoints"), ignore_errors=True)

@@ -17,13 +17,13 @@ the tree again. Only the standard library is imported (the piece's parent proces
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import tarfile
 import time
 from typing import Iterable, Optional
+
+from resnet_ensembles.study import chain_tar
 
 MAX_FILES = 8
 PART_BYTES = 15 << 20          # under the 16 MiB a returned file may have
@@ -104,42 +104,6 @@ def live_checkpoints(work_dir: str, live_runs: Iterable[str]) -> list[str]:
   return out
 
 
-def _tar_bytes(base: str, names: Iterable[str]) -> bytes:
-  buf = io.BytesIO()
-  with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-    for name in names:
-      info = tar.gettarinfo(os.path.join(base, name), arcname=name)
-      info.uid, info.gid, info.uname, info.gname = 0, 0, "", ""
-      if info.isfile():
-        with open(os.path.join(base, name), "rb") as f:
-          tar.addfile(info, f)
-      else:
-        tar.addfile(info)
-  return buf.getvalue()
-
-
-def _walk_files(base: str, folders: Iterable[str]) -> list[str]:
-  out = []
-  for folder in folders:
-    for root, dirs, files in os.walk(os.path.join(base, folder)):
-      dirs.sort()
-      out += [os.path.relpath(os.path.join(root, f), base) for f in sorted(files)]
-  return out
-
-
-def _write_parts(blob: bytes, out_dir: str, stem: str) -> list[str]:
-  if len(blob) <= PART_BYTES:
-    names = [stem]
-    chunks = [blob]
-  else:
-    chunks = [blob[i:i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)]
-    names = [f"{stem}.{i:02d}" for i in range(len(chunks))]
-  for name, chunk in zip(names, chunks):
-    with open(os.path.join(out_dir, name), "wb") as f:
-      f.write(chunk)
-  return names
-
-
 def collect(work_dir: str, out_dir: str, log_line: dict, live_runs: Iterable[str]) -> list[str]:
   """Writes the new state into out_dir (see the module docstring); appends `log_line` to the state's log and
   advances its piece counter first. Returns the file names written."""
@@ -149,48 +113,22 @@ def collect(work_dir: str, out_dir: str, log_line: dict, live_runs: Iterable[str
   with open(os.path.join(work_dir, LOG_FILE), "a") as f:
     f.write(json.dumps(log_line, sort_keys=True) + "\n")
   os.makedirs(out_dir, exist_ok=True)
-  written = []
-  written += _write_parts(_tar_bytes(work_dir, state_files(work_dir)), out_dir, "state.tar")
+  def send(base: str, names: list[str], stem: str) -> list[str]:
+    return chain_tar.write_parts(chain_tar.tar_bytes(base, names), out_dir, stem, PART_BYTES)
+
+  written = send(work_dir, state_files(work_dir), "state.tar")
   ckpts = live_checkpoints(work_dir, live_runs)
   if ckpts:
-    written += _write_parts(_tar_bytes(work_dir, _walk_files(work_dir, ckpts)), out_dir, "checkpoint.tar")
-  if os.path.isdir(os.path.join(work_dir, RETIRED)):
-    written += _write_parts(_tar_bytes(os.path.join(work_dir, RETIRED), _walk_files(
-        os.path.join(work_dir, RETIRED), sorted(os.listdir(os.path.join(work_dir, RETIRED))))),
-        out_dir, "networks.tar")
+    written += send(work_dir, chain_tar.walk_files(work_dir, ckpts), "checkpoint.tar")
+  retired = os.path.join(work_dir, RETIRED)
+  if os.path.isdir(retired):
+    written += send(retired, chain_tar.walk_files(retired, sorted(os.listdir(retired))), "networks.tar")
   write_json(log_line, os.path.join(out_dir, "piece.json"))
   written.append("piece.json")
   if len(written) > MAX_FILES - 1:  # one left for the wrapper's log (experiments/paper_chain.sh)
     raise RuntimeError(f"{len(written)} files in {out_dir}: with the log, more than the {MAX_FILES} a lent "
                        "machine returns")
   return written
-
-
-def _joined(out_dir: str, stem: str) -> Optional[bytes]:
-  if os.path.exists(os.path.join(out_dir, stem)):
-    with open(os.path.join(out_dir, stem), "rb") as f:
-      return f.read()
-  parts = sorted(n for n in os.listdir(out_dir) if n.startswith(stem + ".") and n[len(stem) + 1:].isdigit())
-  if not parts:
-    return None
-  if [int(p[len(stem) + 1:]) for p in parts] != list(range(len(parts))):
-    raise ValueError(f"{out_dir}: parts of {stem} missing ({parts})")
-  blob = b""
-  for p in parts:
-    with open(os.path.join(out_dir, p), "rb") as f:
-      blob += f.read()
-  return blob
-
-
-def _extract(blob: bytes, dest: str) -> None:
-  with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-    for m in tar.getmembers():
-      if m.name.startswith("/") or ".." in m.name.split("/") or not (m.isfile() or m.isdir()):
-        raise ValueError(f"refusing tar member {m.name!r}")
-    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.12: no links, no absolute paths
-      tar.extractall(dest, filter="data")
-    else:
-      tar.extractall(dest)
 
 
 def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> dict:
@@ -200,7 +138,7 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
   absorbed but not committed yet), survives the replacement."""
   networks_dir = networks_dir or os.path.join(state_dir, NETWORKS)
   line = read_json(os.path.join(out_dir, "piece.json"))
-  state = _joined(out_dir, "state.tar")
+  state = chain_tar.joined(out_dir, "state.tar")
   if line is None or state is None:
     raise FileNotFoundError(f"{out_dir} holds no piece (piece.json and state.tar expected)")
   have = piece_number(state_dir)
@@ -211,10 +149,10 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
   if os.path.exists(tmp):
     shutil.rmtree(tmp)
   os.makedirs(tmp)
-  _extract(state, tmp)
-  ckpt = _joined(out_dir, "checkpoint.tar")
+  chain_tar.extract(state, tmp)
+  ckpt = chain_tar.joined(out_dir, "checkpoint.tar")
   if ckpt is not None:
-    _extract(ckpt, tmp)
+    chain_tar.extract(ckpt, tmp)
   if piece_number(tmp) != have + 1:
     raise ValueError(f"{out_dir}: its state.tar is not piece {have + 1}")
   for keep in (NETWORKS, NETWORKS_JSON):  # this side's, not the piece's
@@ -228,10 +166,10 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
   os.replace(tmp, state_dir)
   if os.path.exists(old):
     shutil.rmtree(old)
-  nets = _joined(out_dir, "networks.tar")
+  nets = chain_tar.joined(out_dir, "networks.tar")
   if nets is not None:
     os.makedirs(networks_dir, exist_ok=True)
-    _extract(nets, networks_dir)
+    chain_tar.extract(nets, networks_dir)
   return line
 
 

@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from typing import Iterable, Optional
 
-from resnet_ensembles.study.chain_files import NETWORKS, NETWORKS_JSON, _walk_files, read_json, utc, write_json
+from resnet_ensembles.study.chain_files import NETWORKS, NETWORKS_JSON, read_json, utc, write_json
+from resnet_ensembles.study.chain_tar import walk_files
 from resnet_ensembles.utils.provenance import sha256
 
 
@@ -42,7 +43,7 @@ def commit_absorbed(repo: str, state_dir: str, message: str, networks_dir: Optio
   record_path = os.path.join(state_dir, NETWORKS_JSON)
   record = read_json(record_path, {})
   for run in runs:
-    files = sorted(os.path.relpath(f, run).replace(os.sep, "/") for f in _walk_files(networks_dir, [run]))
+    files = sorted(os.path.relpath(f, run).replace(os.sep, "/") for f in walk_files(networks_dir, [run]))
     entry = {"commit": first, "path": f"{rel_nets}/{run}".replace(os.sep, "/"), "files": files,
              "absorbed": utc()}
     if "variables.msgpack" in files:
