@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 from resnet_ensembles.plots import depth_series as series_plot
 from resnet_ensembles.store import lock
-from resnet_ensembles.study import depth_series, series, stages
+from resnet_ensembles.study import depth_series, series, series_table, stages
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -49,7 +49,7 @@ def summarize(c, workdir: str, run_first: bool) -> None:
   stages.write_json(summary, os.path.join(workdir, "series.json"))
   labels = c.labels.to_dict()
   with open(os.path.join(workdir, "series.md"), "w") as f:
-    f.write(series.render(summary, labels))
+    f.write(series_table.render(summary, labels))
   series_plot.save(summary, labels, os.path.join(workdir, "series.png"))
   print(f"depth series: {os.path.join(workdir, 'series.md')}, series.png, series.json")
 

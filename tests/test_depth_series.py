@@ -14,7 +14,7 @@ from resnet_ensembles.data import cifar10 as data
 from resnet_ensembles.plots import depth_series as series_plot
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.lesion.summary import reorderings
-from resnet_ensembles.study import depth_series, report, series, trends
+from resnet_ensembles.study import depth_series, report, series, series_table, trends
 
 
 def _exported(tmp_path, seed: int) -> str:
@@ -56,12 +56,32 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
   typical = [r["error"] - s["full"] for r in single["networks"][0]["rows"] if not r["opener"]]
   assert np.isclose(s["typical_mean_cost"], np.mean(typical))
   assert s["verdicts"]["single_typical"].startswith("n/a")          # an untrained network: no lesion verdicts
-  table = series.render(summary, {"net0": "tiny"})
+  table = series_table.render(summary, {"net0": "tiny"})
   assert "| tiny | 9 |" in table
   assert "no trend yet" in table                                   # no networks to fit: said, not an empty table
-  paper_row = [l for l in table.splitlines() if "paper: pre-act ResNet-110" in l]  # the paper's own numbers
+  paper_row = [l for l in table.splitlines() if "paper: pre-act ResNet-110** (Veit" in l]  # the paper's own numbers
   assert paper_row and "| 54 | 6.03 | +0.57 (+1.17) | +5.97 | 10.60 (k=5) / 20.50 (k=10) / 59.00 (k=20) | +1.97 | 5-17 of 54 (0.45%) |" in paper_row[0]
+  glance = series_table.glance(summary, {"net0": "tiny"}).splitlines()   # series.md's (and the README's) first table
+  assert table.startswith("### At a glance\n\n" + "\n".join(glance))
+  assert glance[2].startswith(f"| tiny | 9 | stored | {100 * s['full']:.2f} | {100 * s['typical_mean_cost']:+.2f} ± ")
+  assert glance[3].startswith("| **paper: pre-act ResNet-110** (canonical CIFAR-10) | 54 | stored | 6.03 | +0.57 (+1.17) |")
+  assert glance[4].startswith("| *trend fits at n = 54* | 54 | stored | | n/a (n/a) | n/a |")  # no fit: n/a, not 0
   assert os.path.exists(series_plot.save(summary, {}, os.path.join(workdir, "series.png")))
+
+
+def test_readme_holds_the_committed_depth_series_table():
+  """The README's depth-series table is the glance table of the sweeps committed in results/depth_series."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = depth_config.get_config("cpu")
+  names = list(c.order) + [n for n in c.networks if n not in c.order]
+  summary = series.summarize(os.path.join(root, "results", "depth_series"), names, list(c.fit_networks), list(c.bns))
+  table = series_table.glance(summary, c.labels.to_dict())
+  with open(os.path.join(root, "README.md")) as f:
+    readme = f.read()
+  with open(os.path.join(root, "results", "depth_series", "series.md")) as f:
+    committed = f.read()
+  assert table in committed, "results/depth_series/series.md is stale: rerun experiments.depth_series --summary_only"
+  assert table in readme, "README.md's depth-series table differs from results/depth_series/series.md's glance table"
 
 
 def test_fit_power_law_and_line():

@@ -1,5 +1,6 @@
 """The depth series: per network, the effects the paper reports, with standard errors, fits in depth n and
-verdicts (a pure function of the JSONs `depth_series.run` writes, plus paper_numbers.json).
+verdicts (a pure function of the JSONs `depth_series.run` writes, plus paper_numbers.json); its tables are
+drawn by `series_table`.
 
 Standard errors: of a mean over lesions (blocks, or random samples at one k), the standard deviation over
 lesions / sqrt(count); of a median, 1.2533 x that (normal approximation); of one error rate on N images,
@@ -26,7 +27,7 @@ from resnet_ensembles import paper
 from resnet_ensembles.lesion.summary import errors_by_k, reorderings, single_stats
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.study import verdicts as v
-from resnet_ensembles.study.trends import PAPER_N, fit
+from resnet_ensembles.study.trends import fit
 
 
 def standard_error(values) -> Optional[float]:
@@ -74,7 +75,9 @@ def network_summary(folder: str, bn: str) -> dict:
     near = [r["error"] for r in moved if r["kendall_tau"] >= 0.95]
     mid = [r["error"] for r in moved if 0.90 <= r["kendall_tau"] < 0.95]
     med = lambda xs: None if not xs else float(np.median(xs))
-    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near), "tau>=0.95_se": None if standard_error(near) is None else 1.2533 * standard_error(near),
+    se = standard_error(near)
+    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near),
+                      "tau>=0.95_se": None if se is None else 1.2533 * se,
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid),
                       "identity_draws": len(reorder["networks"][0]["rows"]) - len(moved)}
     # costs over the sweep's own full network (k deletions and reorderings run on fewer test images)
@@ -111,19 +114,12 @@ TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's va
     **{f"k_share_{f}": ((lambda f: lambda s: ((s.get("k") or {}).get(str(f)) or {}).get("share"))(f), "logit",
                         (lambda f: lambda pe: pe["k_cost"][f] / (100 * v.CHANCE - pe["full"]))(f))
        for f in v.K_FRACTIONS},
-    "reorder_cost": (lambda s: (s.get("reorder") or {}).get("tau>=0.95_cost"), "power", lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
+    "reorder_cost": (lambda s: (s.get("reorder") or {}).get("tau>=0.95_cost"), "power",
+                     lambda pe: pe["tau_cost"]["tau>=0.95"] / 100),
     "window_hi_frac": (lambda s: None if not s.get("paths") else s["paths"]["hi"] / s["paths"]["n"], "logit",
                        lambda pe: pe["window"][1]),
     "decay": (lambda s: None if not s.get("paths") else s["paths"]["decay"], "power", lambda pe: None),
 }
-
-
-TREND_NAMES = {"typical_mean_cost": "typical single deletion, mean cost (pts)",
-               "typical_worst_cost": "typical single deletion, worst cost (pts)",
-               "opener_cost": "stage opener, cost (pts)",
-               **{f"k_share_{f}": f"k = {f:.0%} of deletable: % of the way to chance" for f in v.K_FRACTIONS},
-               "reorder_cost": "reorderings, tau >= 0.95: median cost (pts)",
-               "window_hi_frac": "effective window's upper end / n", "decay": "gradient decay per block"}
 
 
 def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[str]) -> dict:
@@ -144,61 +140,3 @@ def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[st
       fits[bn][metric] = f
   paper_points = {metric: paper_at(pe) for metric, (_, _, paper_at) in TRENDS.items()}  # drawn with or without a fit
   return {"networks": nets, "fits": fits, "fit_networks": fit_names, "paper_effects": pe, "paper_points": paper_points}
-
-
-def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> str:
-  if x is None:
-    return "n/a"
-  body = f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
-  return body + (f" ± {100 * se:.2f}" if se is not None else "")
-
-
-def _paper_row(pe: dict) -> str:
-  """The paper's ResNet-110 as the table's last row (canonical CIFAR-10; its effects in points, as published)."""
-  n, full = PAPER_N, pe["full"]
-  ks = " / ".join(f"{full + pe['k_cost'][f]:.2f} (k={k})" for f, k in zip(v.K_FRACTIONS, (5, 10, 20)))
-  lo, hi = (round(x * n) for x in pe["window"])
-  share = "" if pe.get("window_share") is None else f" ({100 * pe['window_share']:.2f}%)"
-  return (f"| **paper: pre-act ResNet-110** (Veit et al., canonical CIFAR-10) | {n} | {full:.2f} | "
-          f"{pe['typical_mean_cost']:+.2f} ({pe['typical_worst_cost']:+.2f}) | {pe['opener_cost']:+.2f} | {ks} | "
-          f"{pe['tau_cost']['tau>=0.95']:+.2f} | {lo}-{hi} of {n}{share} | exponential |")
-
-
-def render(summary: dict, labels: dict[str, str]) -> str:
-  """The depth-series table (markdown): one block of rows per BatchNorm treatment, the fits below."""
-  out = []
-  for bn in next(iter(summary["networks"].values())):
-    out += [f"### {bn} BatchNorm statistics", "",
-            "| network | n | full error % | typical single-deletion cost, mean (worst), pts | opener cost, pts | "
-            "k at 10% / 20% / 40% of deletable: error % | reorder median, tau >= 0.95: cost, pts | "
-            "effective window (share of paths) | decay per block |",
-            "|---|---:|---:|---|---:|---|---|---|---:|"]
-    for name, per_bn in summary["networks"].items():
-      s, vd = per_bn[bn], per_bn[bn].get("verdicts", {})
-      if not s.get("n"):
-        out.append(f"| {labels.get(name, name)} | not yet swept |||||||")
-        continue
-      ks = " / ".join("n/a" if not e else f"{_p(e['error'], e['se'])} (k={e['k']})" for e in s.get("k", {}).values())
-      r = s.get("reorder") or {}
-      p = s.get("paths")
-      window = "n/a" if not p else f"{p['lo']}-{p['hi']} of {p['n']} ({100 * p['share']:.1f}%) [{vd.get('window')}]"
-      decay = "n/a" if not p else f"x{p['decay']:.3f}"
-      out.append(f"| {labels.get(name, name)} | {s['n']} | {_p(s['full'], s['full_se'])} | "
-                 f"{_p(s['typical_mean_cost'], s['typical_mean_cost_se'], True)} ({_p(s['typical_worst_cost'], None, True)})"
-                 f" [{vd.get('single_typical')}] | {_p(s['opener_cost'], None, True)} [{vd.get('single_opener')}] | "
-                 f"{ks or 'n/a'} | {_p(r.get('tau>=0.95_cost'), r.get('tau>=0.95_se'), True)} [{(vd.get('reorder') or {}).get('tau>=0.95', 'n/a')}] | "
-                 f"{window} | {decay} |")
-    out.append(_paper_row(summary["paper_effects"]))
-    out += ["", f"Trends over {', '.join(labels.get(x, x) for x in summary['fit_networks'])} "
-            f"({bn} BN), as far as swept (points: the networks a fit rests on), predicted at n = 54 beside the "
-            f"paper's ResNet-110:", "",
-            "| metric | form | points | slope | r^2 | at n = 54 | paper (n = 54) |", "|---|---|---:|---:|---:|---:|---:|"]
-    for metric, f in summary["fits"][bn].items():
-      if f:
-        scale = 1 if metric in ("window_hi_frac", "decay") else 100
-        paper_v = "n/a" if f["paper"] is None else f"{scale * f['paper']:.3g}"
-        out.append(f"| {TREND_NAMES.get(metric, metric)} | {f['form']} | {f['points']} | {f['slope']:.3g} | {f['r2']:.2f} | {scale * f['at_54']:.3g} | {paper_v} |")
-    if not any(summary["fits"][bn].values()):
-      out.append("| no trend yet: a fit needs the metric on at least 3 of these networks |||||||")
-    out.append("")
-  return "\n".join(out)
