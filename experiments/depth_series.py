@@ -44,7 +44,7 @@ def main(argv):
 def summarize(c, workdir: str, run_first: bool) -> None:
   if run_first:
     depth_series.run(c, workdir)
-  names = list(c.order) + [n for n in c.networks if n not in c.order]
+  names = depth_series.network_names(c)
   summary = series.summarize(workdir, names, list(c.fit_networks), list(c.bns))
   stages.write_json(summary, os.path.join(workdir, "series.json"))
   labels = c.labels.to_dict()

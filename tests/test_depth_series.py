@@ -73,7 +73,7 @@ def test_readme_holds_the_committed_depth_series_table():
   """The README's depth-series table is the glance table of the sweeps committed in results/depth_series."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   c = depth_config.get_config("cpu")
-  names = list(c.order) + [n for n in c.networks if n not in c.order]
+  names = depth_series.network_names(c)
   summary = series.summarize(os.path.join(root, "results", "depth_series"), names, list(c.fit_networks), list(c.bns))
   table = series_table.glance(summary, c.labels.to_dict())
   with open(os.path.join(root, "README.md")) as f:

@@ -130,12 +130,18 @@ def seed_workdir(source: str, workdir: str, names: list[str]) -> list[str]:
   return copied
 
 
+def network_names(config) -> list[str]:
+  """The networks in the order they run and are tabled: config.order first, then the rest of config.networks."""
+  order = list(config.get("order") or [])
+  return order + [n for n in config.networks if n not in order]
+
+
 def run(config, workdir: str, data: dict | None = None) -> list[str]:
   """Every sweep and path analysis of every network, cheapest networks first; returns what ran."""
   check_config(config)
   data = data or data_lib.load_cifar10("folder", config.data_folder or None)
   done = []
-  names = list(config.get("order") or []) + [n for n in config.networks if n not in (config.get("order") or [])]
+  names = network_names(config)
   for name in names:
     path = config.networks[name]
     loaded = checkpoints.load_trained(path)

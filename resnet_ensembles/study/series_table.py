@@ -25,15 +25,20 @@ def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> 
   return body + (f" ± {100 * se:.2f}" if se is not None else "")
 
 
+def _paper_cells(pe: dict, of_n: str) -> tuple[str, str]:
+  """The paper's k-deletion errors and effective window (with its share of paths), as both tables show them."""
+  ks = " / ".join(f"{pe['full'] + pe['k_cost'][f]:.2f} (k={k})" for f, k in zip(v.K_FRACTIONS, (5, 10, 20)))
+  lo, hi = (round(x * PAPER_N) for x in pe["window"])
+  share = "" if pe.get("window_share") is None else f" ({100 * pe['window_share']:.2f}%)"
+  return ks, f"{lo}-{hi}{of_n}{share}"
+
+
 def _paper_row(pe: dict) -> str:
   """The paper's ResNet-110 as the table's last row (canonical CIFAR-10; its effects in points, as published)."""
-  n, full = PAPER_N, pe["full"]
-  ks = " / ".join(f"{full + pe['k_cost'][f]:.2f} (k={k})" for f, k in zip(v.K_FRACTIONS, (5, 10, 20)))
-  lo, hi = (round(x * n) for x in pe["window"])
-  share = "" if pe.get("window_share") is None else f" ({100 * pe['window_share']:.2f}%)"
-  return (f"| **paper: pre-act ResNet-110** (Veit et al., canonical CIFAR-10) | {n} | {full:.2f} | "
+  ks, window = _paper_cells(pe, f" of {PAPER_N}")
+  return (f"| **paper: pre-act ResNet-110** (Veit et al., canonical CIFAR-10) | {PAPER_N} | {pe['full']:.2f} | "
           f"{pe['typical_mean_cost']:+.2f} ({pe['typical_worst_cost']:+.2f}) | {pe['opener_cost']:+.2f} | {ks} | "
-          f"{pe['tau_cost']['tau>=0.95']:+.2f} | {lo}-{hi} of {n}{share} | exponential |")
+          f"{pe['tau_cost']['tau>=0.95']:+.2f} | {window} | exponential |")
 
 
 def _k_cells(s: dict) -> str:
@@ -79,12 +84,10 @@ def glance(summary: dict, labels: dict[str, str]) -> str:
     for i, (bn, s) in enumerate(per_bn.items()):
       out.append(_glance_row(label, s["n"], bn, s, i == 0) if s.get("n")
                  else f"| {label} | | {BN_NAMES.get(bn, bn)} | not yet swept |||||||")
-  lo, hi = (round(x * PAPER_N) for x in pe["window"])
-  ks = " / ".join(f"{pe['full'] + pe['k_cost'][f]:.2f} (k={k})" for f, k in zip(v.K_FRACTIONS, (5, 10, 20)))
-  share = "" if pe.get("window_share") is None else f" ({100 * pe['window_share']:.2f}%)"
+  ks, window = _paper_cells(pe, "")
   out.append(f"| **paper: pre-act ResNet-110** (canonical CIFAR-10) | {PAPER_N} | stored | {pe['full']:.2f} | "
              f"{pe['typical_mean_cost']:+.2f} ({pe['typical_worst_cost']:+.2f}) | {pe['opener_cost']:+.2f} | {ks} | "
-             f"{pe['tau_cost']['tau>=0.95']:+.2f} | {lo}-{hi}{share} | exponential |")
+             f"{pe['tau_cost']['tau>=0.95']:+.2f} | {window} | exponential |")
   for i, (bn, fits) in enumerate(summary["fits"].items()):
     out.append(_fit_row(fits, bn, i == 0))
   return "\n".join(out)
