@@ -33,8 +33,10 @@ PACK_SHA256 = "9dae0b34aa08d930678624e3c811869fe870aead60661f368a70bf1d81d7dc32"
 
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(ROOT, DEFAULT_CONFIG),
                                           "Reproduce config file:preset (overrides: --config.x=y).")
-_STATE = flags.DEFINE_string("state_dir", "results/paper110", "The chain's committed state.")
-_WORK = flags.DEFINE_string("work_dir", "runs/paper_chain", "Where a piece works (wiped and re-seeded each piece).")
+_STATE = flags.DEFINE_string("state_dir", "", "The chain's committed state (default: the preset's "
+                             "chain.state_dir, results/paper110 or results/resnet110_cpu).")
+_WORK = flags.DEFINE_string("work_dir", "", "Where a piece works (wiped and re-seeded each piece; default "
+                            "runs/chain_<name of the state folder>).")
 _OUT = flags.DEFINE_string("out_dir", None, "Where a piece writes the new state ($OUT on the lent machine).")
 _BUDGET = flags.DEFINE_float("budget_s", 480, "Seconds after this command started at which the work is stopped "
                              "(SIGTERM). 480 + grace + collection fits one 600 s command with start-up.")
@@ -67,13 +69,21 @@ def _load_config():
   return _CONFIG.value
 
 
+def _state() -> str:
+  return _STATE.value or _load_config().chain.state_dir
+
+
+def _work() -> str:
+  return _WORK.value or os.path.join("runs", "chain_" + os.path.basename(_state().rstrip("/")))
+
+
 # ---------------------------------------------------------------- the child: the steps
 
 def child() -> None:
   from resnet_ensembles.study import chain, stages
   config = _load_config()
   try:
-    ran = chain.run_steps(config, _WORK.value, stop_after=_STOP_AFTER.value or ("speed" if _MEASURE.value else ""))
+    ran = chain.run_steps(config, _work(), stop_after=_STOP_AFTER.value or ("speed" if _MEASURE.value else ""))
   except stages.Preempted as e:
     print(f"[chain] stopped: {e}", flush=True)
     sys.exit(128 + signal.SIGTERM)
@@ -82,10 +92,10 @@ def child() -> None:
 
 def piece() -> int:
   from resnet_ensembles.study import chain_piece  # imports JAX; this process never touches a device
-  flag_args = [f"--work_dir={_WORK.value}"] + (["--measure_speed"] if _MEASURE.value else []) + (
+  flag_args = [f"--work_dir={_work()}"] + (["--measure_speed"] if _MEASURE.value else []) + (
       [f"--stop_after={_STOP_AFTER.value}"] if _STOP_AFTER.value else [])
   return chain_piece.run_piece(
-      _load_config(), state_dir=_STATE.value, work_dir=_WORK.value, out_dir=_OUT.value,
+      _load_config(), state_dir=_state(), work_dir=_work(), out_dir=_OUT.value,
       child_cmd=[sys.executable, "-m", "experiments.paper_chain", "--child"] + flag_args + _config_args(),
       started=min(_STARTED.value or _IMPORTED, _IMPORTED), budget_s=_BUDGET.value, grace_s=_GRACE.value,
       config_args=_config_args())
@@ -97,37 +107,37 @@ def prepare() -> None:
   from resnet_ensembles.study import chain_piece
   folder = _DATA.value or os.environ.get("CIFAR10_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",
                                                                           "cifar10-jpeg")
-  chain_piece.prepare(ROOT, folder, PACK_SHA256, _STATE.value)
+  chain_piece.prepare(ROOT, folder, PACK_SHA256, _state())
 
 
 def absorb() -> None:
-  nets = _NETWORKS.value or os.path.join(_STATE.value, chain_files.NETWORKS)
-  line = chain_files.absorb(_ABSORB.value, _STATE.value, nets)
-  print(f"absorbed piece {line['piece']} into {_STATE.value}: stopped {line['stopped']}, {line['wall_s']} s, "
+  nets = _NETWORKS.value or os.path.join(_state(), chain_files.NETWORKS)
+  line = chain_files.absorb(_ABSORB.value, _state(), nets)
+  print(f"absorbed piece {line['piece']} into {_state()}: stopped {line['stopped']}, {line['wall_s']} s, "
         f"done now {line['steps_done_now']}, next {line['stage']}")
   if _COMMIT.value:
     msg = (f"paper110 chain: piece {line['piece']} ({line['stopped']}; done {', '.join(line['steps_done_now']) or '-'}; "
            f"next {line['stage']})")
-    commits = chain_git.commit_absorbed(os.getcwd(), _STATE.value, msg, nets)
+    commits = chain_git.commit_absorbed(os.getcwd(), _state(), msg, nets)
     print(f"committed {commits[0][:10]}: {msg}")
     if len(commits) > 1:
       print(f"committed {commits[1][:10]}: the finished networks leave the tree (recorded in "
-            f"{os.path.join(_STATE.value, chain_files.NETWORKS_JSON)}; --restore_networks=DIR brings them back)")
+            f"{os.path.join(_state(), chain_files.NETWORKS_JSON)}; --restore_networks=DIR brings them back)")
   elif os.path.isdir(nets) and os.listdir(nets):
     print(f"finished networks in {nets} (not committed, and sent to the next lent machine while untracked): "
           "commit them with the next --absorb ... --commit")
 
 
 def restore_networks() -> None:
-  runs = chain_git.restore_networks(os.getcwd(), _STATE.value, _RESTORE.value)
+  runs = chain_git.restore_networks(os.getcwd(), _state(), _RESTORE.value)
   print(f"restored {', '.join(runs)} into {_RESTORE.value} (each readable by store.checkpoints.load_trained)")
 
 
 def status() -> None:
   from resnet_ensembles.study import chain
   config = _load_config()
-  state = chain.describe(config, _STATE.value) if os.path.isdir(_STATE.value) else {"done": [], "next": "speed"}
-  print(json.dumps({"piece": chain_files.piece_number(_STATE.value), **state,
+  state = chain.describe(config, _state()) if os.path.isdir(_state()) else {"done": [], "next": chain.steps_of(config)[0]}
+  print(json.dumps({"piece": chain_files.piece_number(_state()), **state,
                     "steps": chain.steps_of(config)}, indent=1))
 
 

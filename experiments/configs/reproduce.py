@@ -10,7 +10,12 @@ Presets:
   paper  pre-activation ResNet-110 / plain-110, 164 epochs, TFDS cifar10, the `paper` path preset;
   paper_jpeg  `paper` on the CIFAR-10 JPEG copy packed into .devdata/cifar10-jpeg.cifarpack (a path relative
          to the repository root, so a study resumed on another machine keeps its config): the study that
-         experiments/paper_chain.py advances piece by piece on lent GPU time (docs/paper_chain.md);
+         experiments/paper_chain.py advances piece by piece on a GPU reached for short commands
+         (docs/paper_chain.md);
+  resnet110_cpu  the paper's pre-activation ResNet-110 alone, trained with the `cpu` recipe of the ResNet-32
+         (40 epochs, same schedule and augmentation; ResNet-110 keeps He et al.'s 400 warm-up steps at lr 0.01)
+         on the same pack, advanced by experiments/paper_chain.py in pieces of any length on any processor,
+         then studied with the depth series' settings (experiments/configs/depth_series.py) as its n = 54 point;
   tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
          2 lesions per k, k <= 2, the `quick` path preset.
 The forward short-path run (`short_fwd`) is evaluated and lesioned with its branches scaled by K/n
@@ -32,14 +37,15 @@ from experiments.configs import paths as paths_config
 
 
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
-  if arg not in ("cpu", "paper", "paper_jpeg", "tiny"):
-    raise ValueError(f"reproduce config arg must be cpu, paper, paper_jpeg or tiny; got {arg!r}")
-  jpeg = arg == "paper_jpeg"
-  arg = "paper" if jpeg else arg
+  if arg not in PRESETS:
+    raise ValueError(f"reproduce config arg must be one of {', '.join(PRESETS)}; got {arg!r}")
+  preset = arg
+  jpeg = arg in ("paper_jpeg", "resnet110_cpu")
+  arg = "paper" if arg == "paper_jpeg" else arg
   c = ml_collections.ConfigDict()
-  c.preset = "paper_jpeg" if jpeg else arg
+  c.preset = preset
   t = c.train = ml_collections.ConfigDict()
-  depth = {"cpu": 32, "paper": 110, "tiny": 20}[arg]
+  depth = {"cpu": 32, "paper": 110, "resnet110_cpu": 110, "tiny": 20}[arg]
   mod = "" if arg == "paper" else ",cpu"   # experiments/configs/cifar10.py modifiers
   # label -> experiments/configs/cifar10.py:get_config argument
   t.runs = ml_collections.ConfigDict({"resnet": f"resnet{depth}{mod}", "plain": f"plain{depth}{mod}",
@@ -49,7 +55,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.folder = PACK if jpeg else "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
   t.dtype = ""              # "" keeps each network's own (float32); "bfloat16" computes in bf16
   t.matmul_precision = ""   # "" is JAX's default (TF32 convolutions on recent NVIDIA GPUs); "highest": fp32
-  t.num_epochs = {"cpu": 40, "paper": 164, "tiny": 1}[arg]
+  t.num_epochs = {"cpu": 40, "paper": 164, "resnet110_cpu": 40, "tiny": 1}[arg]
   t.batch_size = 32 if arg == "tiny" else 128
   t.train_size = 256 if arg == "tiny" else 0
   t.test_size = 100 if arg == "tiny" else 0
@@ -66,7 +72,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   # BatchNorm statistics of each lesioned network (the paper-scale presets: lesion_study's 4 x 128)
   le.recal_batches, le.recal_batch_size = (2, 32) if arg == "tiny" else (4, 128)
 
-  c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "tiny": "quick"}[arg])
+  c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "resnet110_cpu": "cpu", "tiny": "quick"}[arg])
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).
   c.figures = ml_collections.ConfigDict(dict(version=1))
   c.report = ml_collections.ConfigDict(dict(version=3))  # 3: verdicts compare effect sizes (study/verdicts.py)
@@ -74,12 +80,15 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   # experiments/paper_chain.py: the speed measurement that picks the precision, and the BatchNorm treatments
   # swept (lesion.bn and these); the study's runs in the order the chain trains them.
   ch = c.chain = ml_collections.ConfigDict()
-  ch.runs = ("resnet", "plain", "sd", "short", "short_fwd")
+  ch.runs = ("resnet",) if arg == "resnet110_cpu" else ("resnet", "plain", "sd", "short", "short_fwd")
   ch.extra_bn = ("recalibrate",)
+  ch.state_dir = "results/resnet110_cpu" if arg == "resnet110_cpu" else "results/paper110"
+  ch.speed = arg != "resnet110_cpu"   # the precision measurement: off a GPU JAX computes in fp32 anyway
   ch.speed_warmup = 2 if arg == "tiny" else 20    # untimed steps after the compiling one
   ch.speed_steps = 3 if arg == "tiny" else 100    # timed steps per precision (batch train.batch_size)
   ch.check_steps = 6 if arg == "tiny" else 400    # bf16 accuracy check: steps of real training in each
   return c
 
 
+PRESETS = ("cpu", "paper", "paper_jpeg", "resnet110_cpu", "tiny")
 PACK = ".devdata/cifar10-jpeg.cifarpack"  # python -m experiments.paper_chain --prepare writes it

@@ -38,9 +38,11 @@ from resnet_ensembles.utils.provenance import git_commit
 def steps_of(config) -> list[str]:
   runs = list(config.chain.runs)
   unknown = sorted(set(runs) - set(stages.RUNS))
-  if unknown or runs[:2] != ["resnet", "plain"] or len(set(runs)) != len(runs):
-    raise ValueError(f"chain.runs must start with resnet, plain and name runs of {stages.RUNS} once; got {runs}")
-  out = ["speed"] + [f"{kind}-{run}" for run in runs for kind in ("train", "sweeps")]
+  if unknown or runs[:1] != ["resnet"] or ("plain" in runs and runs[1] != "plain") or len(set(runs)) != len(runs):
+    raise ValueError(f"chain.runs must start with resnet (then plain, if at all) and name runs of {stages.RUNS} "
+                     f"once; got {runs}")
+  out = ["speed"] if config.chain.get("speed", True) else []
+  out += [f"{kind}-{run}" for run in runs for kind in ("train", "sweeps")]
   return out + (["figures", "report"] if set(runs) == set(stages.RUNS) else [])
 
 
@@ -72,10 +74,31 @@ def with_precision(config, workdir: str):
   return c
 
 
+VECTOR_EXTENSIONS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "avx2", "fma", "avx", "sse4_2", "asimd")
+
+
+def cpu() -> dict:
+  """The processor's model and the vector extensions XLA's CPU code may use: the float summation order (so the
+  bits of a resumed training) can change where these change between pieces."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+          model = value.strip()
+        elif key.strip() in ("flags", "Features"):
+          flags |= set(value.split())
+  except OSError:  # not Linux: the model alone
+    pass
+  return {"cpu": model, "cpu_cores": os.cpu_count(),
+          "vector_extensions": [x for x in VECTOR_EXTENSIONS if x in flags]}
+
+
 def machine() -> dict:
   d = jax.devices()[0]
   return {"host": socket.gethostname(), "devices": f"{jax.device_count()} x {d.device_kind}",
-          "platform": jax.default_backend(), "jax": jax.__version__, "python": platform.python_version()}
+          "platform": jax.default_backend(), **cpu(), "jax": jax.__version__, "python": platform.python_version()}
 
 
 def _mark(workdir: str, step: str, start: float, **extra) -> None:
