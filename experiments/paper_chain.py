@@ -6,9 +6,9 @@ r"""The paper's ResNet-110 study advanced piece by piece on GPU time that comes 
   python -m experiments.paper_chain --restore_networks=DIR             # here: finished networks out of git history
 
 A piece: copies the chain's state (--state_dir, results/paper110) into --work_dir, runs the next steps of
-`resnet_ensembles.study.chain` in a child process, sends it SIGTERM when --budget_s has passed since this
+`resnet_ensembles.study.chain.runner` in a child process, sends it SIGTERM when --budget_s has passed since this
 command started (training checkpoints at the next step; any other step dies at once and is redone), SIGKILL
-after --grace_s, and writes the new state into --out_dir as a few files (`study.chain_files`): the small
+after --grace_s, and writes the new state into --out_dir as a few files (`study.chain.files`): the small
 state, the latest checkpoint of a network in training, networks that this piece finished. A line per
 piece (wall time, images/s, steps, stage, machine, commit) goes to <state>/chain_log.jsonl and out/piece.json.
 """
@@ -24,7 +24,7 @@ import sys  # noqa: E402
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_ensembles.study import chain_files, chain_git
+from resnet_ensembles.study.chain import files as chain_files, git as chain_git
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,8 @@ def _work() -> str:
 # ---------------------------------------------------------------- the child: the steps
 
 def child() -> None:
-  from resnet_ensembles.study import chain, stages
+  from resnet_ensembles.study import stages
+  from resnet_ensembles.study.chain import runner as chain
   config = _load_config()
   try:
     ran = chain.run_steps(config, _work(), stop_after=_STOP_AFTER.value or ("speed" if _MEASURE.value else ""))
@@ -91,7 +92,7 @@ def child() -> None:
 
 
 def piece() -> int:
-  from resnet_ensembles.study import chain_piece  # imports JAX; this process never touches a device
+  from resnet_ensembles.study.chain import piece as chain_piece  # imports JAX; this process never touches a device
   flag_args = [f"--work_dir={_work()}"] + (["--measure_speed"] if _MEASURE.value else []) + (
       [f"--stop_after={_STOP_AFTER.value}"] if _STOP_AFTER.value else [])
   return chain_piece.run_piece(
@@ -104,7 +105,7 @@ def piece() -> int:
 # ---------------------------------------------------------------- here: prepare, absorb, status
 
 def prepare() -> None:
-  from resnet_ensembles.study import chain_piece
+  from resnet_ensembles.study.chain import piece as chain_piece
   folder = _DATA.value or os.environ.get("CIFAR10_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",
                                                                           "cifar10-jpeg")
   chain_piece.prepare(ROOT, folder, PACK_SHA256, _state())
@@ -134,7 +135,7 @@ def restore_networks() -> None:
 
 
 def status() -> None:
-  from resnet_ensembles.study import chain
+  from resnet_ensembles.study.chain import runner as chain
   config = _load_config()
   state = chain.describe(config, _state()) if os.path.isdir(_state()) else {"done": [], "next": chain.steps_of(config)[0]}
   print(json.dumps({"piece": chain_files.piece_number(_state()), **state,

@@ -32,7 +32,8 @@ import time
 import jax
 import ml_collections
 
-from resnet_ensembles.study import chain_files, chain_steps, stages
+from resnet_ensembles.study import stages
+from resnet_ensembles.study.chain import files as chain_files, steps as chain_steps
 from resnet_ensembles.utils.provenance import git_commit
 
 def steps_of(config) -> list[str]:
