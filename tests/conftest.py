@@ -53,6 +53,24 @@ def cifar(cifar_root):
   return data.load_cifar10("folder", cifar_root)
 
 
+@pytest.fixture(scope="session")
+def small_cifar_root(cifar, tmp_path_factory) -> str:
+  """The `tiny` study's images (256 training and 100 test images, drawn from the CIFAR-10 copy as its config
+  draws them) as a CIFAR-10 folder of PNGs (lossless: they decode to the same arrays). A tiny study reads it in
+  every process it starts without listing and loading 60,000 files each time."""
+  from PIL import Image
+  from resnet_ensembles.data import cifar10 as data
+  from resnet_ensembles.data.folder import CIFAR10_CLASSES
+  root = tmp_path_factory.mktemp("cifar10_small")
+  for split, (size, seed) in {"train": (256, 0), "test": (100, 1)}.items():
+    images, labels = data.subset(cifar[split], size, seed)
+    for i, (image, label) in enumerate(zip(images, labels)):
+      folder = root / split / CIFAR10_CLASSES[label]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(folder / f"{i:05d}.png")
+  return str(root)
+
+
 # Seconds per test file, measured on a 2-core x86 CPU (2 xdist workers, shared compilation cache).
 # The longest files go first (`--dist loadfile --no-loadscope-reorder` in run.sh keeps this order), so that
 # the two workers finish together instead of one running the longest file alone at the end; a file not
