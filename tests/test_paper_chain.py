@@ -19,9 +19,10 @@ ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=(
         "--config.train.num_epochs=2", "--config.chain.check_steps=2"]  # 2 epochs of 8 steps (256 images)
 
 
-def _piece(tmp, state, out, *, budget=900.0, term_at_checkpoint=None, speed=True):
+def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None, speed=True):
   """One piece; `term_at_checkpoint`: SIGTERM the command once a run's checkpoint of that step appears that
-  was not in the state (a stop mid-way through training, at a known point). `speed=False`: a chain without the
+  was not in the state (a stop mid-way through training, at a known point). The default budget is far above
+  what a piece needs (minutes), so that only the pieces meant to stop stop, however busy the machine. `speed=False`: a chain without the
   speed step (its precision choice on a CPU is JAX's default either way, so the networks are the same)."""
   # pieces recompile nothing: one compilation cache for them all, the test run's own when it has one (the tiny
   # study's programs are test_reproduce.py's too)
@@ -41,7 +42,7 @@ def _piece(tmp, state, out, *, budget=900.0, term_at_checkpoint=None, speed=True
         proc.send_signal(signal.SIGTERM)
         break
       time.sleep(0.05)
-  assert proc.wait(timeout=900) == 0
+  assert proc.wait(timeout=budget + 600) == 0
   return chain_files.read_json(os.path.join(out, "piece.json"))
 
 
