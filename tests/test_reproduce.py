@@ -68,6 +68,8 @@ def test_reproduce_tiny_end_to_end(study, tiny_data):
 
   config.report.version += 1                                 # a changed config section reruns its stage
   assert reproduction.run(config, workdir, data=tiny_data) == ["report"]
+  config.report.version -= 1                                 # and so does going back (the other tests' study)
+  assert reproduction.run(config, workdir, data=tiny_data) == ["report"]
 
 
 def test_the_same_data_at_another_path_keeps_every_stage(study, tiny_data, tmp_path):
