@@ -33,6 +33,7 @@ import os
 
 import ml_collections
 
+from experiments.configs import depth_series as depth_series_config
 from experiments.configs import paths as paths_config
 
 
@@ -84,6 +85,14 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   ch.extra_bn = ("recalibrate",)
   ch.state_dir = "results/resnet110_cpu" if arg == "resnet110_cpu" else "results/paper110"
   ch.speed = arg != "resnet110_cpu"   # the precision measurement: off a GPU JAX computes in fp32 anyway
+  if arg == "resnet110_cpu":
+    # sweeps-resnet runs the depth series' sweeps and path analysis (its settings: single deletions on all
+    # 10,000 test images, k deletions and reorderings 10 per k on 2,000, both BatchNorm treatments, the `cpu`
+    # paths preset) on this network alone, as the series' n = 54 point named chain.series_name
+    c.series = depth_series_config.get_config("cpu")
+    c.series.networks, c.series.order, c.series.fit_networks = {}, [], []
+    c.series.labels["own_resnet110"] = "ResNet-110 (own, pre-act)"
+    ch.series_name = "own_resnet110"
   ch.speed_warmup = 2 if arg == "tiny" else 20    # untimed steps after the compiling one
   ch.speed_steps = 3 if arg == "tiny" else 100    # timed steps per precision (batch train.batch_size)
   ch.check_steps = 6 if arg == "tiny" else 400    # bf16 accuracy check: steps of real training in each
