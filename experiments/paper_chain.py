@@ -13,9 +13,9 @@ On a CPU, in the background (the 40-epoch ResNet-110, preset `resnet110_cpu`, st
       --absorb=runs/piece_out --commit
 
 A piece: copies the chain's state (--state_dir, the preset's chain.state_dir) into --work_dir, runs the next steps of
-`resnet_ensembles.study.chain` in a child process, sends it SIGTERM when --budget_s has passed since this
+`resnet_ensembles.study.chain.runner` in a child process, sends it SIGTERM when --budget_s has passed since this
 command started (training checkpoints at the next step; any other step dies at once and is redone), SIGKILL
-after --grace_s, and writes the new state into --out_dir as a few files (`study.chain_files`): the small
+after --grace_s, and writes the new state into --out_dir as a few files (`study.chain.files`): the small
 state, the latest checkpoint of a network in training, networks that this piece finished. A line per
 piece (wall time, images/s, steps, stage, machine, commit) goes to <state>/chain_log.jsonl and out/piece.json.
 """
@@ -31,7 +31,7 @@ import sys  # noqa: E402
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_ensembles.study import chain_files, chain_git
+from resnet_ensembles.study.chain import files as chain_files, git as chain_git
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +88,8 @@ def _work() -> str:
 # ---------------------------------------------------------------- the child: the steps
 
 def child() -> None:
-  from resnet_ensembles.study import chain, stages
+  from resnet_ensembles.study import stages
+  from resnet_ensembles.study.chain import runner as chain
   config = _load_config()
   try:
     ran = chain.run_steps(config, _work(), stop_after=_STOP_AFTER.value or ("speed" if _MEASURE.value else ""))
@@ -99,7 +100,7 @@ def child() -> None:
 
 
 def piece() -> int:
-  from resnet_ensembles.study import chain, chain_piece  # imports JAX; this process never touches a device
+  from resnet_ensembles.study.chain import piece as chain_piece, runner as chain  # imports JAX; no device here
   if (_MEASURE.value or _STOP_AFTER.value) and (_STOP_AFTER.value or "speed") not in chain.steps_of(_load_config()):
     raise ValueError(f"this preset's chain has no step {_STOP_AFTER.value or 'speed'!r}; its steps: "
                      f"{', '.join(chain.steps_of(_load_config()))}")
@@ -115,7 +116,7 @@ def piece() -> int:
 # ---------------------------------------------------------------- here: prepare, absorb, status
 
 def prepare() -> None:
-  from resnet_ensembles.study import chain_piece
+  from resnet_ensembles.study.chain import piece as chain_piece
   folder = _DATA.value or os.environ.get("CIFAR10_DIR") or os.path.join(os.path.dirname(ROOT), "shared", "data",
                                                                           "cifar10-jpeg")
   chain_piece.prepare(ROOT, folder, PACK_SHA256, _state())
@@ -124,7 +125,7 @@ def prepare() -> None:
 def absorb() -> None:
   nets = _NETWORKS.value or os.path.join(_state(), chain_files.NETWORKS)
   line = chain_files.absorb(_ABSORB.value, _state(), nets)
-  from resnet_ensembles.study import chain  # JAX, for the step names; the absorb above needs none
+  from resnet_ensembles.study.chain import runner as chain  # JAX, for the step names; the absorb above needs none
   with open(os.path.join(_state(), STATUS), "w") as f:
     f.write(chain.status_markdown(_load_config(), _state()))
   print(f"absorbed piece {line['piece']} into {_state()}: stopped {line['stopped']}, {line['wall_s']} s, "
@@ -148,7 +149,7 @@ def restore_networks() -> None:
 
 
 def status() -> None:
-  from resnet_ensembles.study import chain
+  from resnet_ensembles.study.chain import runner as chain
   config = _load_config()
   state = chain.describe(config, _state()) if os.path.isdir(_state()) else {"done": [], "next": chain.steps_of(config)[0]}
   print(json.dumps({"piece": chain_files.piece_number(_state()), **state,

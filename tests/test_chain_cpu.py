@@ -9,7 +9,8 @@ import pytest
 from experiments.configs import cifar10, depth_series as depth_config, reproduce
 from resnet_ensembles import models
 from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import chain, chain_files, chain_steps, depth_series, stages
+from resnet_ensembles.study import depth_series, stages
+from resnet_ensembles.study.chain import files as chain_files, runner as chain, steps as chain_steps
 
 
 def test_preset_trains_the_papers_resnet110_with_the_cpu_recipe():

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from resnet_ensembles.study import chain_files
+from resnet_ensembles.study.chain import files as chain_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = os.path.join("results", "paper110")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from resnet_ensembles.study import chain_piece
+from resnet_ensembles.study.chain import piece as chain_piece
 from tests.test_cifar_pack import _tiny_folder
 
 PY = [sys.executable, "-c"]

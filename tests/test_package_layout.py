@@ -1,7 +1,10 @@
-"""The package's dependency structure: layers with no arrow running back up, and no import cycle.
+"""The package's dependency structure: layers with no arrow running back up, no import cycle, and no import
+from the library into experiments/ (the mains and their configs sit above the library: a library module that
+read them would tie the library to one set of command-line configs).
 
-Every `import` in every module (top-level and function-local alike) is read with `ast`, so a lazy import
-that would close a cycle is caught too; then every module is imported for real.
+Every `import` in every module (top-level and function-local alike, and `importlib.import_module` of a literal
+name) is read with `ast`, so a lazy import that would close a cycle is caught too; then every module is
+imported for real.
 """
 import ast
 import importlib
@@ -34,7 +37,14 @@ def _imports(path: pathlib.Path, modules: dict) -> set[str]:
     elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
       found.add(node.module)
       found.update(f"{node.module}.{a.name}" for a in node.names)
-  return {m for m in found if m in modules} | {m for m in found if m.startswith("experiments")}
+    elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+          and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+      found.add(node.args[0].value)
+  return {m for m in found if m in modules} | {m for m in found if _is_experiments(m)}
+
+
+def _is_experiments(module: str) -> bool:
+  return module == "experiments" or module.startswith("experiments.")
 
 
 def _capability(module: str) -> str:
@@ -69,9 +79,8 @@ def wrong_way(deps: dict[str, set[str]]) -> list[str]:
   for name, imported in deps.items():
     here = _capability(name)
     for dep in imported:
-      if dep.startswith("experiments"):
-        if here != "study" or not dep.startswith("experiments.configs"):
-          wrong.append(f"{name} -> {dep} (the library imports no main; only the study reads configs)")
+      if _is_experiments(dep):
+        wrong.append(f"{name} -> {dep} (the library imports nothing from experiments/: pass a config in)")
         continue
       there = _capability(dep)
       if here and there and there != here and LAYERS[there] >= LAYERS[here]:
@@ -94,7 +103,7 @@ def test_every_import_points_down_a_layer():
 
 
 def test_no_import_cycle():
-  graph = {m: {d for d in ds if not d.startswith("experiments")} for m, ds in _deps().items()}
+  graph = {m: {d for d in ds if not _is_experiments(d)} for m, ds in _deps().items()}
   assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
 
 
@@ -107,8 +116,20 @@ def test_the_checks_catch_a_cycle_and_a_wrong_way_import():
   assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert find_cycle({"a": {"b"}, "b": set()}) is None
   deps = {"resnet_ensembles.store.checkpoints": {"resnet_ensembles.training.loop", "resnet_ensembles.models.cifar"},
-          "resnet_ensembles.lesion.sweep": {"resnet_ensembles.paths.gradients", "experiments.train"}}
+          "resnet_ensembles.lesion.sweep": {"resnet_ensembles.paths.gradients", "experiments.train"},
+          "resnet_ensembles.study.stages": {"experiments.configs.cifar10", "resnet_ensembles.lesion.sweep"}}
+  why = "(the library imports nothing from experiments/: pass a config in)"
   assert wrong_way(deps) == [
       "resnet_ensembles.lesion.sweep (layer 3) -> resnet_ensembles.paths.gradients (layer 3)",
-      "resnet_ensembles.lesion.sweep -> experiments.train (the library imports no main; only the study reads configs)",
-      "resnet_ensembles.store.checkpoints (layer 2) -> resnet_ensembles.training.loop (layer 3)"]
+      f"resnet_ensembles.lesion.sweep -> experiments.train {why}",
+      "resnet_ensembles.store.checkpoints (layer 2) -> resnet_ensembles.training.loop (layer 3)",
+      f"resnet_ensembles.study.stages -> experiments.configs.cifar10 {why}"]  # the top layer included
+
+
+def test_the_import_reader_sees_every_form_of_import(tmp_path):
+  src = tmp_path / "m.py"
+  src.write_text("import experiments\nfrom experiments.configs import cifar10\nimport importlib\n"
+                 "def f():\n  return importlib.import_module('experiments.train')\n"
+                 "import experimental_thing\n")
+  assert _imports(src, {}) == {"experiments", "experiments.configs", "experiments.configs.cifar10",
+                               "experiments.train"}

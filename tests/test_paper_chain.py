@@ -12,7 +12,7 @@ import tarfile
 import time
 
 from resnet_ensembles.models import layout
-from resnet_ensembles.study import chain_files
+from resnet_ensembles.study.chain import files as chain_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=("resnet","plain")',

@@ -1,4 +1,5 @@
-"""The report's verdicts measure size, not only direction (study/verdicts.py)."""
+"""The report's verdicts measure size, not only direction (study/verdicts.py), with their edges pinned: each
+bound is tested just inside and just outside."""
 from resnet_ensembles import paper
 from resnet_ensembles.study import verdicts as v
 
@@ -47,3 +48,36 @@ def test_reorder_window_opener_sd_and_plain():
   assert v.sd_resilience(0.12, 0.10, PE) == v.NO
   assert v.plain_single(0.86, 0.23) == v.YES and v.plain_single(0.60, 0.23) == v.DIRECTION
   assert v.plain_single(0.25, 0.23) == v.NO
+
+
+def test_a_typical_deletion_is_judged_against_the_midpoint_between_intact_and_chance():
+  """Direction holds while a deletion leaves the network nearer to its full error than to chance (90%): from
+  13.11%, up to +38.4 points. +30 points is far from the paper's +0.57, so the size fails: direction only."""
+  assert v.single_typical(0.1311, 0.4311, 0.60, PE) == v.DIRECTION
+  assert v.single_typical(0.1311, 0.1311 + 0.383, 0.60, PE) == v.DIRECTION
+  assert v.single_typical(0.1311, 0.1311 + 0.386, 0.60, PE) == v.NO
+  assert v.single_typical(0.1311, 0.1211, 0.1311, PE) == v.YES   # a deletion that helps: resilient in size too
+  assert v.single_typical(0.0603, 0.0603 + 0.0155, 0.072, PE) == v.YES    # paper + 1 point: the edge of size
+  assert v.single_typical(0.0603, 0.0603 + 0.0159, 0.072, PE) == v.DIRECTION
+
+
+def test_a_reordering_that_costs_nothing_or_helps_is_resilience():
+  free = {"tau>=0.95": 0.13, "0.90<=tau<0.95": 0.13}
+  assert v.reorder(0.13, free, PE) == {"tau>=0.95": v.YES, "0.90<=tau<0.95": v.YES}
+  helps = {"tau>=0.95": 0.10, "0.90<=tau<0.95": 0.11}    # 3 and 2 points better than the full network
+  assert v.reorder(0.13, helps, PE) == {"tau>=0.95": v.YES, "0.90<=tau<0.95": v.YES}
+  # above the paper's cost by more than the slack (max(3, half the paper's)): the size fails
+  assert v.reorder(0.0603, {"tau>=0.95": 0.0603 + 0.0496, "0.90<=tau<0.95": 0.30}, PE)["tau>=0.95"] == v.YES
+  assert v.reorder(0.0603, {"tau>=0.95": 0.0603 + 0.0498, "0.90<=tau<0.95": 0.30}, PE)["tau>=0.95"] == v.DIRECTION
+  # the near-identity orders costing more than the farther ones: the smooth degradation is contradicted
+  assert v.reorder(0.13, {"tau>=0.95": 0.12, "0.90<=tau<0.95": 0.11}, PE)["tau>=0.95"] == v.NO
+
+
+def test_a_flat_k_deletion_curve_does_not_grow_with_k():
+  assert set(v.k_deleted(0.13, {0.1: 0.13, 0.2: 0.13, 0.4: 0.13}, PE).values()) == {v.NO}
+  assert set(v.k_deleted(0.13, {0.1: 0.12, 0.2: 0.12, 0.4: 0.12}, PE).values()) == {v.NO}   # below the full net
+  assert v.k_deleted(0.13, {0.1: 0.13, 0.2: 0.13, 0.4: 0.14}, PE) == {      # grows, by far less than the paper's
+      0.1: v.DIRECTION, 0.2: v.DIRECTION, 0.4: v.DIRECTION}
+  assert v.k_deleted(0.13, {0.1: 0.20, 0.2: None, 0.4: None}, PE)[0.2] == v.NA  # not swept
+  assert v.k_deleted(0.0603, {0.1: 0.0603 + 0.0755, 0.2: 0.25, 0.4: 0.60}, PE)[0.1] == v.YES  # paper + 3 points
+  assert v.k_deleted(0.0603, {0.1: 0.0603 + 0.0759, 0.2: 0.25, 0.4: 0.60}, PE)[0.1] == v.DIRECTION

@@ -10,6 +10,7 @@ training split a fixed-seed random `train_size` images, all centre-cropped as in
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Optional
@@ -18,7 +19,7 @@ import jax
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib, pack
-from resnet_ensembles.data.folder import describe, folder_fingerprint  # noqa: F401 (folder_fingerprint: for callers)
+from resnet_ensembles.data.folder import describe, folder_fingerprint
 
 
 def describe_folder(root: str) -> str:
@@ -29,6 +30,23 @@ def describe_folder(root: str) -> str:
   if not os.path.isdir(root):  # the loader says what is wrong with it
     return f"CIFAR-10 (image folder {root})"
   return describe(root)
+
+
+def identity(source: str, folder: Optional[str] = None) -> str:
+  """What CIFAR-10 copy `source`/`folder` (resolved as the loader resolves them) holds, independent of where it
+  lies, so that a study keeps its stages when the same data sits at another path: "folder:<fingerprint>" (file
+  names and sizes, `folder_fingerprint`), "pack:<sha256 of its splits' image bytes>", or "tfds:cifar10". A path
+  that is neither a folder nor a file is named by its path (the loader says what is wrong when it reads it)."""
+  kind, path = data_lib.resolve_source(source, folder or None)
+  if kind == "tfds":
+    return "tfds:cifar10"
+  if os.path.isfile(path):
+    splits = pack.read_pack_info(path)["splits"]
+    blob = "".join(f"{split}:{splits[split]['sha256']}\n" for split in sorted(splits))
+    return "pack:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+  if os.path.isdir(path):
+    return "folder:" + folder_fingerprint(path)
+  return "path:" + path
 
 
 def load(config, workdir: Optional[str] = None) -> dict[str, data_lib.Split]:

@@ -19,6 +19,7 @@ from typing import Optional
 import jax
 from absl import logging
 
+from resnet_ensembles.data import for_run as data_for_run
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.store import lock
 from resnet_ensembles.utils.provenance import git_commit
@@ -41,8 +42,18 @@ TITLES = {"train": "train", "lesion_single": "lesion single", "lesion_multi": "l
 
 
 def section(config, stage: str) -> dict:
+  """The part of `config` a stage's outputs depend on (its done-file records a hash of it). For the train stage:
+  each run's training config with data.folder replaced by what the folder holds (`for_run.identity`), so the
+  same copy at another path (a fresh clone, another machine, a symlink) keeps the train stage and every stage
+  after it, while other images (a file added, removed or resized) redo it."""
   if stage == "train":
-    return {run: train_config(config, run).to_dict() for run in RUNS}
+    configs, identities = {run: train_config(config, run).to_dict() for run in RUNS}, {}
+    for c in configs.values():
+      key = (c["data"]["source"], c["data"]["folder"])
+      if key not in identities:  # one listing of the folder for all runs
+        identities[key] = data_for_run.identity(*key)
+      c["data"]["folder"] = identities[key]
+    return configs
   if stage.startswith("lesion_"):
     return {"sweep": stage[len("lesion_"):], **config.lesion.to_dict()}
   return getattr(config, stage).to_dict()

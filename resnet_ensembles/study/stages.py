@@ -13,7 +13,7 @@ from typing import Optional
 
 from absl import logging
 
-from experiments.configs import cifar10 as cifar10_config
+from resnet_ensembles.training import recipes
 from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.parallel import distributed
 from resnet_ensembles.lesion import study as lesion_study
@@ -38,9 +38,10 @@ TREATMENTS = "test_time_treatments.json"  # forward short-path runs: error unsca
 
 
 def train_config(config, run: str):
-  """The training config of one run: experiments/configs/cifar10.py plus the reproduce overrides."""
+  """The training config of one run: its recipe (`training.recipes`, named in config.train.runs) plus the
+  study's overrides."""
   t = config.train
-  c = cifar10_config.get_config(t.runs[run])
+  c = recipes.get_config(t.runs[run])
   c.num_epochs = t.num_epochs
   c.batch_size = t.batch_size
   c.data.source = t.source

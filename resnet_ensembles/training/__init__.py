@@ -5,6 +5,7 @@
   loop.py       `fit`: the loop every dataset shares (resume, log, evaluate, checkpoint, SIGTERM)
   cifar.py      CIFAR-10 in host memory;  imagenet.py  ImageNet streamed per process
   metrics.py    metrics.jsonl + TensorBoard, progress lines
+  recipes.py    the CIFAR-10 training configs by name ("resnet32,cpu,sd"), for the configs and the study
 May import models, data, parallel, store, utils; never lesion, paths, study or plots.
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ import time
 from typing import Callable, Iterable, Optional
 
 from resnet_ensembles.utils.provenance import sha256
-from resnet_ensembles.study import chain, chain_files
+from resnet_ensembles.study.chain import files as chain_files, runner as chain
 from resnet_ensembles.utils.provenance import git_commit
 
 WHEELS = ("ml-collections==1.1.0",)  # pure Python, missing on a bare GPU image (absl-py, PyYAML are there)

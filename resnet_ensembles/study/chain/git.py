@@ -11,8 +11,8 @@ import shutil
 import subprocess
 from typing import Iterable, Optional
 
-from resnet_ensembles.study.chain_files import NETWORKS, NETWORKS_JSON, read_json, utc, write_json
-from resnet_ensembles.study.chain_tar import walk_files
+from resnet_ensembles.study.chain.files import NETWORKS, NETWORKS_JSON, read_json, utc, write_json
+from resnet_ensembles.study.chain.tar import walk_files
 from resnet_ensembles.utils.provenance import sha256
 
 

@@ -3,9 +3,9 @@
 `reproduction.run` trains all five networks before it sweeps any; for the paper's ResNet-110 (a 13.9 MB
 checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a remote machine is sent
 (64 MiB with the code, the results already committed and the 18 MB CIFAR-10 pack). So the chain takes one
-network at a time through everything it is needed for, then lets it go (`chain_steps.retire`: its variables
-leave the state; `chain_files` commits them to git history once, outside what travels). Steps, in order
-(`steps_of`; their bodies are in `chain_steps`):
+network at a time through everything it is needed for, then lets it go (`steps.retire`: its variables
+leave the state; `files` commits them to git history once, outside what travels). Steps, in order
+(`steps_of`; their bodies are in `steps`):
 
   speed            images/s per precision and the bf16 accuracy check (training.speed); picks the precision
   train-resnet     stages.train_run: the paper's recipe, resumed from the checkpoint, SIGTERM -> checkpoint
@@ -32,7 +32,8 @@ import time
 import jax
 import ml_collections
 
-from resnet_ensembles.study import chain_files, chain_steps, stages
+from resnet_ensembles.study import stages
+from resnet_ensembles.study.chain import files as chain_files, steps as chain_steps
 from resnet_ensembles.utils.provenance import git_commit
 
 def steps_of(config) -> list[str]:

@@ -10,7 +10,8 @@ import os
 import ml_collections
 
 from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import chain_files, lesion_stage, report, reproduction, stages
+from resnet_ensembles.study import lesion_stage, report, reproduction, stages
+from resnet_ensembles.study.chain import files as chain_files
 from resnet_ensembles.training import metrics, speed
 from resnet_ensembles.utils.provenance import git_commit
 

@@ -12,7 +12,7 @@ output folder of a few files that a remote machine hands back (at most MAX_FILES
                         (they leave the state: it must travel to the next machine, 64 MiB in all)
 
 `absorb(out_dir, state_dir, networks_dir)` puts such a folder back: the state replaces state_dir, the networks
-go to networks_dir (by default state_dir/networks/<run>/), where `chain_git` commits them and takes them out of
+go to networks_dir (by default state_dir/networks/<run>/), where `chain.git` commits them and takes them out of
 the tree again. Only the standard library is imported (the piece's parent process never starts JAX).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import shutil
 import time
 from typing import Iterable, Optional
 
-from resnet_ensembles.study import chain_tar
+from resnet_ensembles.study.chain import tar as chain_tar
 
 MAX_FILES = 8
 PART_BYTES = 15 << 20          # under the 16 MiB a returned file may have
