@@ -158,6 +158,11 @@ def test_depth_series_prose_numbers_come_from_series_json():
                                             for f in ("0.1", "0.2"))]
   assert k_match == ["resnet32", "resnet44", "resnet56"]
   assert "Recalibrated, the imported ResNet-32, -44 and -56 all match the paper at 10% and 20%" in page
+  with open(os.path.join(ROOT, "results/depth_series/series.md")) as f:
+    series_md = f.read()
+  glance = series_md[series_md.index("| network | n | BN |"):series_md.index("\n\n", series_md.index("| network | n | BN |"))]
+  with open(os.path.join(ROOT, "results/depth_series/README.md")) as f:
+    assert glance in f.read(), "results/depth_series/README.md's table differs from series.md's glance table"
 
 
 def test_vit_painters_prose_follows_comparison_json():
