@@ -28,7 +28,8 @@ from resnet_ensembles.store import checkpoints, lock
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 from resnet_ensembles.utils.provenance import git_commit
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A trained network with BatchNorm: training workdir or exported folder.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A trained network with BatchNorm: a training workdir or an "
+                               "exported folder.")
 _OUT = flags.DEFINE_string("out_dir", None, "Where the JSON files go.")
 _BATCHES = flags.DEFINE_list("batches", ["4", "16", "64"], "Numbers of training batches to recalibrate on.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the recalibration images (un-augmented runs).")

@@ -118,7 +118,8 @@ def test_patterns_catch_process_words(text):
 
 
 @pytest.mark.parametrize("text", [
-    "one compilation cache for the whole test session", "a fresh folder per session", "@pytest.fixture(scope='session')",
+    "one compilation cache for the whole test session", "a fresh folder per session",
+    "@pytest.fixture(scope='session')",
     "a brief summary of the sweep", "briefly", "the silent default", "excellent", "issues with BatchNorm",
     "the grace period", "runs/work/x", "tempfile.mkdtemp()", "path.startswith('/tmpfs')", "$HOME/.cache"])
 def test_patterns_tell_process_words_from_ordinary_ones(text):
@@ -160,7 +161,8 @@ def test_depth_series_prose_numbers_come_from_series_json():
   assert "Recalibrated, the imported ResNet-32, -44 and -56 all match the paper at 10% and 20%" in page
   with open(os.path.join(ROOT, "results/depth_series/series.md")) as f:
     series_md = f.read()
-  glance = series_md[series_md.index("| network | n | BN |"):series_md.index("\n\n", series_md.index("| network | n | BN |"))]
+  start = series_md.index("| network | n | BN |")
+  glance = series_md[start:series_md.index("\n\n", start)]
   with open(os.path.join(ROOT, "results/depth_series/README.md")) as f:
     assert glance in f.read(), "results/depth_series/README.md's table differs from series.md's glance table"
 
@@ -170,7 +172,9 @@ def test_vit_painters_prose_follows_comparison_json():
   cost = lambda kind, n: 100 * v[kind][str(n)]["cost"]
   gentlest = {n: min(("skip", "shuffle", "reverse", "parallel"), key=lambda k: cost(k, n)) for n in (2, 3, 4)}
   assert gentlest[2] == gentlest[3] == "parallel" and gentlest[4] == "shuffle"
-  assert (f"parallel costs least at 2 and 3 layers ({cost('parallel', 2):+.2f}, {cost('parallel', 3):+.2f}) but not "
-          f"at 4, where it costs {cost('parallel', 4):+.2f} and a shuffle {cost('shuffle', 4):+.2f}") in _read("README.md")
+  assert (f"parallel costs least at 2 and 3 layers ({cost('parallel', 2):+.2f}, {cost('parallel', 3):+.2f}) but "
+          f"not at 4, where it costs {cost('parallel', 4):+.2f} and a shuffle {cost('shuffle', 4):+.2f}"
+          ) in _read("README.md")
   assert (f"It is the gentlest of the four lesions at N=2 and 3, as Sun et al. found, but not at N=4, where a "
-          f"shuffle costs less ({cost('shuffle', 4):+.2f} against {cost('parallel', 4):+.2f})") in _read("results/vit/README.md")
+          f"shuffle costs less ({cost('shuffle', 4):+.2f} against {cost('parallel', 4):+.2f})"
+          ) in _read("results/vit/README.md")
