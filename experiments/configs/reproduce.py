@@ -21,7 +21,7 @@ Presets:
 The forward short-path run (`short_fwd`) is evaluated and lesioned with its branches scaled by K/n
 (modifier `scaled`): for the `cpu` ResNet-32 that is 21.09% test error against 73.34% unscaled, and a lesion
 study of a network at 73% says little. The train stage measures both treatments for the report.
-Note on `tiny`: the brief asked for depth 8, but a depth-8 CIFAR ResNet has 3 blocks that are all stage
+Note on `tiny`: depth 8 would be smaller still, but a depth-8 CIFAR ResNet has 3 blocks that are all stage
 openers, so the k-deletion sweep (openers excluded) and the reordering sweep (two non-openers in one stage
 needed) cannot run on it; depth 20 (9 blocks, 2 movable per stage) is the smallest depth that runs all sweeps.
 Any field can be overridden: --config.train.num_epochs=2 --config.lesion.num_samples=5.

@@ -42,8 +42,8 @@ def from_config(config) -> ResidualStack:
 
 
 # The initialiser runs once: on the CPU it compiles without XLA's backend optimisations. A narrow ImageNet
-# ResNet-26's initialiser and optimizer zeros: 6.4 s so, 15.7 s optimised, 32 s run op by op (session 10, the
-# 2-core CPU beside two background jobs). The values equal the optimised program's to float rounding (2e-7).
+# ResNet-26's initialiser and optimizer zeros: 6.4 s so, 15.7 s optimised, 32 s run op by op (measured on a
+# 2-core x86 CPU beside two background jobs). The values equal the optimised program's to float rounding (2e-7).
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
