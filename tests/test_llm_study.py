@@ -62,8 +62,12 @@ def test_sweeps_cover_every_subset_order_and_variant(net):
   assert sum(r["adjacent_swap"] for r in orders) == 2
   ident = next(r for r in orders if r["layer_order"] == [0, 1, 2])
   assert ident["kl"] < 1e-6 and ident["loss"] == pytest.approx(single[0]["loss"], rel=1e-6)
-  variants = {r["variant"] for r in token_study.painters_variants(model, variables, task)}
-  assert variants == {"parallel", "skip", "full"}
+  painted = token_study.painters_variants(model, variables, task)
+  assert {r["variant"] for r in painted} == {"parallel", "skip", "full"}
+  # one loop of a parallel span is the parallel variant; more loops are another network
+  looped = token_study.looped_parallel(model, variables, task, spans=((0, 2),), loops=(1, 2))
+  parallel = next(r for r in painted if r["variant"] == "parallel" and (r["start"], r["length"]) == (0, 2))
+  assert looped[0]["loss"] == pytest.approx(parallel["loss"], rel=1e-5) and looped[1]["loss"] != looped[0]["loss"]
 
 
 def test_logit_lens_ends_at_the_model_and_geometry_is_angular(net):
@@ -117,7 +121,7 @@ def test_the_main_runs_resumes_and_summarises(tmp_path):
   summary = open(os.path.join(work, "summary.md")).read()
   assert "language model" in summary and os.path.isfile(os.path.join(work, "summary.png"))
   again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-  assert again.returncode == 0 and again.stderr.count(" kept (") == 8
+  assert again.returncode == 0 and again.stderr.count(" kept (") == 9
   bad = subprocess.run(cmd[:-1] + [f"--workdir={tmp_path / 'b'}", "--config.window=65"], cwd=ROOT,
                        capture_output=True, text=True)
   assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error:") and "context" in bad.stderr

@@ -31,7 +31,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.networks_per_chunk = 16     # configurations per compiled program
   c.shuffles = 3                # Painters' shuffles per span length
   c.greedy_steps = 200
-  c.parts = "checks,single,subsets,orderings,painters,lens,geometry,paths"
+  c.parts = "checks,single,subsets,orderings,painters,looped,lens,geometry,paths"
   if arg == "tiny":
     c.window, c.loss_windows, c.greedy_steps, c.max_routes = 64, 4, 24, 4
   return c

@@ -5,7 +5,7 @@
   subsets     every set of deleted sublayers: all 2^(2L) masks (1,024 for 5 layers), with k = their size
   orderings   every order of the L layers (L! rows; the adjacent swaps are among them), Kendall's tau each
   painters    Sun et al.'s middle-span skip / reverse / shuffle and every span run in parallel
-              (`lesion.painters.configurations`)
+              (`lesion.painters.configurations`); looped_parallel feeds a parallel span's output back into it
   logit_lens  the final norm and classifier applied to the stream after each sublayer (nostalgebraist 2020)
 """
 from __future__ import annotations
@@ -122,3 +122,40 @@ def stream_geometry(model, variables, task) -> dict:
   ang, bi = ang / count, bi / count
   return {"angular_distance": ang.tolist(), "block_influence": [float(bi[l, l + 1]) for l in range(depth)],
           "tokens": int(count)}
+
+
+def looped_parallel(model, variables, task, spans=((1, 2), (1, 3)), loops=(1, 2, 3)) -> list[dict]:
+  """Sun et al.'s looped parallel layers: the span [start, start + length) run in parallel (its input plus the
+  sum of its layers' changes, as `parallel_from` does), its output fed back into the same parallel span `loops`
+  times; one loop is the parallel variant of `painters_variants`. Built from `model.block` calls, one program
+  per (span, loops)."""
+  depth, rows = model.depth, []
+  for start, length in spans:
+    if not (0 <= start and start + length <= depth and length >= 2):
+      raise ValueError(f"a looped span needs >= 2 of the {depth} layers, got start {start}, length {length}")
+    for count in loops:
+      def forward(variables, x, start=start, length=length, count=count):
+        layer = lambda h, l: model.apply(variables, model.apply(variables, h, 2 * l, method=model.block), 2 * l + 1,
+                                         method=model.block)
+        h = model.apply(variables, x, method=model.embed)
+        for l in range(start):
+          h = layer(h, l)
+        for _ in range(count):
+          h = h + sum(layer(h, l) - h for l in range(start, start + length))
+        for l in range(start + length, depth):
+          h = layer(h, l)
+        return model.apply(variables, h, method=model.readout)
+
+      @jax.jit
+      def score(variables, batch, forward=forward):
+        x = task.inputs(model, batch)
+        return task.score(model, forward(variables, x), batch, model.apply(variables, x))
+
+      acc = None
+      for batch in task.batches(model):
+        out = jax.tree.map(np.asarray, score(variables, batch))
+        acc = out if acc is None else jax.tree.map(np.add, acc, out)
+      res = task.summary(model, jax.tree.map(lambda a: np.asarray(a, np.float64)[None], acc))
+      rows.append({"variant": "looped_parallel", "start": start, "length": length, "loops": count,
+                   **{m: float(res[m][0]) for m in METRICS}})
+  return rows

@@ -3,7 +3,7 @@ the work folder and is skipped when that JSON is there (a rerun continues where 
 
   checks      the greedy sample and the loss on the evaluation text, beside what the model's author published
               (when the checkpoint is the one published: same sha256)
-  single, subsets, orderings, painters, lens, geometry   the sweeps of `lesion.token_study`
+  single, subsets, orderings, painters, looped, lens, geometry   the sweeps of `lesion.token_study`
   paths       `paths.tokens.analyze`
 Every JSON records its config, the checkpoint's sha256, the git commit and its wall time.
 """
@@ -26,7 +26,7 @@ from resnet_ensembles.paths import tokens as token_paths
 from resnet_ensembles.store import llama2c
 from resnet_ensembles.utils import provenance
 
-PARTS = ("checks", "single", "subsets", "orderings", "painters", "lens", "geometry", "paths")
+PARTS = ("checks", "single", "subsets", "orderings", "painters", "looped", "lens", "geometry", "paths")
 
 
 def parts_of(config) -> list[str]:
@@ -80,6 +80,11 @@ def checks(model, variables, tok, stream, window, config) -> dict:
   return row
 
 
+def _middle_spans(depth: int) -> list[tuple[int, int]]:
+  """Every middle span of >= 2 layers (the first and last layers never in it), for the looped variant."""
+  return [(s, n) for n in range(2, depth - 1) for s in range(1, depth - n)]
+
+
 def run(config, workdir: str) -> dict:
   """Every part the config names, each into workdir/<part>.json; returns {part: its JSON}."""
   check_config(config)
@@ -101,12 +106,14 @@ def run(config, workdir: str) -> dict:
       "painters": lambda: {"rows": token_study.painters_variants(model, variables, task(config.sweep_windows),
                                                                  config.shuffles, **kw)},
       "lens": lambda: {"rows": token_study.logit_lens(model, variables, task(config.sweep_windows))},
+      "looped": lambda: {"rows": token_study.looped_parallel(model, variables, task(config.sweep_windows),
+                                                             _middle_spans(header.n_layers))},
       "geometry": lambda: token_study.stream_geometry(model, variables, task(config.sweep_windows)),
       "paths": lambda: token_paths.analyze(model, variables, *windows(config.path_windows),
                                            max_routes=config.max_routes),
   }
   windows_of = {"single": config.sweep_windows, "subsets": config.subset_windows, "orderings": config.sweep_windows,
-                "painters": config.sweep_windows, "lens": config.sweep_windows,
+                "painters": config.sweep_windows, "looped": config.sweep_windows, "lens": config.sweep_windows,
                 "geometry": config.sweep_windows, "paths": config.path_windows}
   out, sha = {}, provenance.sha256(config.checkpoint)
   for part in parts_of(config):
