@@ -34,7 +34,7 @@ def language_model(workdir: str) -> dict:
   out: dict = {}
   single, subsets, orders = _load(workdir, "single"), _load(workdir, "subsets"), _load(workdir, "orderings")
   checks, lens, geometry = _load(workdir, "checks"), _load(workdir, "lens"), _load(workdir, "geometry")
-  painters, paths = _load(workdir, "painters"), _load(workdir, "paths")
+  painters, paths, looped = _load(workdir, "painters"), _load(workdir, "paths"), _load(workdir, "looped")
   if checks:
     out["checks"] = {k: checks.get(k) for k in ("loss", "loss_se", "loss_140_spaced", "windows", "window", "tokens",
                                                  "published_loss", "greedy_equal_to_published", "uniform_loss")}
@@ -77,6 +77,10 @@ def language_model(workdir: str) -> dict:
     out["painters"] = [{k: r.get(k) for k in ("variant", "start", "length", "middle", "kendall_tau")} |
                        {"cost": r["loss"] - full_p["loss"], "kl": r["kl"], "agreement": r["agreement"]}
                        for r in painters["rows"] if not r.get("full")]
+    if looped:
+      out["painters"] += [{"variant": f"looped parallel x{r['loops']}", "start": r["start"], "length": r["length"],
+                           "middle": True, "kendall_tau": None, "cost": r["loss"] - full_p["loss"], "kl": r["kl"],
+                           "agreement": r["agreement"]} for r in looped["rows"]]
   if lens:
     out["lens"] = [{"after": r["after"], "loss": r["loss"], "kl": r["kl"], "agreement": r["agreement"]}
                    for r in lens["rows"]]
@@ -140,7 +144,7 @@ def table(rows: dict[str, dict]) -> str:
   add("residual branches n", lambda r: str(r["n"]))
   add("intact network", lambda r: r["intact"])
   add("chance", lambda r: r["chance"])
-  add("one branch deleted: mean (worst) cost", lambda r: r["single"])
+  add("one branch deleted (every branch; the ResNet's stage openers too): mean (worst) cost", lambda r: r["single"])
   add("the same, share of the way to chance", lambda r: f"{pct(r['single_share'][0])} ({pct(r['single_share'][1])})")
   add("first branch deleted, share of the way to chance", lambda r: pct(r["first_share"]))
   for f in FRACTIONS:
