@@ -16,7 +16,6 @@ import functools
 from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
