@@ -6,7 +6,8 @@
   readout(h) -> logits;  stream_shape(image_hw);  batch_norm, residual, num_classes, dtype, input_stats
 
 Families: CIFAR ResNets and plain nets (`cifar`), ImageNet bottleneck ResNets (`imagenet`), a pre-LN
-Vision Transformer whose attention and MLP sublayers are the blocks (`vit`). What they share — the masked,
+Vision Transformer whose attention and MLP sublayers are the blocks (`vit`), a Llama-architecture language
+model built the same way (`llama`; sampling with a key/value cache: `llama_decode`). What they share — the masked,
 routed residual sum, the path tape, the shape checks — is `residual`; helpers over variables are `variables`.
 
 Masks, orders and routes are traced inputs, so one compiled program serves a whole `vmap`ped stack of
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from resnet_ensembles.models.cifar import CifarResNet, PlainNet, build_model, type_a_shortcut  # noqa: F401
 from resnet_ensembles.models.imagenet import ImageNetResNet, build_from_config as _imagenet_from_config
 from resnet_ensembles.models.interface import ResidualStack, require_batch_norm  # noqa: F401
+from resnet_ensembles.models.llama import Llama  # noqa: F401
 from resnet_ensembles.models.vit import VisionTransformer, build_from_config as _vit_from_config
 from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
 from resnet_ensembles.models.variables import block_names, keep_stats_of_inactive_blocks, num_params  # noqa: F401
@@ -55,6 +57,6 @@ def init_variables(model, key: jax.Array, image_size: int = 32) -> dict:
   return jax.jit(init).lower(key).compile(compiler_options=options)(key)
 
 
-__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "ResidualStack", "Layout", "build_model",
+__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "Llama", "ResidualStack", "Layout", "build_model",
            "from_config", "cifar_layout", "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut",
            "require_batch_norm", "init_variables"]
