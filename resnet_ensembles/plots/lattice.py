@@ -1,0 +1,81 @@
+"""Figures of the lesion lattice study, pure functions of its JSON (one dict per network)."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def shapley_vs_cost(results: list[dict], path: str) -> None:
+  """Each branch's Shapley value against its single-deletion cost (loss, nats), one colour per network."""
+  fig, ax = plt.subplots(figsize=(5.5, 4.5))
+  top = 0.0
+  for r in results:
+    cost, phi = np.asarray(r["loss"]["single_cost"]), np.asarray(r["loss"]["shapley"])
+    se = r["loss"].get("shapley_se")
+    ax.errorbar(cost, phi, yerr=se, fmt="o", ms=4, capsize=2, label=r["label"])
+    top = max(top, np.nanmax(np.abs(np.concatenate([cost, phi]))))
+  ax.plot([-top * 0.05, top], [-top * 0.05, top], ":", color="grey", lw=1, label="Shapley = cost")
+  ax.set_xscale("symlog", linthresh=0.01)
+  ax.set_yscale("symlog", linthresh=0.01)
+  ax.set_xlabel("single-deletion cost (loss, nats)")
+  ax.set_ylabel("Shapley value (loss removed, nats)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def additivity_vs_n(results: list[dict], path: str) -> None:
+  """Share of the lattice's variance (loss) explained by single-branch effects, and with pairwise terms."""
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for r in results:
+    add = r["loss"].get("additivity")
+    if not add:
+      continue
+    k = len(r["positions"])
+    ax.plot([k, k], [add["first_order"], add["up_to_pairwise"]], "-", color="grey", lw=1)
+    ax.plot(k, add["first_order"], "o", label=f"{r['label']}: additive")
+    ax.plot(k, add["up_to_pairwise"], "^", color=ax.lines[-1].get_color())
+  ax.set_xlabel("branches in the lattice (n)")
+  ax.set_ylabel("share of the lattice's loss variance")
+  ax.set_ylim(0, 1.02)
+  ax.set_title("o additive model, ^ with pairwise terms", fontsize=9)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def pruning_curves(results: list[dict], path: str) -> None:
+  """Loss against the number of branches deleted, by oracle, greedy, Shapley and each score."""
+  lat = [r for r in results if "pruning" in r]
+  if not lat:
+    return
+  fig, axes = plt.subplots(1, len(lat), figsize=(4.2 * len(lat), 3.8), squeeze=False)
+  for ax, r in zip(axes[0], lat):
+    for name, curve in r["pruning"]["curves"].items():
+      y = np.array([np.nan if c is None else c for c in curve], float)
+      style = {"oracle": dict(color="k", lw=2.5), "greedy": dict(color="k", ls="--"),
+               "shapley": dict(color="tab:red", lw=2)}.get(name, dict(lw=1))
+      ax.plot(np.arange(len(y)), y, marker=".", label=name, **style)
+    ax.set_yscale("log")
+    ax.set_title(r["label"], fontsize=9)
+    ax.set_xlabel("branches deleted")
+  axes[0][0].set_ylabel("loss (nats)")
+  axes[0][-1].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def draw_all(results: list[dict], out_dir: str) -> None:
+  if not results:
+    return
+  shapley_vs_cost(results, os.path.join(out_dir, "shapley_vs_cost.png"))
+  additivity_vs_n(results, os.path.join(out_dir, "additivity.png"))
+  pruning_curves(results, os.path.join(out_dir, "pruning.png"))
