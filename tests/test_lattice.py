@@ -171,3 +171,24 @@ def test_study_network_writes_tables(resnet, tmp_path):
   assert np.isclose(sum(s["loss"]["shapley"]), s["loss"]["none_kept"] - s["loss"]["full"])
   text = lattice_tables.write_tables([dict(r, label="tiny"), dict(s, label="tiny sampled")], str(tmp_path))
   assert "| tiny |" in text and "(sampled)" in text
+
+
+def test_block_evaluations_and_bad_config():
+  assert lattice.block_evaluations(3, (0, 1, 2)) == (7, 24)      # 2^k - 1 against 2^k x n
+  assert lattice.block_evaluations(3, (1, 2)) == (1 + 1 + 2, 12)
+  from experiments.configs import lattice as lattice_config
+  from resnet_ensembles.study import lattice_run
+  c = lattice_config.get_config("tiny")
+  with pytest.raises(ValueError, match="no networks configured"):
+    lattice_run.check(c, [])
+  c.networks = {"a": "results/repro/train/resnet"}
+  with pytest.raises(ValueError, match="--only names networks the config lacks"):
+    lattice_run.check(c, ["b"])
+  c.modes = {"a": "exact"}
+  with pytest.raises(ValueError, match="modes.a must be"):
+    lattice_run.check(c, [])
+  c.networks = {"a": "no/such/folder"}
+  with pytest.raises(FileNotFoundError):
+    lattice_run.check(c, [])
+  with pytest.raises(ValueError, match="cpu or tiny"):
+    lattice_config.get_config("gpu")

@@ -38,10 +38,10 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.modes = ml_collections.ConfigDict({"resnet56": "sampled"} if cpu else {})
   c.positions = ml_collections.ConfigDict({})   # name -> list of block indices (default: see above)
   c.data_folder = os.environ.get("CIFAR10_DIR", "")
-  c.test_images = 256 if cpu else 40
+  c.test_images = 128 if cpu else 40
   c.subset_seed = 1            # which test images: data.cifar10.subset(test, test_images, subset_seed)
   c.seed = 0                   # permutations and bootstrap resamples
-  c.num_permutations = 10 if cpu else 4
+  c.num_permutations = 8 if cpu else 4
   c.batch_size = 16 if cpu else 8
   c.memory_budget_mb = 512
   return c

@@ -59,6 +59,15 @@ def _cross_entropy_hits(logits, y, w):
   return jnp.stack([jnp.sum(loss * w, -1), jnp.sum(hits * w, -1)], -1)
 
 
+def block_evaluations(num_blocks: int, positions: Sequence[int]) -> tuple[int, int]:
+  """(branches the trie runs, branches per-mask evaluation runs) per image for the whole lattice."""
+  streams, trie = 1, 0
+  for p in range(num_blocks):
+    trie += streams
+    streams *= 2 if p in positions else 1
+  return trie, 2 ** len(positions) * num_blocks
+
+
 def plan(model, positions: Sequence[int], batch_size: int, memory_budget: int) -> tuple[int, int]:
   """(batch, prefix levels L): the 2^(k-L) streams of one sub-trie x batch images fit `memory_budget`."""
   per = activation_bytes(model)
@@ -68,7 +77,18 @@ def plan(model, positions: Sequence[int], batch_size: int, memory_budget: int) -
   return batch, len(positions) - suffix
 
 
+_SUBTRIE_FNS: dict = {}
+
+
 def _subtrie_fn(model, positions: tuple[int, ...], levels: int):
+  """Cached per (model, positions, levels): see `_build_subtrie_fn`."""
+  key = (model, tuple(positions), levels)
+  if key not in _SUBTRIE_FNS:
+    _SUBTRIE_FNS[key] = _build_subtrie_fn(model, tuple(positions), levels)
+  return _SUBTRIE_FNS[key]
+
+
+def _build_subtrie_fn(model, positions: tuple[int, ...], levels: int):
   """jit: (variables, prefix mask [n], x, y, w) -> [2^(k-L), 2] (loss sum, hits) in suffix-bit order."""
   n, k = model.layout.num_blocks, len(positions)
   start = positions[levels] if levels < k else n
@@ -134,7 +154,8 @@ def lattice_sweep(model, variables: dict, split: data_lib.Split, positions: Opti
     if done.any():
       logging.info("lesion lattice: %d of %d sub-tries already in %s", int(done.sum()), len(done), resume_dir)
   todo = np.flatnonzero(~done)
-  progress = Progress(f"lesion lattice ({2 ** k} networks, {2 ** levels} sub-tries)", len(todo) * len(labels))
+  progress = Progress(f"lesion lattice ({2 ** k} networks, {2 ** levels} sub-tries)",
+                      len(todo) * len(bits) * len(labels))
   image_batches = [jax.device_put(b) for b in batches((images, labels), batch)]
   for count, prefix in enumerate(todo, 1):
     prefix_mask = table[prefix]  # bits >= levels are 1 here but unused: the sub-trie expands those positions
@@ -142,7 +163,7 @@ def lattice_sweep(model, variables: dict, split: data_lib.Split, positions: Opti
     sums[prefix + bits] = out
     if store is not None:  # the chunk store's two arrays: (loss sum, hits) per network, and nothing
       store.save(int(prefix), out, np.zeros(len(out)))
-    progress.update(count * len(labels), force=count == len(todo))
+    progress.update(count * len(bits) * len(labels), force=count == len(todo))
   return {"positions": list(positions), "masks": table, "loss": sums[:, 0] / len(labels),
           "error": 1.0 - sums[:, 1] / len(labels), "levels": levels, "batch_size": batch}
 
