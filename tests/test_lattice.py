@@ -11,6 +11,7 @@ from resnet_ensembles import models
 from resnet_ensembles.lesion import lattice, scores, shapley
 from resnet_ensembles.study import lattice as lattice_study
 from resnet_ensembles.study import lattice_tables
+from resnet_ensembles.plots import lattice as lattice_plots
 
 
 def _split(num=12, seed=0):
@@ -171,6 +172,8 @@ def test_study_network_writes_tables(resnet, tmp_path):
   assert np.isclose(sum(s["loss"]["shapley"]), s["loss"]["none_kept"] - s["loss"]["full"])
   text = lattice_tables.write_tables([dict(r, label="tiny"), dict(s, label="tiny sampled")], str(tmp_path))
   assert "| tiny |" in text and "(sampled)" in text
+  lattice_plots.draw_all([dict(r, label="tiny"), dict(s, label="tiny sampled")], str(tmp_path))
+  assert all((tmp_path / f).stat().st_size > 0 for f in ("shapley_vs_cost.png", "additivity.png", "pruning.png"))
 
 
 def test_block_evaluations_and_bad_config():
