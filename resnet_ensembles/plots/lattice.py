@@ -11,20 +11,21 @@ import numpy as np  # noqa: E402
 
 
 def shapley_vs_cost(results: list[dict], path: str) -> None:
-  """Each branch's Shapley value against its single-deletion cost (loss, nats), one colour per network."""
-  fig, ax = plt.subplots(figsize=(5.5, 4.5))
-  top = 0.0
-  for r in results:
-    cost, phi = np.asarray(r["loss"]["single_cost"]), np.asarray(r["loss"]["shapley"])
-    se = r["loss"].get("shapley_se")
-    ax.errorbar(cost, phi, yerr=se, fmt="o", ms=4, capsize=2, label=r["label"])
-    top = max(top, np.nanmax(np.abs(np.concatenate([cost, phi]))))
-  ax.plot([-top * 0.05, top], [-top * 0.05, top], ":", color="grey", lw=1, label="Shapley = cost")
-  ax.set_xscale("symlog", linthresh=0.01)
-  ax.set_yscale("symlog", linthresh=0.01)
-  ax.set_xlabel("single-deletion cost (loss, nats)")
-  ax.set_ylabel("Shapley value (loss removed, nats)")
-  ax.legend(fontsize=7)
+  """Each branch's Shapley value against its single-deletion cost, in loss (nats) and in error (points)."""
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
+  for ax, metric, unit, scale in ((axes[0], "loss", "nats", 1.0), (axes[1], "error", "points of error", 100.0)):
+    lo, hi = 0.0, 0.0
+    for r in results:
+      cost, phi = scale * np.asarray(r[metric]["single_cost"]), scale * np.asarray(r[metric]["shapley"])
+      se = r[metric].get("shapley_se")
+      ax.errorbar(cost, phi, yerr=None if se is None else scale * np.asarray(se), fmt="o", ms=4, capsize=2,
+                  label=r["label"])
+      lo, hi = min(lo, cost.min(), phi.min()), max(hi, cost.max(), phi.max())
+    ax.plot([lo, hi], [lo, hi], ":", color="grey", lw=1, label="Shapley = cost")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel(f"single-deletion cost ({unit})")
+    ax.set_ylabel(f"Shapley value ({unit} removed)")
+  axes[0].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

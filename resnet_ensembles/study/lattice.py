@@ -84,6 +84,16 @@ def _sampled_part(model, variables, split, num_permutations: int, seed: int, bat
   return out
 
 
+def add_correlations(result: dict, seed: int = 0) -> dict:
+  """Spearman rho (bootstrap 95% CI) of each score with the single-deletion cost and the Shapley value, in loss
+  ("correlations") and in error ("correlations_error"), over the study's branches; fills what is missing."""
+  for field, metric in (("correlations", "loss"), ("correlations_error", "error")):
+    if field not in result:
+      result[field] = {target: {s: scores.spearman_ci(result["scores"][s], result[metric][target], seed=seed)
+                                for s in scores.SCORES} for target in ("single_cost", "shapley")}
+  return result
+
+
 def study_network(name: str, path: str, split, out_dir: str, *, mode: str = "lattice",
                   positions: Optional[list] = None, num_permutations: int = 20, seed: int = 0,
                   batch_size: int = 16, memory_budget_mb: int = 512, loaded: Optional[tuple] = None) -> dict:
@@ -122,9 +132,7 @@ def study_network(name: str, path: str, split, out_dir: str, *, mode: str = "lat
   else:
     result.update(_sampled_part(model, variables, split, num_permutations, seed, batch_size=100))
   result["seconds"]["lesions"] = time.time() - t0
-  result["correlations"] = {
-      target: {s: scores.spearman_ci(score_table[s], result["loss"][key], seed=seed) for s in scores.SCORES}
-      for target, key in (("single_cost", "single_cost"), ("shapley", "shapley"))}
+  add_correlations(result, seed)
   os.makedirs(out_dir, exist_ok=True)
   tmp = out_json + ".tmp"
   with open(tmp, "w") as f:

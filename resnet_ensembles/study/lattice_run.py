@@ -63,6 +63,11 @@ def run(config, names: list[str], out_dir: str) -> None:
     path = os.path.join(out_dir, f"{name}.json")
     if os.path.exists(path):
       with open(path) as f:
-        results.append(dict(json.load(f), label=config.labels.get(name, name)))
+        r = json.load(f)
+      if "correlations_error" not in r:  # written before the error correlations existed: add them
+        lattice_study.add_correlations(r, config.seed)
+        with open(path, "w") as f:
+          json.dump(r, f, indent=1)
+      results.append(dict(r, label=config.labels.get(name, name)))
   lattice_tables.write_tables(results, out_dir)
   lattice_plots.draw_all(results, out_dir)

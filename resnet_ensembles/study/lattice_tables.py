@@ -8,8 +8,9 @@ import numpy as np
 
 from resnet_ensembles.lesion import scores
 
-SCORE_NAMES = {"block_influence": "Block Influence", "angular": "angular distance", "norm_ratio": "|branch|/|stream|",
-               "lens_drop": "logit-lens drop", "refinement": "refinement cos"}
+SCORE_NAMES = {"block_influence": "Block Influence", "angular": "angular distance", "norm_ratio": "branch/stream norm",
+               "lens_drop": "logit-lens drop", "refinement": "refinement cos",
+               "angular_span": "least-distance span (Gromov)"}   # no "|": the names go into Markdown tables
 
 
 def _f(x, digits=3):
@@ -33,27 +34,31 @@ def network_table(r: dict) -> str:
   return "\n".join(lines)
 
 
+def _rho(c: dict) -> str:
+  return f"{c['rho']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]"
+
+
 def cross_table(results: list[dict]) -> str:
-  """Markdown: one row per network."""
-  head = ["network", "branches (lattice)", "full loss / error", "additive share (loss)", "+ pairwise (loss)",
-          "additive share (error)"]
-  head += [f"{SCORE_NAMES[s]}: rho with cost [95% CI]" for s in scores.SCORES]
-  head += ["best score's rho with Shapley"]
-  lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  """Markdown: per network and metric (loss, error), the additive shares and each score's Spearman rho with
+  the single-deletion cost, then the score that follows the Shapley values best."""
+  head = ["network", "branches", "metric", "full", "additive share", "+ pairwise"]
+  head += [f"{SCORE_NAMES[s]}: rho with cost" for s in scores.SCORES] + ["best rho with Shapley"]
+  lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
   for r in results:
-    loss, err = r["loss"], r["error"]
-    add = loss.get("additivity")
-    row = [r["label"], f"{len(r['positions'])} of {r['num_blocks']}" + (" (sampled)" if r["mode"] == "sampled" else ""),
-           f"{loss['full']:.3f} / {100 * err['full']:.2f}%",
-           _f(add["first_order"]) if add else "n/a", _f(add["up_to_pairwise"]) if add else "n/a",
-           _f(err["additivity"]["first_order"]) if "additivity" in err else "n/a"]
-    for s in scores.SCORES:
-      c = r["correlations"]["single_cost"][s]
-      row.append(f"{c['rho']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]")
-    best = max(scores.SCORES, key=lambda s: np.nan_to_num(r["correlations"]["shapley"][s]["rho"], nan=-9))
-    c = r["correlations"]["shapley"][best]
-    row.append(f"{SCORE_NAMES[best]}: {c['rho']:+.2f} [{c['lo']:+.2f}, {c['hi']:+.2f}]")
-    lines.append("| " + " | ".join(row) + " |")
+    lat = f"{len(r['positions'])} of {r['num_blocks']}" + (" (sampled)" if r["mode"] == "sampled" else "")
+    for metric, field in (("loss", "correlations"), ("error", "correlations_error")):
+      d, corr = r[metric], r.get(field)
+      add = d.get("additivity")
+      full = f"{d['full']:.3f} nats" if metric == "loss" else f"{100 * d['full']:.2f}%"
+      row = [r["label"], lat, metric, full, _f(add["first_order"]) if add else "n/a",
+             _f(add["up_to_pairwise"]) if add else "n/a"]
+      if corr is None:
+        lines.append("| " + " | ".join(row + ["n/a"] * (len(scores.SCORES) + 1)) + " |")
+        continue
+      row += [_rho(corr["single_cost"][s]) for s in scores.SCORES]
+      best = max(scores.SCORES, key=lambda s: np.nan_to_num(corr["shapley"][s]["rho"], nan=-9))
+      row.append(f"{SCORE_NAMES[best]}: {_rho(corr['shapley'][best])}")
+      lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
 
