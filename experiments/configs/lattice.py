@@ -41,7 +41,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.test_images = 128 if cpu else 40
   c.subset_seed = 1            # which test images: data.cifar10.subset(test, test_images, subset_seed)
   c.seed = 0                   # permutations and bootstrap resamples
-  c.num_permutations = 8 if cpu else 4
+  c.num_permutations = 6 if cpu else 4
   c.batch_size = 16 if cpu else 8
   c.memory_budget_mb = 512
   return c

@@ -24,7 +24,7 @@ from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import progress as progress_lib
-from resnet_ensembles.lesion.common import DEFAULT_BUDGET, Progress, activation_bytes, batches
+from resnet_ensembles.lesion.common import DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches
 from resnet_ensembles.store import checkpoints
 
 MAX_LATTICE = 12   # 4,096 networks: beyond that sample permutations (`shapley.sampled_shapley`)
@@ -192,7 +192,7 @@ def mask_values(model, variables: dict, split: data_lib.Split, masks: np.ndarray
   total = len(masks)
   padded = -(-total // masks_per_call) * masks_per_call
   stack = np.concatenate([masks, np.ones((padded - total, masks.shape[1]), np.float32)])
-  image_batches = [jax.device_put(b) for b in batches((split[0], labels), batch_size)]
+  image_batches = [jax.device_put(b) for b in batches((split[0], labels), balanced_batch(batch_size, len(labels)))]
   sums = np.zeros((padded, 2))
   for s in range(0, padded, masks_per_call):
     chunk = stack[s:s + masks_per_call]
