@@ -59,10 +59,11 @@ def pruning_curves(results: list[dict], path: str) -> None:
     return
   fig, axes = plt.subplots(1, len(lat), figsize=(4.2 * len(lat), 3.8), squeeze=False)
   for ax, r in zip(axes[0], lat):
+    others = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
     for name, curve in r["pruning"]["curves"].items():
       y = np.array([np.nan if c is None else c for c in curve], float)
       style = {"oracle": dict(color="k", lw=2.5), "greedy": dict(color="k", ls="--"),
-               "shapley": dict(color="tab:red", lw=2)}.get(name, dict(lw=1))
+               "shapley": dict(color="tab:red", lw=2)}.get(name) or dict(color=next(others, "grey"), lw=1)
       ax.plot(np.arange(len(y)), y, marker=".", label=name, **style)
     ax.set_yscale("log")
     ax.set_title(r["label"], fontsize=9)
