@@ -34,11 +34,11 @@ def shapley_vs_cost(results: list[dict], path: str) -> None:
 def additivity_vs_n(results: list[dict], path: str) -> None:
   """Share of the lattice's variance (loss) explained by single-branch effects, and with pairwise terms."""
   fig, ax = plt.subplots(figsize=(5, 4))
-  for r in results:
+  for i, r in enumerate(results):
     add = r["loss"].get("additivity")
     if not add:
       continue
-    k = len(r["positions"])
+    k = len(r["positions"]) + 0.08 * (i - (len(results) - 1) / 2)   # side by side where sizes coincide
     ax.plot([k, k], [add["first_order"], add["up_to_pairwise"]], "-", color="grey", lw=1)
     ax.plot(k, add["first_order"], "o", label=f"{r['label']}: additive")
     ax.plot(k, add["up_to_pairwise"], "^", color=ax.lines[-1].get_color())
