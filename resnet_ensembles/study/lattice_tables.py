@@ -20,7 +20,8 @@ def _f(x, digits=3):
 def network_table(r: dict) -> str:
   """Markdown: one row per branch of the lattice (or every block when sampled)."""
   sampled = r["mode"] == "sampled"
-  head = ["block", "Shapley, loss (nats)", "Shapley, error (pts)", "single deletion, loss", "single deletion, error (pts)"]
+  head = ["block", "Shapley, loss (nats)", "Shapley, error (pts)", "single deletion, loss",
+          "single deletion, error (pts)"]
   head += [SCORE_NAMES[s] for s in scores.SCORES]
   lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
   for j, block in enumerate(r["positions"]):
