@@ -1,6 +1,6 @@
 r"""Packs a CIFAR-10 image folder (<folder>/<split>/<class>/*.jpg) into one compressed file.
 
-  python -m experiments.pack_cifar10 --folder=$CIFAR10_DIR --out=/work/runs/cifar10-jpeg.cifarpack \
+  python -m experiments.pack_cifar10 --folder=$CIFAR10_DIR --out=runs/cifar10-jpeg.cifarpack \
       --description="CIFAR-10 (JPEG q75 copy)"
 
 The pack is read wherever the folder is (config.data.folder or CIFAR10_DIR naming the file), decoded

@@ -1,11 +1,18 @@
-r"""The paper's ResNet-110 study advanced piece by piece on GPU time that comes in pieces (docs/paper_chain.md).
+r"""The paper's ResNet-110 study advanced in resumable pieces of any length, on any processor (docs/paper_chain.md).
 
+On a GPU reached for short commands (the 164-epoch paper-scale study, preset `paper_jpeg`):
   python -m experiments.paper_chain --prepare                          # here: data, wheels, commit, size check
-  bash experiments/paper_chain.sh                                      # there: one piece ($OUT gets the state)
-  python -m experiments.paper_chain --absorb=<fetched dir> --commit    # here: the piece's state -> results/paper110
+  OUT=<dir> bash experiments/paper_chain.sh                            # there: one piece (<dir> gets the state)
+  python -m experiments.paper_chain --absorb=<dir> --commit            # here: the piece's state -> results/paper110
   python -m experiments.paper_chain --restore_networks=DIR             # here: finished networks out of git history
+On a CPU, in the background (the 40-epoch ResNet-110, preset `resnet110_cpu`, state in results/resnet110_cpu):
+  python -m experiments.paper_chain --config=experiments/configs/reproduce.py:resnet110_cpu --prepare
+  nice python -m experiments.paper_chain --config=experiments/configs/reproduce.py:resnet110_cpu \
+      --budget_s=36000 --out_dir=runs/piece_out                        # stop early with SIGTERM: it checkpoints
+  python -m experiments.paper_chain --config=experiments/configs/reproduce.py:resnet110_cpu \
+      --absorb=runs/piece_out --commit
 
-A piece: copies the chain's state (--state_dir, results/paper110) into --work_dir, runs the next steps of
+A piece: copies the chain's state (--state_dir, the preset's chain.state_dir) into --work_dir, runs the next steps of
 `resnet_ensembles.study.chain.runner` in a child process, sends it SIGTERM when --budget_s has passed since this
 command started (training checkpoints at the next step; any other step dies at once and is redone), SIGKILL
 after --grace_s, and writes the new state into --out_dir as a few files (`study.chain.files`): the small
@@ -29,6 +36,7 @@ from resnet_ensembles.utils.logs import one_line_errors, parse_flags, setup_logg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = "experiments/configs/reproduce.py:paper_jpeg"
+STATUS = "status.md"  # <state>/status.md: the steps and one row per piece, rewritten by every --absorb
 PACK_SHA256 = "9dae0b34aa08d930678624e3c811869fe870aead60661f368a70bf1d81d7dc32"  # of ../shared/data/cifar10-jpeg
 
 _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(ROOT, DEFAULT_CONFIG),
@@ -37,7 +45,7 @@ _STATE = flags.DEFINE_string("state_dir", "", "The chain's committed state (defa
                              "chain.state_dir, results/paper110 or results/resnet110_cpu).")
 _WORK = flags.DEFINE_string("work_dir", "", "Where a piece works (wiped and re-seeded each piece; default "
                             "runs/chain_<name of the state folder>).")
-_OUT = flags.DEFINE_string("out_dir", None, "Where a piece writes the new state ($OUT on the lent machine).")
+_OUT = flags.DEFINE_string("out_dir", None, "Where a piece writes the new state (e.g. $OUT on a remote GPU machine).")
 _BUDGET = flags.DEFINE_float("budget_s", 480, "Seconds after this command started at which the work is stopped "
                              "(SIGTERM). 480 + grace + collection fits one 600 s command with start-up.")
 _STARTED = flags.DEFINE_float("started_at", 0, "Epoch seconds at which the piece's command started (the "
@@ -53,7 +61,7 @@ _COMMIT = flags.DEFINE_bool("commit", False, "With --absorb: git add + commit --
 _RESTORE = flags.DEFINE_string("restore_networks", None, "Write every finished network recorded in "
                                "<state_dir>/networks.json out of git history into this folder (DIR/<run>/).")
 _PREPARE = flags.DEFINE_bool("prepare", False, "Write .devdata (the CIFAR-10 pack, wheels, the commit) and "
-                             "check the size of what a lent machine is sent.")
+                             "check the size of what a remote machine is sent.")
 _DATA = flags.DEFINE_string("data_folder", None, "--prepare: the JPEG folder ($CIFAR10_DIR, else "
                             "../shared/data/cifar10-jpeg beside the checkout).")
 _STATUS = flags.DEFINE_bool("status", False, "Print where the chain stands.")
@@ -92,7 +100,10 @@ def child() -> None:
 
 
 def piece() -> int:
-  from resnet_ensembles.study.chain import piece as chain_piece  # imports JAX; this process never touches a device
+  from resnet_ensembles.study.chain import piece as chain_piece, runner as chain  # imports JAX; no device here
+  if (_MEASURE.value or _STOP_AFTER.value) and (_STOP_AFTER.value or "speed") not in chain.steps_of(_load_config()):
+    raise ValueError(f"this preset's chain has no step {_STOP_AFTER.value or 'speed'!r}; its steps: "
+                     f"{', '.join(chain.steps_of(_load_config()))}")
   flag_args = [f"--work_dir={_work()}"] + (["--measure_speed"] if _MEASURE.value else []) + (
       [f"--stop_after={_STOP_AFTER.value}"] if _STOP_AFTER.value else [])
   return chain_piece.run_piece(
@@ -114,6 +125,9 @@ def prepare() -> None:
 def absorb() -> None:
   nets = _NETWORKS.value or os.path.join(_state(), chain_files.NETWORKS)
   line = chain_files.absorb(_ABSORB.value, _state(), nets)
+  from resnet_ensembles.study.chain import runner as chain  # JAX, for the step names; the absorb above needs none
+  with open(os.path.join(_state(), STATUS), "w") as f:
+    f.write(chain.status_markdown(_load_config(), _state()))
   print(f"absorbed piece {line['piece']} into {_state()}: stopped {line['stopped']}, {line['wall_s']} s, "
         f"done now {line['steps_done_now']}, next {line['stage']}")
   if _COMMIT.value:
@@ -125,7 +139,7 @@ def absorb() -> None:
       print(f"committed {commits[1][:10]}: the finished networks leave the tree (recorded in "
             f"{os.path.join(_state(), chain_files.NETWORKS_JSON)}; --restore_networks=DIR brings them back)")
   elif os.path.isdir(nets) and os.listdir(nets):
-    print(f"finished networks in {nets} (not committed, and sent to the next lent machine while untracked): "
+    print(f"finished networks in {nets} (not committed, and sent to the next machine while untracked): "
           "commit them with the next --absorb ... --commit")
 
 
@@ -140,6 +154,8 @@ def status() -> None:
   state = chain.describe(config, _state()) if os.path.isdir(_state()) else {"done": [], "next": chain.steps_of(config)[0]}
   print(json.dumps({"piece": chain_files.piece_number(_state()), **state,
                     "steps": chain.steps_of(config)}, indent=1))
+  if os.path.isdir(_state()):
+    print(chain.status_markdown(config, _state()))
 
 
 @one_line_errors

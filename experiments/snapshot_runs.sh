@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Copies the latest checkpoint, config and metrics of long training runs into results/in_progress/, so a
-# run can continue on a machine that lost /work/runs (a session's background processes end with it):
-#   bash experiments/snapshot_runs.sh /work/runs/resnet32_cpu /work/runs/plain32_cpu
-# To continue: mkdir -p /work/runs && cp -r results/in_progress/<run> /work/runs/ and rerun the same
-# experiments.train command (it resumes from the copied checkpoint).
+# run can continue on another machine or after its workdir is lost (a preemptible instance, a recycled
+# notebook runtime):
+#   bash experiments/snapshot_runs.sh runs/resnet32_cpu runs/plain32_cpu     # then commit results/in_progress
+# To continue on any checkout of that commit: mkdir -p runs && cp -r results/in_progress/<run> runs/ and rerun
+# the same experiments.train command (it resumes from the copied checkpoint).
 set -euo pipefail
 dest="$(cd "$(dirname "$0")/.." && pwd)/results/in_progress"
 for run in "$@"; do

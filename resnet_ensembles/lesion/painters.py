@@ -11,20 +11,18 @@ in parallel: its output is that input plus the sum of the layers' changes). The 
              never touched) deleted, run in reverse order, or in `shuffles` seeded random orders (distinct,
              never the identity; all n! - 1 when fewer)
 
-Only models whose `__call__` takes `parallel_from` support it (the ViT: a layer is an (attention, MLP)
+Only models whose `__call__` takes `parallel_from` support it (the ViT, the Llama: a layer is an (attention, MLP)
 pair, whose parallel run the per-block ResidualStack interface cannot express as one read).
 """
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 
-import jax
 import numpy as np
 
 from resnet_ensembles.data import cifar10 as data_lib
-from resnet_ensembles.lesion.common import Progress, balanced_batch, batches, counts, summary
+from resnet_ensembles.lesion import tasks
 from resnet_ensembles.lesion.masks import kendall_tau
 
 
@@ -88,20 +86,11 @@ def configurations(depth: int, unit: int = 2, shuffles: int = 3, seed: int = 0
   return np.stack(masks), np.stack(orders), np.stack(reads), rows
 
 
-@functools.lru_cache(maxsize=None)
-def _counts_fn(model):
-  def stack_counts(variables, masks, orders, reads, x, y, w):
-    x = data_lib.normalize_for(model, x)
-    net = lambda m, o, r: counts(model.apply(variables, x, block_mask=m, block_order=o, parallel_from=r), y, w,
-                                 model.num_classes)
-    return jax.vmap(net)(masks, orders, reads)
-  return jax.jit(stack_counts)
-
-
 def evaluate(model, variables: dict, split: data_lib.Split, masks: np.ndarray, orders: np.ndarray,
              reads: np.ndarray, *, batch_size: int = 500, networks_per_chunk: int = 8) -> dict:
   """Errors of each configuration (row i: masks[i], orders[i], reads[i]): {"error": [M], "class_accuracy":
-  [M, C]}; `networks_per_chunk` configurations run at once, vmapped, over fixed-size padded batches."""
+  [M, C]}; `networks_per_chunk` configurations run at once, vmapped, over fixed-size padded batches
+  (`tasks.evaluate` with an `ImageTask`: the language model's sweeps run the same engine with a `TokenTask`)."""
   check_painters_model(model)
   depth, n = model.depth, model.layout.num_blocks
   reads = np.asarray(reads, np.int32)
@@ -110,22 +99,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: np.ndarray, o
                      f"{orders.shape}, {reads.shape}")
   if np.any(reads < 0) or np.any(reads > np.arange(depth)):
     raise ValueError("parallel_from[l] must be in 0..l: a layer reads the stream entering it or an earlier layer")
-  images, labels = split[0], np.asarray(split[1])
-  batch_size = balanced_batch(batch_size, len(labels))
-  chunk = max(1, min(networks_per_chunk, len(reads)))
-  pad = -len(reads) % chunk  # padded with full networks so every chunk has one shape
-  stack = [np.concatenate([a, np.tile(full, (pad, 1))]) for a, full in
-           ((np.asarray(masks, np.float32), np.ones(n, np.float32)), (np.asarray(orders, np.int32), np.arange(n)),
-            (reads, np.arange(depth)))]
-  fn, total = _counts_fn(model), len(stack[0])
-  correct, top5 = np.zeros((total, model.num_classes)), np.zeros(total)
-  progress = Progress("layer lesions", total * len(labels))
-  test_batches = [jax.device_put(b) for b in batches((images, labels), batch_size)]
-  for start in range(0, total, chunk):
-    part = [a[start:start + chunk] for a in stack]
-    for x, y, w in test_batches:
-      c, t = fn(variables, *part, x, y, w)
-      correct[start:start + chunk] += np.asarray(c)
-      top5[start:start + chunk] += np.asarray(t)
-    progress.update((start + chunk) * len(labels), force=start + chunk == total)
-  return summary(correct[:len(reads)], top5[:len(reads)], labels, model.num_classes)
+  task = tasks.ImageTask(split[0], np.asarray(split[1]), batch_size)
+  out = tasks.evaluate(model, variables, task, masks, orders, reads, networks_per_chunk=networks_per_chunk,
+                       what="layer lesions")
+  return {"error": out["error"], "class_accuracy": out["class_accuracy"]}

@@ -6,7 +6,8 @@
   readout(h) -> logits;  stream_shape(image_hw);  batch_norm, residual, num_classes, dtype, input_stats
 
 Families: CIFAR ResNets and plain nets (`cifar`), ImageNet bottleneck ResNets (`imagenet`), a pre-LN
-Vision Transformer whose attention and MLP sublayers are the blocks (`vit`). What they share — the masked,
+Vision Transformer whose attention and MLP sublayers are the blocks (`vit`), a Llama-architecture language
+model built the same way (`llama`; sampling with a key/value cache: `llama_decode`). What they share — the masked,
 routed residual sum, the path tape, the shape checks — is `residual`; helpers over variables are `variables`.
 
 Masks, orders and routes are traced inputs, so one compiled program serves a whole `vmap`ped stack of
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 from resnet_ensembles.models.cifar import CifarResNet, PlainNet, build_model, type_a_shortcut  # noqa: F401
 from resnet_ensembles.models.imagenet import ImageNetResNet, build_from_config as _imagenet_from_config
 from resnet_ensembles.models.interface import ResidualStack, require_batch_norm  # noqa: F401
+from resnet_ensembles.models.llama import Llama  # noqa: F401
 from resnet_ensembles.models.vit import VisionTransformer, build_from_config as _vit_from_config
 from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
 from resnet_ensembles.models.variables import block_names, keep_stats_of_inactive_blocks, num_params  # noqa: F401
@@ -42,8 +44,8 @@ def from_config(config) -> ResidualStack:
 
 
 # The initialiser runs once: on the CPU it compiles without XLA's backend optimisations. A narrow ImageNet
-# ResNet-26's initialiser and optimizer zeros: 6.4 s so, 15.7 s optimised, 32 s run op by op (session 10, the
-# 2-core CPU beside two background jobs). The values equal the optimised program's to float rounding (2e-7).
+# ResNet-26's initialiser and optimizer zeros: 6.4 s so, 15.7 s optimised, 32 s run op by op (measured on a
+# 2-core x86 CPU beside two background jobs). The values equal the optimised program's to float rounding (2e-7).
 _INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
@@ -55,6 +57,6 @@ def init_variables(model, key: jax.Array, image_size: int = 32) -> dict:
   return jax.jit(init).lower(key).compile(compiler_options=options)(key)
 
 
-__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "ResidualStack", "Layout", "build_model",
+__all__ = ["CifarResNet", "PlainNet", "ImageNetResNet", "VisionTransformer", "Llama", "ResidualStack", "Layout", "build_model",
            "from_config", "cifar_layout", "num_params", "block_names", "keep_stats_of_inactive_blocks", "type_a_shortcut",
            "require_batch_norm", "init_variables"]

@@ -8,7 +8,8 @@ family gets every experiment by providing, as a Flax module (hashable: engines c
                       (never moved, skipped by k-deletions by default; may be empty); order_unit (blocks
                       that move together); block_macs (cost of each branch, for benchmarks)
   __call__(x, train, block_mask, block_order, grad_route, path_groups) -> logits, the whole stack
-  embed(x, train) -> h          the activation entering block 0 (x: normalised images [B, H, W, 3])
+  embed(x, train) -> h          the activation entering block 0 (x: normalised images [B, H, W, 3]; for the
+                                Llama token ids [B, T] or an already embedded stream [B, T, dim])
   block(h, pos, train, mask, route, order, path_groups) -> h
                       position `pos` with this block's mask (scalar or [B]), route (scalar r: branch r,
                       skip 1 - r; or [2]: branch and skip gradient gates), order (the whole [n] order: the

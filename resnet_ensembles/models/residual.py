@@ -7,6 +7,8 @@ after the sum; the mechanics that make them lesionable are one definition here, 
   check_block_inputs   the one-line shape errors for block_mask / block_order / grad_route, before tracing
   residual_add         the sum, with a per-block (or per-example) mask and gradient gates (routes)
   shift_cotangent      the path tape: copy k of a K-fold batch receives exactly the length-k paths
+  stacked_branch       a transformer's sublayer run with another layer's parameters (a traced block_order)
+  layered              a transformer's layers in sequence, or spans of them in parallel (`parallel_from`)
 """
 from __future__ import annotations
 
@@ -75,3 +77,34 @@ def shift_cotangent(branch: Array, path_groups: int) -> Array:
   `path_groups` equal copies (copy 0 gets none). Through n blocks, copy k's input gradient is then the sum
   over the paths that cross exactly k branches (`paths.gradients`)."""
   return _shift(branch, jnp.zeros((path_groups,), branch.dtype))
+
+
+def stacked_branch(module, x: Array, pos: int, order: Array, num_blocks: int, extra: tuple = ()) -> Array:
+  """Sublayer `pos` of a transformer (blocks block_00 .. in (attention, MLP) pairs) run with the parameters of
+  block order[pos], a traced index among the sublayers of the same kind: a layer order is data, not code."""
+  members = range(pos % 2, num_blocks, 2)
+  params = module.variables["params"]
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[params[f"block_{i:02d}"] for i in members])
+  chosen = jax.tree.map(lambda s: s[order[pos] // 2], stacked)
+  return getattr(module, f"block_{pos:02d}").clone(parent=None, name=None).apply({"params": chosen}, x, *extra)
+
+
+def layered(block, x: Array, depth: int, parallel_from: Optional[Array] = None) -> Array:
+  """Runs `depth` layers of two blocks each (`block(h, pos)`). `parallel_from` [depth] (Sun et al.'s parallel
+  layers): layer l reads the stream as it entered layer parallel_from[l] <= l and adds its change to the current
+  stream, so a span of layers that all read the span's input sums their contributions; arange(depth) (or None)
+  is the ordinary network."""
+  if parallel_from is None:
+    for pos in range(2 * depth):
+      x = block(x, pos)
+    return x
+  if jnp.shape(parallel_from) != (depth,):
+    raise ValueError(f"parallel_from must have shape ({depth},) (one entry per layer), got {jnp.shape(parallel_from)}")
+  entering = []  # the stream as it entered each layer so far
+  for layer in range(depth):
+    entering.append(x)
+    source = jnp.stack(entering)[jnp.clip(parallel_from[layer], 0, layer)]
+    out = block(block(source, 2 * layer), 2 * layer + 1)
+    # reading its own input, the layer runs as usual (exactly: no x + (out - x) rounding)
+    x = jnp.where(parallel_from[layer] >= layer, out, x + (out - source))
+  return x

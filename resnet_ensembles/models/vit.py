@@ -6,9 +6,8 @@ so n = 2 x depth blocks, named block_00 ... like the ResNets' branches. `block_m
 sublayers and `grad_route` gates them one by one; `block_order` [2L] moves whole LAYERS: positions 2l,
 2l+1 hold blocks 2m, 2m+1 (layer m's pair), the layout's `order_unit` = 2 (`layer_order_to_block_order`).
 There is one stage and no opener: any layer may be deleted or moved (Sun et al. 2024 ask exactly that).
-`parallel_from` [L] (Sun et al.'s parallel layers): layer l reads the stream as it entered layer
-parallel_from[l] <= l and adds its change to the current stream, so a span of layers all reading the span's
-input sums their contributions; the identity arange(L) is the ordinary network.
+`parallel_from` [L] (Sun et al.'s parallel layers, `residual.layered`): layer l reads the stream as it entered
+layer parallel_from[l] <= l and adds its change to the current stream; arange(L) is the ordinary network.
 No BatchNorm: nothing to recalibrate after a lesion; variables hold only "params".
 """
 from __future__ import annotations
@@ -17,12 +16,12 @@ import functools
 from typing import Any, ClassVar, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from resnet_ensembles.models.layout import Layout
-from resnet_ensembles.models.residual import Array, check_block_inputs, residual_add, shift_cotangent
+from resnet_ensembles.models.residual import (Array, check_block_inputs, layered, residual_add, shift_cotangent,
+                                              stacked_branch)
 
 _dense_init = nn.initializers.xavier_uniform()
 
@@ -118,25 +117,11 @@ class VisionTransformer(nn.Module):
     n = self.layout.num_blocks
     check_block_inputs(f"a {self.depth}-layer ViT (2 blocks a layer)", self.layout, x.shape[0], train, block_mask,
                        block_order, grad_route)
-    if parallel_from is not None and jnp.shape(parallel_from) != (self.depth,):
-      raise ValueError(f"parallel_from must have shape ({self.depth},) (one entry per layer), got "
-                       f"{jnp.shape(parallel_from)}")
     x = self.embed(x, train)
     block = lambda h, pos: self.block(h, pos, train, mask=None if block_mask is None else block_mask[..., pos],
                                       route=None if grad_route is None else grad_route[..., pos],
                                       order=block_order, path_groups=path_groups)
-    if parallel_from is None:
-      for pos in range(n):
-        x = block(x, pos)
-      return self.readout(x, train)
-    entering = []  # the stream as it entered each layer so far
-    for layer in range(self.depth):
-      entering.append(x)
-      source = jnp.stack(entering)[jnp.clip(parallel_from[layer], 0, layer)]
-      out = block(block(source, 2 * layer), 2 * layer + 1)
-      # reading its own input, the layer runs as usual (exactly: no x + (out - x) rounding)
-      x = jnp.where(parallel_from[layer] >= layer, out, x + (out - source))
-    return self.readout(x, train)
+    return self.readout(layered(block, x, self.depth, parallel_from), train)
 
   def embed(self, x: Array, train: bool = False) -> Array:
     """Patches -> tokens [B, T, width] plus learned positions."""
@@ -155,11 +140,7 @@ class VisionTransformer(nn.Module):
     del train
     if order is None or self.is_initializing():
       return getattr(self, f"block_{pos:02d}")(x)
-    members = range(pos % 2, self.layout.num_blocks, 2)  # every attention (or every MLP) sublayer
-    params = self.variables["params"]
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[params[f"block_{i:02d}"] for i in members])
-    chosen = jax.tree.map(lambda s: s[order[pos] // 2], stacked)
-    return getattr(self, f"block_{pos:02d}").clone(parent=None, name=None).apply({"params": chosen}, x)
+    return stacked_branch(self, x, pos, order, self.layout.num_blocks)
 
   def block(self, x: Array, pos: int, train: bool = False, mask: Optional[Array] = None,
             route: Optional[Array] = None, order: Optional[Array] = None, path_groups: int = 0) -> Array:

@@ -1,6 +1,6 @@
 """The training loop every dataset shares (`fit`): restore, step, log, evaluate, checkpoint, stop cleanly.
 
-A SIGTERM (a scheduler's preemption notice, or the end of a working session) stops at the next step
+A SIGTERM (a scheduler's preemption notice, a job's time limit, or a plain `kill`) stops at the next step
 with a checkpoint, so a rerun of the same command loses nothing.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from resnet_ensembles.utils import provenance
 
 
 class Preemption:
-  """SIGTERM (a scheduler's preemption notice, or the end of a working session) stops training at the
+  """SIGTERM (a scheduler's preemption notice, a job's time limit, or a plain `kill`) stops training at the
   next step with a checkpoint, so a rerun loses nothing. Several processes agree on that step through
   JAX's preemption sync point (orbax `reached_preemption`); one process watches for the signal itself.
   A notice that arrives too late to act on (after the last step) is re-delivered on `close`."""

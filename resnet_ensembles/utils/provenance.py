@@ -28,8 +28,8 @@ STARTS_FILE = "starts.jsonl"
 
 
 def record_start(workdir: str, step: int) -> None:
-  """Appends {time, step, git_commit, host, devices} to workdir/starts.jsonl: a run resumed across sessions then says
-  which code trained which steps."""
+  """Appends {time, step, git_commit, host, devices} to workdir/starts.jsonl: a run resumed several times, on
+  one machine or several, then says which code trained which steps."""
   import json
   import socket
   import time

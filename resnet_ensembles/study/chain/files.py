@@ -3,7 +3,7 @@
 A chain's state is a folder (results/paper110) laid out as a reproduction workdir (`reproduction`) plus
 chain/ (which steps are done, the speed measurement, the piece counter) and chain_log.jsonl (one line per
 piece). Each piece copies it into a work folder (`seed`), works there, and `collect`s the new state into an
-output folder of a few files that a lent machine hands back (at most MAX_FILES files of at most PART_BYTES):
+output folder of a few files that a remote machine hands back (at most MAX_FILES files of at most PART_BYTES):
 
   piece.json            this piece's log line (also appended to chain_log.jsonl inside the state)
   state.tar             the small state: JSON, jsonl, figures, reports, done files
@@ -33,6 +33,8 @@ LOG_FILE = "chain_log.jsonl"
 RETIRED = "retired"            # work folder only: networks finished in this piece
 NETWORKS = "networks"          # state_dir/networks/<run>/: finished networks between an absorb and its commit
 NETWORKS_JSON = "networks.json"  # state_dir: run -> the commit that holds its network (kept here, not by pieces)
+# state_dir entries that people edit between pieces (a piece carries a copy along; absorb keeps this side's)
+EDITED_HERE = ("README.md", "predictions")
 _NEVER = ("tensorboard",)      # event files: metrics.jsonl holds the same numbers
 
 
@@ -126,7 +128,7 @@ def collect(work_dir: str, out_dir: str, log_line: dict, live_runs: Iterable[str
   write_json(log_line, os.path.join(out_dir, "piece.json"))
   written.append("piece.json")
   if len(written) > MAX_FILES - 1:  # one left for the wrapper's log (experiments/paper_chain.sh)
-    raise RuntimeError(f"{len(written)} files in {out_dir}: with the log, more than the {MAX_FILES} a lent "
+    raise RuntimeError(f"{len(written)} files in {out_dir}: with the log, more than the {MAX_FILES} a remote "
                        "machine returns")
   return written
 
@@ -135,7 +137,8 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
   """Makes the state that a piece wrote into out_dir the state in state_dir (replacing it whole; refused unless
   the piece started from exactly this state) and moves its finished networks into networks_dir (default
   state_dir/networks). What only this side writes, state_dir/networks.json and state_dir/networks/ (networks
-  absorbed but not committed yet), survives the replacement."""
+  absorbed but not committed yet), survives the replacement, and so do EDITED_HERE (the piece's copy is
+  dropped: what was edited here while the piece ran wins)."""
   networks_dir = networks_dir or os.path.join(state_dir, NETWORKS)
   line = read_json(os.path.join(out_dir, "piece.json"))
   state = chain_tar.joined(out_dir, "state.tar")
@@ -160,6 +163,14 @@ def absorb(out_dir: str, state_dir: str, networks_dir: Optional[str] = None) -> 
       if os.path.exists(os.path.join(tmp, keep)):
         raise ValueError(f"{out_dir}: its state.tar holds {keep}, which only --absorb writes")
       os.replace(os.path.join(state_dir, keep), os.path.join(tmp, keep))
+  for keep in EDITED_HERE:
+    if os.path.exists(os.path.join(state_dir, keep)):
+      theirs = os.path.join(tmp, keep)
+      if os.path.isdir(theirs):
+        shutil.rmtree(theirs)
+      elif os.path.exists(theirs):
+        os.remove(theirs)
+      os.replace(os.path.join(state_dir, keep), theirs)
   old = state_dir.rstrip("/") + ".old"
   if os.path.exists(state_dir):
     os.replace(state_dir, old)

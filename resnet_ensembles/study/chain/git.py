@@ -1,7 +1,7 @@
 """Finished networks of a chain in git history (experiments/paper_chain.py --commit / --restore_networks).
 
 `commit_absorbed` commits an absorbed state with its finished networks in one commit and takes the networks
-out of the tree in the next (what a lent machine is sent stays small), recording the first commit in
+out of the tree in the next (what a remote machine is sent stays small), recording the first commit in
 state_dir/networks.json; `restore_networks` reads them back out of git history. Standard library only.
 """
 from __future__ import annotations

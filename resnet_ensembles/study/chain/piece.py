@@ -1,4 +1,4 @@
-"""One piece of the paper chain (experiments/paper_chain.py), and the preparation a lent machine needs.
+"""One piece of the paper chain (experiments/paper_chain.py), and the preparation a remote machine needs.
 
 A piece seeds --work_dir from the committed state, runs the chain's steps in a child process, stops it when
 the budget is spent (SIGTERM: training checkpoints at its next step; SIGKILL after a grace period) and writes
@@ -20,8 +20,8 @@ from resnet_ensembles.utils.provenance import sha256
 from resnet_ensembles.study.chain import files as chain_files, runner as chain
 from resnet_ensembles.utils.provenance import git_commit
 
-WHEELS = ("ml-collections==1.1.0",)  # pure Python, missing on the lent machine's image (absl-py, PyYAML are there)
-TRAVEL_LIMIT = 64 << 20              # what a lent machine is sent at most
+WHEELS = ("ml-collections==1.1.0",)  # pure Python, missing on a bare GPU image (absl-py, PyYAML are there)
+TRAVEL_LIMIT = 64 << 20              # what a remote machine is sent at most
 CHECKPOINT_MB = 13.2                 # one ResNet-110 checkpoint in the state while a network trains
 
 
@@ -102,7 +102,7 @@ def run_piece(config, *, state_dir: str, work_dir: str, out_dir: str, child_cmd:
 
 
 def travel_bytes(root: str, extra: Iterable[str]) -> dict[str, int]:
-  """What a lent machine is sent from the checkout `root`: tracked + untracked-not-ignored files + carried paths."""
+  """What a remote machine is sent from the checkout `root`: tracked + untracked-not-ignored files + carried paths."""
   git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
   size = lambda names: sum(os.path.getsize(os.path.join(root, n)) for n in names
                            if os.path.isfile(os.path.join(root, n)) and not os.path.islink(os.path.join(root, n)))
@@ -117,7 +117,7 @@ def travel_bytes(root: str, extra: Iterable[str]) -> dict[str, int]:
 def prepare(root: str, data_folder: str, pack_sha256: str, state_dir: str,
             download: Optional[Callable[[str, str], None]] = None) -> None:
   """Writes <root>/.devdata (the CIFAR-10 pack, checked against `pack_sha256`; the wheels; the commit) and
-  checks that what a lent machine is sent fits TRAVEL_LIMIT, warning when the next piece's state would not."""
+  checks that what a remote machine is sent fits TRAVEL_LIMIT, warning when the next piece's state would not."""
   from resnet_ensembles.data import for_run, pack
   dev = os.path.join(root, ".devdata")
   wheels = os.path.join(dev, "wheels")
@@ -139,10 +139,10 @@ def prepare(root: str, data_folder: str, pack_sha256: str, state_dir: str,
     f.write(git_commit() + "\n")
   sizes = travel_bytes(root, [".devdata"])
   left = TRAVEL_LIMIT - sizes["total"]
-  print("what a lent machine is sent: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in sizes.items())
+  print("what a remote machine is sent: " + ", ".join(f"{k} {v / 2**20:.2f} MiB" for k, v in sizes.items())
         + f" of {TRAVEL_LIMIT >> 20} MiB ({left / 2**20:.2f} MiB to spare)")
   if left < 0:
-    raise RuntimeError("over the 64 MiB a lent machine is sent: the run would be refused")
+    raise RuntimeError("over the 64 MiB budget for what a remote machine is sent (see docs/paper_chain.md, Size)")
   if left < (14 << 20) and not glob.glob(os.path.join(state_dir, "train", "*", "checkpoints", "*")):
     print(f"WARNING: {left / 2**20:.1f} MiB to spare: a piece that trains a ResNet-110 hands back a state with a "
           f"{CHECKPOINT_MB} MiB checkpoint, and the next piece could not be sent. Free room first "

@@ -1,11 +1,11 @@
 """The staged reproduction in an order whose state travels: what one piece of experiments/paper_chain.py runs.
 
 `reproduction.run` trains all five networks before it sweeps any; for the paper's ResNet-110 (a 13.9 MB
-checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a lent machine is sent
+checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a remote machine is sent
 (64 MiB with the code, the results already committed and the 18 MB CIFAR-10 pack). So the chain takes one
-network at a time through everything it is needed for, then lets it go (`chain_steps.retire`: its variables
-leave the state; `chain_files` commits them to git history once, outside what travels). Steps, in order
-(`steps_of`; their bodies are in `chain_steps`):
+network at a time through everything it is needed for, then lets it go (`steps.retire`: its variables
+leave the state; `files` commits them to git history once, outside what travels). Steps, in order
+(`steps_of`; their bodies are in `steps`):
 
   speed            images/s per precision and the bf16 accuracy check (training.speed); picks the precision
   train-resnet     stages.train_run: the paper's recipe, resumed from the checkpoint, SIGTERM -> checkpoint
@@ -160,3 +160,27 @@ def describe(config, workdir: str) -> dict:
         rows = [json.loads(l) for l in f if l.strip()]
       trained[run] = max((r["step"] for r in rows), default=0)
   return {"done": done, "next": todo[0] if todo else None, "trained_steps": trained}
+
+
+def status_markdown(config, state_dir: str) -> str:
+  """Where the chain stands, for a person: the steps, then one row per piece of <state>/chain_log.jsonl."""
+  d = describe(config, state_dir)
+  total = stages.train_config(config, config.chain.runs[0])
+  lines = [f"Steps done: {', '.join(d['done']) or 'none yet'}; next: {d['next'] or 'none (finished)'}. "
+           f"Training steps done: " + (", ".join(f"{r} {s:,}" for r, s in d["trained_steps"].items()) or "none") +
+           f" (of {total.num_epochs} epochs).\n",
+           "| piece | started (UTC) | wall s | stopped | steps | images/s | machine | vector extensions | commit |",
+           "| ---: | --- | ---: | --- | --- | ---: | --- | --- | --- |"]
+  path = os.path.join(state_dir, chain_files.LOG_FILE)
+  rows = [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
+  for r in rows:
+    m = r.get("machine") or {}
+    steps = "; ".join(f"{run} {a:,} -> {b:,}" for run, (a, b) in (r.get("train_steps") or {}).items()) or (
+        ", ".join(r.get("steps_done_now") or []) or "-")
+    wall = r.get("wall_s")
+    lines.append(f"| {r.get('piece', '?')} | {r.get('started', '-')} | {'-' if wall is None else f'{wall:,.0f}'} | "
+                 f"{r.get('stopped', '-')} | {steps} | "
+                 f"{r.get('train_images_per_s') or '-'} | {m.get('cpu') or m.get('devices', '-')} "
+                 f"({m.get('devices', '-')}, {m.get('cpu_cores', '?')} cores) | "
+                 f"{', '.join(m.get('vector_extensions') or []) or '-'} | {str(r.get('git_commit', ''))[:10]} |")
+  return "\n".join(lines) + "\n"

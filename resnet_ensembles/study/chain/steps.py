@@ -53,7 +53,23 @@ def single_part(workdir: str, run: str, bn: str) -> str:
   return os.path.join(workdir, "lesion", "resnet", f"single_{bn}.{run}.json")
 
 
+def step_series(config, workdir: str, data: stages.DataCache, run: str) -> dict:
+  """The run's sweeps and path analysis with the depth series' settings (`config.series`, the schema of
+  experiments/configs/depth_series.py), into <workdir>/depth_series/<series name>/ beside the other depths'
+  JSONs; each sweep continues from its finished chunks when a piece was stopped inside it."""
+  from resnet_ensembles.study import depth_series  # the series' engine; the chain only points it at this run
+  series = ml_collections.ConfigDict(config.series.to_dict())
+  name = config.chain.series_name
+  series.networks = ml_collections.ConfigDict({name: os.path.join(workdir, "train", run)})
+  series.order = [name]
+  series.fit_networks = []
+  ran = depth_series.run(series, os.path.join(workdir, "depth_series"), data(stages.train_config(config, run)))
+  return {"series": ran, "retired": retire(workdir, run)}
+
+
 def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
+  if config.get("series") is not None:
+    return step_series(config, workdir, data, run)
   runs, run_dir = list(config.chain.runs), os.path.join(workdir, "train", run)
   for bn in bns(config):
     c = with_bn(config, bn)

@@ -1,4 +1,4 @@
-"""Tars that travel: a folder's files as one tar, cut into parts small enough for a lent machine to hand back,
+"""Tars that travel: a folder's files as one tar, cut into parts small enough for a remote machine to hand back,
 and put back together and unpacked safely on this side (`chain_files.collect` / `chain_files.absorb`).
 
 Only the standard library: the piece's parent process never starts JAX.
