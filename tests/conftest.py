@@ -10,10 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jpeg")
 
-# One persistent XLA compilation cache for the whole test session: the tests compile the same small programs
+# One persistent XLA compilation cache for the whole test run: the tests compile the same small programs
 # many times over (each builds its own jitted step for the same tiny networks, and the mains' subprocesses
 # compile what in-process tests already did). Set before anything imports jax; the xdist workers and every
-# subprocess inherit it; a fresh folder per session (removed at exit), so a run never reads another's cache.
+# subprocess inherit it; a fresh folder per run (removed at exit), so a run never reads another's cache.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="resnet_ensembles_jax_cache_")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
@@ -21,7 +21,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 # The tests' programs are tiny and compiled once each, so XLA's backend optimisations cost more than they save:
-# without them (measured on the 2-core CPU, session 11, one worker, background jobs stopped) test_lesion.py +
+# without them (measured on a 2-core x86 CPU, one worker, no background jobs) test_lesion.py +
 # test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s;
 # the paper-chain reference piece (real training) 198 s instead of 190 s. What the tests assert is unchanged:
 # every equality they check is between programs compiled the same way. The fake-device subprocesses
@@ -33,7 +33,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 @pytest.fixture(scope="session")
 def fake_devices_env():
-  """The environment of a subprocess that sees n fake CPU devices, keeping this session's XLA flags."""
+  """The environment of a subprocess that sees n fake CPU devices, keeping this test run's XLA flags."""
   flags = os.environ.get("XLA_FLAGS", "")
   return lambda n: dict(os.environ, JAX_PLATFORMS="cpu",
                         XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={n}".strip())
@@ -53,7 +53,25 @@ def cifar(cifar_root):
   return data.load_cifar10("folder", cifar_root)
 
 
-# Seconds per test file, measured on the 2-core CPU (2 xdist workers, shared compilation cache, session 10).
+@pytest.fixture(scope="session")
+def small_cifar_root(cifar, tmp_path_factory) -> str:
+  """The `tiny` study's images (256 training and 100 test images, drawn from the CIFAR-10 copy as its config
+  draws them) as a CIFAR-10 folder of PNGs (lossless: they decode to the same arrays). A tiny study reads it in
+  every process it starts without listing and loading 60,000 files each time."""
+  from PIL import Image
+  from resnet_ensembles.data import cifar10 as data
+  from resnet_ensembles.data.folder import CIFAR10_CLASSES
+  root = tmp_path_factory.mktemp("cifar10_small")
+  for split, (size, seed) in {"train": (256, 0), "test": (100, 1)}.items():
+    images, labels = data.subset(cifar[split], size, seed)
+    for i, (image, label) in enumerate(zip(images, labels)):
+      folder = root / split / CIFAR10_CLASSES[label]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image).save(folder / f"{i:05d}.png")
+  return str(root)
+
+
+# Seconds per test file, measured on a 2-core x86 CPU (2 xdist workers, shared compilation cache).
 # The longest files go first (`--dist loadfile --no-loadscope-reorder` in run.sh keeps this order), so that
 # the two workers finish together instead of one running the longest file alone at the end; a file not
 # listed runs after these. Only the order of the files changes, never what they test.

@@ -28,7 +28,7 @@ def _chain(repo, *args):
 
 
 def _piece(repo, tmp, n, network=None):
-  """Piece n as a lent machine hands it back, from the committed state; `network`: a run it finished."""
+  """Piece n as the machine that ran it hands it back, from the committed state; `network`: a run it finished."""
   work, out = str(tmp / f"work{n}"), str(tmp / f"out{n}")
   chain_files.seed(os.path.join(repo, STATE), work)
   chain_files.write_json({"step": f"step{n}"}, os.path.join(work, "chain", f"step{n}.done.json"))

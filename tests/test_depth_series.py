@@ -66,7 +66,9 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
   assert glance[2].startswith(f"| tiny | 9 | stored | {100 * s['full']:.2f} | {100 * s['typical_mean_cost']:+.2f} ± ")
   assert glance[3].startswith("| **paper: pre-act ResNet-110** (canonical CIFAR-10) | 54 | stored | 6.03 | +0.57 (+1.17) |")
   assert glance[4].startswith("| *trend fits at n = 54* | 54 | stored | | n/a (n/a) | n/a |")  # no fit: n/a, not 0
-  assert os.path.exists(series_plot.save(summary, {}, os.path.join(workdir, "series.png")))
+  from PIL import Image
+  pixels = np.asarray(Image.open(series_plot.save(summary, {}, os.path.join(workdir, "series.png"))).convert("L"))
+  assert min(pixels.shape) > 200 and pixels.std() > 10  # a figure with something drawn in it
 
 
 def test_readme_holds_the_committed_depth_series_table():
@@ -82,6 +84,15 @@ def test_readme_holds_the_committed_depth_series_table():
     committed = f.read()
   assert table in committed, "results/depth_series/series.md is stale: rerun experiments.depth_series --summary_only"
   assert table in readme, "README.md's depth-series table differs from results/depth_series/series.md's glance table"
+  # One row recomputed from the raw sweep rows, not by the code that drew the table: the own ResNet-32 with
+  # stored statistics, its full error and the mean and worst cost of deleting one typical (non-opener) block.
+  with open(os.path.join(root, "results", "depth_series", "own_resnet32", "single_stored.json")) as f:
+    net = json.load(f)["networks"][0]
+  costs = [r["error"] - net["full_error"] for r in net["rows"] if not r["opener"]]
+  row = (f"| {c.labels.own_resnet32} | {net['num_blocks']} | stored | {100 * net['full_error']:.2f} | "
+         f"{100 * np.mean(costs):+.2f} ± ")
+  line = next((l for l in table.splitlines() if l.startswith(row)), None)
+  assert line is not None and f"({100 * max(costs):+.2f})" in line, (row, table)
 
 
 def test_fit_power_law_and_line():

@@ -356,7 +356,20 @@ def test_study_data_and_a_recalibrated_sweep_read_an_imagenet_run(image_folder, 
   assert not np.array_equal(study_data.load_for_study(c, test_size=1, train_size=5, seed=2)["train"][0], rx)
   out = lesion_study.sweep_network(path, "ResNet", data, "multi", bn="recalibrate", num_samples=1, max_k=1,
                                    batch_size=9, recal_batches=1, recal_batch_size=5)
-  assert len(out["rows"]) == 1 and out["rows"][0]["k"] == 1 and 0 <= out["full_error"] <= 1
+  assert len(out["rows"]) == 1 and out["rows"][0]["k"] == 1
+  # Recalibrated on one batch of the 5 drawn training images and tested on those same 5, a lesioned network's
+  # statistics are that batch's own: its predictions are the training-mode forward pass's (batch statistics).
+  same = lesion_study.sweep_network(path, "ResNet", {"train": (rx, ry), "test": (rx, ry)}, "multi",
+                                    bn="recalibrate", num_samples=1, max_k=1, batch_size=5, recal_batches=1,
+                                    recal_batch_size=5)
+  model, v, _ = checkpoints.load_trained(path)
+  mask = np.ones(model.layout.num_blocks, np.float32)
+  mask[same["rows"][0]["deleted"]] = 0
+  x = imagenet_data.normalize(rx)
+  train_mode, _ = model.apply(v, x, train=True, block_mask=jnp.asarray(mask), mutable=["batch_stats"])
+  stored = model.apply(v, x, block_mask=jnp.asarray(mask))
+  assert same["rows"][0]["error"] == pytest.approx(float(np.mean(np.argmax(train_mode, -1) != ry)))
+  assert not np.allclose(train_mode, stored, atol=1e-3)  # which the stored statistics do not give
 
 
 def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
@@ -386,8 +399,25 @@ def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
   multi = json.load(open(out / "multi_stored.json"))
   net = multi["networks"][0]
   assert multi["test_images"] == 9 and net["num_blocks"] == 8 and net["model"]["name"] == "imagenet_resnet"
-  assert [r["k"] for r in net["rows"]] == [1, 1, 2, 2] and all(0 <= r["error"] <= 1 for r in net["rows"])
-  assert os.path.getsize(out / "multi_stored.png") > 10_000 and (out / "multi_stored.csv").exists()
+  assert [r["k"] for r in net["rows"]] == [1, 1, 2, 2]
+  # each row's error is the lesioned network's on the 9 images, recomputed here in one forward pass
+  model, v, _ = checkpoints.load_trained(path)
+  from resnet_ensembles.data import for_run
+  images, labels = for_run.load_for_study(checkpoints.read_config(path), test_size=0)["test"]  # as the main reads
+  x = imagenet_data.normalize(images)
+  for r in [{"deleted": []}] + net["rows"]:
+    mask = np.ones(8, np.float32)
+    mask[r["deleted"]] = 0
+    want = float(np.mean(np.argmax(model.apply(v, x, block_mask=jnp.asarray(mask)), -1) != labels))
+    assert r.get("error", net["full_error"]) == pytest.approx(want), r
+  import csv
+  table = list(csv.DictReader(open(out / "multi_stored.csv")))  # the CSV holds the JSON's rows
+  assert [float(t["error"]) for t in table] == [net["full_error"]] + [r["error"] for r in net["rows"]]
+  assert [t["deleted"] for t in table[1:]] == [" ".join(map(str, r["deleted"])) for r in net["rows"]]
   assert not (out / "multi_stored.json.partial").exists()  # the sweep's chunks go once its JSON is written
   p = json.load(open(paths_out / "paths.json"))
-  assert p["num_blocks"] == 8 and len(p["sampled"]["image_mean"]) == 9 and (paths_out / "paths.png").exists()
+  assert p["num_blocks"] == 8 and len(p["sampled"]["image_mean"]) == 9
+  from PIL import Image
+  for png in (out / "multi_stored.png", paths_out / "paths.png"):  # figures with something drawn in them
+    pixels = np.asarray(Image.open(png).convert("L"))
+    assert min(pixels.shape) > 200 and pixels.std() > 10, png

@@ -6,10 +6,13 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments.configs import reproduce as reproduce_config
 from resnet_ensembles import models
+from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.study import stages
 from resnet_ensembles.training import cifar as cifar_training
@@ -50,7 +53,14 @@ def test_finished_exported_run_is_kept_not_retrained(tmp_path, monkeypatch, caps
   want = cifar_training.evaluate_trained(cfg, model, variables, data(cfg)["test"])["test_error"]
   assert f"short_fwd: step 8, test error {100 * want:.2f}%" in capsys.readouterr().out
   t = stages.read_json(os.path.join(run_dir, stages.TREATMENTS))  # forward short paths: both treatments
-  assert t["num_blocks"] == 9 and 0 <= t["scaled_error"] <= 1
+  x, labels = data(cfg)["test"]   # both errors recomputed here: branches at full strength, and scaled by K/n
+  error = lambda m: float(np.mean(np.argmax(model.apply(variables, data_lib.normalize_for(model, x), block_mask=m),
+                                            -1) != labels))
+  assert t["num_blocks"] == 9 and t["num_active"] == 4  # round(9 x 23/54) of 9 blocks trained per batch
+  assert t["unscaled_error"] == pytest.approx(error(jnp.ones(9)))
+  assert t["scaled_error"] == pytest.approx(error(jnp.full(9, 4 / 9)))
+  assert want == pytest.approx(t["scaled_error"])  # the run evaluates with scaled branches (modifier `scaled`)
+  assert t["scaled_error"] != t["unscaled_error"]  # the treatments differ on this network
   after = files(), open(os.path.join(run_dir, "metrics.jsonl")).read()
   assert after == (sorted(before[0] + [stages.TREATMENTS]), before[1])  # no checkpoint, no start, no metrics
   assert checkpoints.fingerprint(checkpoints.load_trained(run_dir)[1]) == checkpoints.fingerprint(variables)
@@ -83,3 +93,54 @@ def test_imported_folder_without_weights_names_the_import_command(tmp_path):
   for call in (lambda: finetune.get_config(str(folder)), lambda: checkpoints.load_trained(str(folder))):
     with pytest.raises(FileNotFoundError, match="python -m experiments.import_torch --all_akamaster"):
       call()
+
+
+def _tiny_cifar_folder(root) -> str:
+  """A CIFAR-10 layout with one 32x32 PNG per class and split."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for name in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"):
+      os.makedirs(os.path.join(root, split, name))
+      Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(os.path.join(root, split, name, "0.png"))
+  return str(root)
+
+
+def test_the_train_stage_is_kept_wherever_the_same_data_lies(tmp_path):
+  """The train stage's record names the data by its content, so a finished study keeps every stage on a fresh
+  clone whose data sits at another path (a copy, a symlink, a moved pack); other images redo the stage."""
+  import shutil
+  from resnet_ensembles.data import pack
+  from resnet_ensembles.study import reproduction
+  first = _tiny_cifar_folder(tmp_path / "data")
+  config = reproduce_config.get_config("tiny")
+  config.train.folder = first
+  workdir = str(tmp_path / "study")
+  for path in reproduction.stage_outputs(config, workdir, "train"):  # a finished train stage for this data
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").close()
+  stages.write_json({"stage": "train", "hash": reproduction.config_hash(config, "train")},
+                    os.path.join(workdir, "train.done.json"))
+  kept = lambda folder: reproduction.is_done(_with_folder(config, folder), workdir, "train")
+  assert kept(first)
+  second = str(tmp_path / "elsewhere" / "cifar10")
+  shutil.copytree(first, second)
+  assert kept(second)                                     # the same images at a second path
+  os.symlink(second, tmp_path / "link")
+  assert kept(str(tmp_path / "link"))
+  assert not kept(str(tmp_path / "nowhere"))              # no data there: the stage reruns (and names the path)
+  with open(os.path.join(second, "test", "cat", "0.png"), "ab") as f:
+    f.write(b"\0")                                        # one image changed: other data
+  assert not kept(second)
+  packs = [str(tmp_path / "a.cifarpack"), str(tmp_path / "moved" / "b.cifarpack")]
+  pack.pack_folder(first, packs[0])
+  os.makedirs(os.path.dirname(packs[1]))
+  shutil.copy(packs[0], packs[1])
+  for_pack = lambda p: reproduction.config_hash(_with_folder(config, p), "train")
+  assert for_pack(packs[0]) == for_pack(packs[1]) != reproduction.config_hash(config, "train")
+
+
+def _with_folder(config, folder: str):
+  c = config.copy_and_resolve_references()
+  c.train.folder = folder
+  return c

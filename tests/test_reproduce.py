@@ -1,7 +1,9 @@
-"""resnet_ensembles.reproduction (experiments/reproduce.py) end to end on the `tiny` config: stages, skipping,
-partial reruns, the report."""
+"""resnet_ensembles.study.reproduction (experiments/reproduce.py) on the `tiny` config: stages, skipping, partial
+reruns, the data at another path, a part of a study done elsewhere, the report, and the mains that read the same
+trained runs. One tiny study is run once for the whole file (`study`); each test checks its properties on it."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -16,12 +18,25 @@ from experiments.configs import reproduce as reproduce_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
-  config = reproduce_config.get_config("tiny")
-  config.train.folder = cifar_root
-  workdir = str(tmp_path / "repro")
+@pytest.fixture(scope="module")
+def tiny_data(small_cifar_root):
+  """The tiny study's images (the `tiny` config's draw, as a small folder), decoded once for the file."""
+  from resnet_ensembles.data import cifar10 as data
+  return data.load_cifar10("folder", small_cifar_root)
 
-  ran = reproduction.run(config, workdir, data=cifar)
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, small_cifar_root, tiny_data):
+  """(config, workdir, stages run) of one finished tiny study; tests take copies of the config."""
+  config = reproduce_config.get_config("tiny")
+  config.train.folder = small_cifar_root
+  workdir = str(tmp_path_factory.mktemp("study") / "repro")
+  return config, workdir, reproduction.run(config, workdir, data=tiny_data)
+
+
+def test_reproduce_tiny_end_to_end(study, tiny_data):
+  config, workdir, ran = study
+  config = config.copy_and_resolve_references()
   assert ran == list(reproduction.STAGES)
   for stage in reproduction.STAGES:
     with open(os.path.join(workdir, f"{stage}.done.json")) as f:
@@ -46,33 +61,60 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   import jax
   assert trained and f"{provenance.git_commit()[:7]} on {jax.device_count()} x cpu: steps 0-8" in trained[0], trained
 
-  assert reproduction.run(config, workdir, data=cifar) == []   # everything done: nothing reruns
+  assert reproduction.run(config, workdir, data=tiny_data) == []   # everything done: nothing reruns
 
   os.remove(os.path.join(workdir, "paths", "paths.json"))   # one stage's output lost
-  assert reproduction.run(config, workdir, data=cifar) == ["paths", "figures", "report"]
+  assert reproduction.run(config, workdir, data=tiny_data) == ["paths", "figures", "report"]
 
   config.report.version += 1                                 # a changed config section reruns its stage
-  assert reproduction.run(config, workdir, data=cifar) == ["report"]
+  assert reproduction.run(config, workdir, data=tiny_data) == ["report"]
+  config.report.version -= 1                                 # and so does going back (the other tests' study)
+  assert reproduction.run(config, workdir, data=tiny_data) == ["report"]
 
+
+def test_the_same_data_at_another_path_keeps_every_stage(study, tiny_data, tmp_path):
+  """A fresh clone whose CIFAR-10 copy lies elsewhere (here: a symlink to it) keeps every stage: the train
+  stage's record names the data by its content, not its path."""
+  config, workdir, _ = study
+  config = config.copy_and_resolve_references()
+  os.symlink(config.train.folder, tmp_path / "cifar10")
+  config.train.folder = str(tmp_path / "cifar10")
+  assert reproduction.run(config, workdir, data=tiny_data) == []
+
+
+def test_lesion_and_paths_stages_keep_what_still_holds(study, tiny_data):
+  config, workdir, _ = study
+  config = config.copy_and_resolve_references()
   multi = os.path.join(workdir, "lesion", "sd", "multi_stored.json")
   stamp, stage = os.path.getmtime(multi), lesion_stage.stage_lesion("multi")
   config.lesion.batch_size = 50          # chunking only: a rerun of the stage keeps the sweeps already written,
-  stage(config, workdir, reproduction_stages.DataCache(cifar))
+  stage(config, workdir, reproduction_stages.DataCache(tiny_data))
   assert os.path.getmtime(multi) == stamp  # which hold the same networks (variables_sha256) and settings
-  config.lesion.seed = 1                 # a setting the numbers depend on: swept again
-  stage(config, workdir, reproduction_stages.DataCache(cifar))
+  config.lesion.seed = 1                 # a setting the numbers depend on: swept again (one run of the stage)
+  lesion_stage.lesion_run(config, workdir, reproduction_stages.DataCache(tiny_data), "multi", "sd")
   assert os.path.getmtime(multi) != stamp and reproduction_stages.read_json(multi)["flags"]["seed"] == 1
   config.lesion.batch_size, config.lesion.seed = 100, 0
   paths_json = os.path.join(workdir, "paths", "paths.json")
   stamp = os.path.getmtime(paths_json)   # the paths stage keeps a paths.json of the same network and config
-  reproduction_stages.stage_paths(config, workdir, reproduction_stages.DataCache(cifar))
+  reproduction_stages.stage_paths(config, workdir, reproduction_stages.DataCache(tiny_data))
   assert os.path.getmtime(paths_json) == stamp
 
-  # Part of a study done elsewhere (--only_runs): the run and its sweeps as the stages write them, no stage done.
+
+def test_a_part_done_elsewhere_is_what_the_stages_write(study, tiny_data, tmp_path):
+  """Part of a study done elsewhere (--only_runs): the run and its sweeps as the stages write them, no stage
+  done. The run is the study's own trained network (copied: its training is the train stage's, tested above),
+  so the part's sweeps must hold the study's numbers."""
+  config, workdir, _ = study
+  config = config.copy_and_resolve_references()
   part = str(tmp_path / "part")
-  reproduction.run_part(config, part, ["short_fwd"], data=cifar)
+  shutil.copytree(os.path.join(workdir, "train", "short_fwd"), os.path.join(part, "train", "short_fwd"),
+                  ignore=shutil.ignore_patterns(".lock"))
+  reproduction.run_part(config, part, ["short_fwd"], data=tiny_data)
   run_dir = os.path.join(part, "train", "short_fwd")
   sweep = os.path.join(part, "lesion", "short_fwd", "multi_stored.json")
+  strip = lambda d: [{k: v for k, v in n.items() if k != "workdir"} for n in d["networks"]]
+  assert strip(json.load(open(sweep))) == strip(json.load(open(os.path.join(workdir, "lesion", "short_fwd",
+                                                                             "multi_stored.json"))))
   assert lesion_stage.kept_sweep(sweep, config.lesion, [run_dir], 100)
   lc = config.lesion.copy_and_resolve_references()
   lc.recal_batches = 3                   # no recalibration in a stored-BN sweep: its settings do not matter
@@ -97,7 +139,10 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   with pytest.raises(ValueError, match="unknown run"):
     reproduction.run_part(config, part, ["shortest"])
 
-  # The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors).
+
+def test_the_mains_read_the_studys_runs(study):
+  """The standalone mains read the same trained runs (subprocesses: absl flags, figures, one-line errors)."""
+  _, workdir, _ = study
   run_main = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
                                           timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resnet, plain, out = (os.path.join(workdir, "train", r) for r in ("resnet", "plain", "mains"))
@@ -116,16 +161,17 @@ def test_reproduce_tiny_end_to_end(tmp_path, cifar_root, cifar):
   assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr[-2000:]
   done = run_main("experiments.reproduce", f"--workdir={out}", "--config=experiments/configs/reproduce.py:tinier")
   last = done.stderr.strip().splitlines()[-1]  # a config whose get_config raises: one line, not its traceback
-  assert done.returncode != 0 and last.startswith("error: ") and "cpu, paper, paper_jpeg or tiny; got 'tinier'" in last, last
+  assert done.returncode != 0 and last.startswith("error: "), last
+  assert f"{', '.join(reproduce_config.PRESETS)}; got 'tinier'" in last, last
   assert "Traceback" not in done.stderr
 
 
-def test_the_committed_study_is_current_for_the_cpu_config():
-  """`./run.sh main` starts from results/repro: every stage there must be done for today's `cpu` config, or a
-  config change has quietly made the quickstart re-check (or redo) stages; rerun it with WORKDIR=results/repro.
-  Not the train stage: its record names the data folder's path, so on another machine it re-evaluates the
-  committed networks on that machine's data (~4 minutes) by design."""
+def test_the_committed_study_is_current_for_the_cpu_config(cifar_root):
+  """`./run.sh main` starts from results/repro: every stage there must be done for today's `cpu` config with the
+  CIFAR-10 copy found here, wherever it lies, or a config change has quietly made the quickstart redo stages
+  (rerun it with WORKDIR=results/repro)."""
   config = reproduce_config.get_config("cpu")
-  stale = [s for s in reproduction.STAGES[1:]
-           if not reproduction.is_done(config, os.path.join(ROOT, "results", "repro"), s)]
+  config.train.folder = cifar_root
+  committed = os.path.join(ROOT, "results", "repro")
+  stale = [s for s in reproduction.STAGES if not reproduction.is_done(config, committed, s)]
   assert not stale, f"results/repro is stale for the cpu config in stages {stale}"

@@ -46,6 +46,22 @@ def test_vit_study_runs_keeps_and_compares(cifar, tmp_path):
   table = vit_comparison.render(summary, {"vit": "tiny ViT", "resnet": "tiny ResNet"})
   assert "| residual branches n | 6 | 9 |" in table and "Painters" in table
   assert "| effective window (share of paths) | " in table and table.count("n/a") >= 4
+  # the table's numbers, recomputed from the sweeps' raw rows: full error, and the typical deletions' mean and
+  # worst cost (openers left out) of each network
+  cells = []
+  for folder in (os.path.join(workdir, "vit"), str(tmp_path / "series" / "resnet")):
+    net = json.load(open(os.path.join(folder, "single_stored.json")))["networks"][0]
+    costs = [r["error"] - net["full_error"] for r in net["rows"] if r["deleted"] not in net["stage_openers"]]
+    cells.append((f"{100 * net['full_error']:.2f} ± ", f"{100 * sum(costs) / len(costs):+.2f} ± ",
+                   f"({100 * max(costs):+.2f})"))
+  full = next(l for l in table.splitlines() if l.startswith("| full test error % | "))
+  single = next(l for l in table.splitlines() if l.startswith("| single deletion: mean (worst) cost, pts | "))
+  for (f, mean, worst), (full_cell, single_cell) in zip(cells, zip(full.split(" | ")[1:], single.split(" | ")[1:])):
+    assert full_cell.startswith(f) and single_cell.startswith(mean) and worst in single_cell, (full, single)
+  layers = json.load(open(os.path.join(workdir, "vit", "layers_stored.json")))["networks"][0]
+  by_unit = sorted(layers["rows"], key=lambda r: r["deleted_unit"])
+  assert ("ViT whole-layer deletions (cost, pts): " + ", ".join(
+      f"layer {i}: {100 * (r['error'] - layers['full_error']):+.2f}" for i, r in enumerate(by_unit))) in table
   assert os.path.exists(comparison_plot.save(summary, {}, str(tmp_path / "comparison.png")))
 
 

@@ -4,7 +4,7 @@
 checkpoint with optimizer state, 6.9 MB of variables) five networks do not fit in what a remote machine is sent
 (64 MiB with the code, the results already committed and the 18 MB CIFAR-10 pack). So the chain takes one
 network at a time through everything it is needed for, then lets it go (`steps.retire`: its variables
-leave the state; `files` commits them to git history once, outside what travels). Steps, in order
+leave the state; `git` commits them to git history once, outside what travels). Steps, in order
 (`steps_of`; their bodies are in `steps`):
 
   speed            images/s per precision and the bf16 accuracy check (training.speed); picks the precision
