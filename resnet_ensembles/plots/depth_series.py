@@ -64,7 +64,7 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("residual blocks n")
   legend_below(axes.flat[4], ncol=2)
-  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects over each network's full error; dotted: fitted trends")
+  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects over each deployed network's error (stored statistics); dotted: fitted trends")
   fig.tight_layout()
   return fig
 

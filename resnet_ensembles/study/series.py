@@ -91,7 +91,7 @@ def network_summary(folder: str, bn: str) -> dict:
                       "tau>=0.95_se": None if se is None else 1.2533 * se,
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid),
                       "identity_draws": len(reorder["networks"][0]["rows"]) - len(moved)}
-    # costs over the sweep's own full network (k deletions and reorderings run on fewer test images)
+    # costs over the deployed network on the sweep's own test images (k deletions and reorderings run on fewer)
     out["reorder"]["tau>=0.95_cost"] = None if not near else med(near) - out["reorder"]["full"]
   pj = load_json(os.path.join(folder, "paths.json"))
   if pj:

@@ -109,7 +109,7 @@ def _fit_row(fits: dict, bn: str, first: bool) -> str:
 
 
 def glance(summary: dict, labels: dict[str, str]) -> str:
-  """One row per network and BatchNorm treatment (effects in points over the network's own full error, with
+  """One row per network and BatchNorm treatment (effects in points over the deployed network's error, with
   standard errors), the paper's ResNet-110, and each treatment's trend fits (over `fit_networks`, as far as
   swept; forms, points and r^2 in `render`'s fit tables) evaluated at n = 54."""
   pe = summary["paper_effects"]
@@ -135,7 +135,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
   """series.md: the glance table, then one block of rows per BatchNorm treatment, the fits below."""
   out = ["### At a glance", "", glance(summary, labels), ""]
   for bn in next(iter(summary["networks"].values())):
-    out += [f"### {bn} BatchNorm statistics", "",
+    out += [f"### {bn} BatchNorm statistics ({BN_NAMES.get(bn, bn)})", "",
             "| network | n | full error % | typical single-deletion cost, mean (worst), pts | opener cost, pts | "
             "k at 10% / 20% / 40% of deletable: error % | reorder median, tau >= 0.95: cost, pts | "
             "effective window (share of paths) | decay per block |",
