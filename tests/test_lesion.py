@@ -406,8 +406,8 @@ def test_interrupted_sweep_resumes_at_its_first_unfinished_chunk(net14, tmp_path
   data_ = {"test": split, "train": split}
   real, calls, stop_at = lesion._evaluate_fns, [0], [None]
 
-  def counting(model, mesh, recal):
-    count_fn, recal_fn = real(model, mesh, recal)
+  def counting(model, mesh, recal, *scope):
+    count_fn, recal_fn = real(model, mesh, recal, *scope)
 
     def counted(*args):
       if calls[0] == stop_at[0]:
