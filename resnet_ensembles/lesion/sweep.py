@@ -6,7 +6,8 @@ inputs or its block-by-block methods:
 * `evaluate` vmaps the network over a stack of masks and/or orders: one compiled program, the mask
   stack cut into chunks that fit a memory budget and sharded over the devices of the `data` mesh,
   the test split streamed in fixed-size (padded) batches. BatchNorm uses the stored statistics (the
-  paper) or re-estimates them for each lesioned network on a few training batches (`batchnorm`).
+  paper) or re-estimates them for each lesioned network on a few training batches (`batchnorm`): from
+  its first changed position on (bn="recalibrate"; the intact network stays the deployed one), or all.
 * `single_deletion_sweep` (`wavefront`, re-exported here) exploits that the network without
   block i equals the full network before block i: a wavefront carries the full stream plus one stream
   per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2.
