@@ -34,7 +34,8 @@ _LABEL = flags.DEFINE_string("label", "ResNet", "Name of the --workdir network i
                              "(e.g. 'stochastic depth').")
 _SWEEP = flags.DEFINE_enum("sweep", None, SWEEPS, "single: each block deleted; multi: k random deletions; "
                            "reorder: k random within-stage swaps.")
-_BN = flags.DEFINE_enum("bn", "stored", lesion.BN_MODES, "BatchNorm statistics: stored or recalibrated per lesion.")
+_BN = flags.DEFINE_enum("bn", "stored", lesion.BN_MODES, "BatchNorm statistics: stored; recalibrate (re-estimated per lesion from its first changed position on, "
+                          "the intact network as deployed); recalibrate_all (every statistic re-estimated).")
 _OUT = flags.DEFINE_string("output_dir", None, "Default: <workdir>/lesion.")
 _SAMPLES = flags.DEFINE_integer("num_samples", 10, "multi/reorder: random lesions per k.")
 _MAX_K = flags.DEFINE_integer("max_k", masks.PAPER_MAX_K, "multi/reorder: k = 1..max_k (capped by the blocks).")
@@ -69,15 +70,15 @@ def main(argv):
                                 batch_size=_BATCH.value, memory_budget_mb=_BUDGET.value,
                                 recal_batches=_RECAL_BATCHES.value, recal_batch_size=_RECAL_BS.value)
   config = checkpoints.read_config(_WORKDIR.value)  # a wrong --workdir fails before anything is created
-  if _BN.value == "recalibrate":  # before any data is read: a ViT has no BatchNorm to recalibrate
-    models.require_batch_norm(models.from_config(config), "--bn=recalibrate")
+  if _BN.value in lesion.RECAL_MODES:  # before any data is read: a ViT has no BatchNorm to recalibrate
+    models.require_batch_norm(models.from_config(config), f"--bn={_BN.value}")
   out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")
   with lock.hold(out_dir, hint="use another --output_dir"):  # before the sweep: a second one fails at once
     run_and_write(config, out_dir)
 
 
 def run_and_write(config, out_dir: str) -> None:
-  recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value == "recalibrate" else 0
+  recal_images = _RECAL_BATCHES.value * _RECAL_BS.value if _BN.value in lesion.RECAL_MODES else 0
   data = study_data.load_for_study(config, test_size=None if _TEST_SIZE.value < 0 else _TEST_SIZE.value,
                          train_size=recal_images, seed=_SEED.value)
   out_dir = _OUT.value or os.path.join(_WORKDIR.value, "lesion")

@@ -11,7 +11,7 @@ from scipy import stats
 
 from resnet_ensembles.data import cifar10 as data
 from resnet_ensembles.lesion import sweep as lesion
-from resnet_ensembles.lesion import masks
+from resnet_ensembles.lesion import batchnorm, masks
 from resnet_ensembles import models
 from resnet_ensembles.models import samplers
 from resnet_ensembles.models.layout import check_block_order
@@ -226,7 +226,7 @@ def test_recalibration_averages_batch_statistics(net14):
   assert not np.allclose(lesioned["block_05"]["bn1"]["var"], got["block_05"]["bn1"]["var"])
   y = np.random.default_rng(0).integers(0, 10, 16).astype(np.int32)
   split = (xs[1], y)
-  out = lesion.evaluate(model, v, split, mask[None], bn="recalibrate", recal_split=(xs.reshape(48, 32, 32, 3), y),
+  out = lesion.evaluate(model, v, split, mask[None], bn="recalibrate_all", recal_split=(xs.reshape(48, 32, 32, 3), y),
                         recal_batches=3, recal_batch_size=16, batch_size=16)
   rx = data.subset((xs.reshape(48, 32, 32, 3), np.zeros(48)), 48, 0)[0].reshape(3, 16, 32, 32, 3)
   ref = recal(v, mask, rx)
@@ -249,6 +249,91 @@ def test_recalibration_with_orders_equals_swapped_variables():
   ref = recal(swapped, None)
   np.testing.assert_allclose(got["block_07"]["bn2"]["var"], ref["block_08"]["bn2"]["var"], rtol=1e-5)
   np.testing.assert_allclose(got["head_bn"]["mean"], ref["head_bn"]["mean"], rtol=1e-4, atol=1e-6)
+
+
+def _downstream(model, v, masks_, orders, xs):
+  """Downstream-recalibrated statistics of a stack of lesions, vmapped as `lesion.evaluate` runs them."""
+  n = model.layout.num_blocks
+
+  def one(m, o):
+    return batchnorm.recalibrated_stats(model, v, m, o, xs, batchnorm.first_change(m, o, n))
+  return jax.jit(jax.vmap(one))(jnp.asarray(masks_), None if orders is None else jnp.asarray(orders))
+
+
+def _equal_trees(a, b) -> bool:
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_downstream_recalibration_keeps_the_deployed_network(net14):
+  model, v, split = net14
+  xs = np.stack([_images(30 + i, 16) for i in range(2)])
+  full, mask = np.ones(6, np.float32), np.ones(6, np.float32)
+  mask[3] = 0
+  got = _downstream(model, v, np.stack([full, mask]), None, xs)
+  intact, lesioned = (jax.tree.map(lambda a, i=i: np.asarray(a[i]), got) for i in range(2))
+  # The intact network keeps every stored statistic, bit for bit: its cost baseline is the deployed network.
+  assert _equal_trees(intact, v["batch_stats"])
+  # Positions before the deletion see the deployed network's input: their statistics stay stored. The deleted
+  # block keeps its own; the blocks after it and the final norm are re-estimated.
+  for pos in range(4):
+    assert _equal_trees(lesioned[f"block_{pos:02d}"], v["batch_stats"][f"block_{pos:02d}"])
+  for name in ("block_04", "block_05", "head_bn"):
+    assert not np.allclose(jax.tree.leaves(lesioned[name])[0], jax.tree.leaves(v["batch_stats"][name])[0])
+  # Block 4's first BN sees the deployed prefix (blocks 0-2 with stored statistics, block 3 deleted): its
+  # statistics are the batches' mean of that activation's statistics.
+  def entering_4(x):
+    h = model.apply(v, data.normalize(x), method=model.embed)
+    for pos in range(4):
+      h = model.apply(v, h, pos, mask=mask[pos], method=model.block)
+    return h
+  h = [entering_4(x) for x in xs]
+  np.testing.assert_allclose(lesioned["block_04"]["bn1"]["mean"], np.mean([a.mean((0, 1, 2)) for a in h], 0),
+                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(lesioned["block_04"]["bn1"]["var"], np.mean([a.var((0, 1, 2)) for a in h], 0),
+                             rtol=1e-4, atol=1e-5)
+  # evaluate() under bn="recalibrate" scores the intact network exactly as the stored statistics do.
+  stack = np.stack([full, mask])
+  recal = lesion.evaluate(model, v, split, stack, bn="recalibrate", recal_split=(xs.reshape(32, 32, 32, 3),
+                          np.zeros(32, np.int32)), recal_batches=2, recal_batch_size=16, batch_size=20)
+  stored = lesion.evaluate(model, v, split, stack, batch_size=20)
+  assert recal["error"][0] == stored["error"][0]
+  np.testing.assert_array_equal(recal["class_accuracy"][0], stored["class_accuracy"][0])
+
+
+def test_downstream_recalibration_of_the_last_post_activation_block_is_stored():
+  model = models.CifarResNet(14, variant="original")  # no norm after the last block
+  v = _net(model)
+  xs = np.stack([_images(40 + i, 8) for i in range(2)])
+  last = np.ones(6, np.float32)
+  last[5] = 0
+  got = jax.tree.map(lambda a: np.asarray(a[0]), _downstream(model, v, last[None], None, xs))
+  assert _equal_trees(got, v["batch_stats"])  # nothing downstream of the deletion: the stored network
+
+
+def test_downstream_recalibration_vmapped_equals_a_loop():
+  model = models.CifarResNet(20)  # 9 blocks, openers 0, 3, 6
+  v = _net(model)
+  xs = np.stack([_images(50 + i, 8) for i in range(2)])
+  ms = masks.random_deletions(model.layout, 2, seed=3, ks=[1, 2])[0]
+  ms = np.concatenate([ms, np.ones((2, 9), np.float32)])
+  orders = np.tile(np.arange(9), (6, 1))
+  orders[4, [7, 8]], orders[5, [4, 5]] = [8, 7], [5, 4]  # two reorderings (stage 2, stage 1)
+  ms[4:] = 1
+  got = _downstream(model, v, ms, orders, xs)
+  one = jax.jit(lambda m, o: batchnorm.recalibrated_stats(model, v, m, o, xs, batchnorm.first_change(m, o, 9)))
+  for i in range(len(ms)):
+    ref = one(jnp.asarray(ms[i]), jnp.asarray(orders[i]))
+    for a, b in zip(jax.tree.leaves(jax.tree.map(lambda t, i=i: t[i], got)), jax.tree.leaves(ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # The reordering in stage 2 (first changed position 7) leaves stages 0 and 1 stored.
+  assert _equal_trees({k: jax.tree.map(lambda t: t[4], got[k]) for k in [f"block_{p:02d}" for p in range(7)]},
+                      {k: v["batch_stats"][k] for k in [f"block_{p:02d}" for p in range(7)]})
+  # With the identity order the lesion is the mask: an order that changes nothing changes no statistic.
+  ident = one(jnp.asarray(ms[0]), jnp.arange(9))
+  plain = jax.jit(lambda m: batchnorm.recalibrated_stats(model, v, m, None, xs,
+                                                         batchnorm.first_change(m, None, 9)))(jnp.asarray(ms[0]))
+  for a, b in zip(jax.tree.leaves(ident), jax.tree.leaves(plain)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs_fail_clearly(net14):
@@ -321,8 +406,8 @@ def test_interrupted_sweep_resumes_at_its_first_unfinished_chunk(net14, tmp_path
   data_ = {"test": split, "train": split}
   real, calls, stop_at = lesion._evaluate_fns, [0], [None]
 
-  def counting(model, mesh, recal):
-    count_fn, recal_fn = real(model, mesh, recal)
+  def counting(model, mesh, recal, *scope):
+    count_fn, recal_fn = real(model, mesh, recal, *scope)
 
     def counted(*args):
       if calls[0] == stop_at[0]:

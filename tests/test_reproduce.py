@@ -12,6 +12,7 @@ import pytest
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.utils import provenance
 from resnet_ensembles.study import reproduction
+from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.study import lesion_stage, stages as reproduction_stages
 from experiments.configs import reproduce as reproduce_config
 
@@ -124,6 +125,12 @@ def test_a_part_done_elsewhere_is_what_the_stages_write(study, tiny_data, tmp_pa
   json.dump(recal, open(tmp_path / "recal.json", "w"))
   assert not lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
   lc.recal_batches = config.lesion.recal_batches
+  # a sweep that does not record re-estimating from the first changed position on (every statistic
+  # re-estimated, under the same name) is swept again
+  assert not lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
+  for net in recal["networks"]:
+    net["recalibration"] = lesion_study.recalibration("recalibrate")
+  json.dump(recal, open(tmp_path / "recal.json", "w"))
   assert lesion_stage.kept_sweep(str(tmp_path / "recal.json"), lc, [run_dir], 100)
   for name in lesion_stage.RECAL_FLAGS:  # written before the flags were recorded: lesion_study's defaults
     del recal["flags"][name]

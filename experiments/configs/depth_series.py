@@ -31,7 +31,10 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
                                        | {"own_resnet32": "ResNet-32 (own, pre-act)"})
   c.order = ["resnet20", "resnet32", "own_resnet32", "resnet44", "resnet56"] if arg == "cpu" else []  # cheapest first
   c.fit_networks = [f"resnet{d}" for d in (20, 32, 44, 56)] if arg == "cpu" else []
-  c.bns = ("stored", "recalibrate")
+  # recalibrate: from each lesion's first changed position on; recalibrate_all: every statistic (the intact
+  # network shifts too; the sweeps made so are kept beside the others)
+  c.bns = ("stored", "recalibrate", "recalibrate_all")
+  c.sweeps = ("single", "multi", "reorder")
   c.data_folder = os.environ.get("CIFAR10_DIR", "")
   c.subset_seed = 1            # which test images the k-deletion and reorder sweeps use
   c.batch_size = 100 if arg == "tiny" else 500

@@ -92,6 +92,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     # paths preset) on this network alone, as the series' n = 54 point named chain.series_name
     c.series = depth_series_config.get_config("cpu")
     c.series.networks, c.series.order, c.series.fit_networks = {}, [], []
+    c.series.bns = ("stored", "recalibrate")   # recalibrated from each lesion's first changed position on
     c.series.labels["own_resnet110"] = "ResNet-110 (own, pre-act)"
     ch.series_name = "own_resnet110"
   ch.speed_warmup = 2 if arg == "tiny" else 20    # untimed steps after the compiling one

@@ -1,10 +1,21 @@
-"""BatchNorm statistics for a lesioned network (the paper evaluates with the stored ones; `recalibrated_stats`
-re-estimates them for each deletion or reordering on a few training batches, as `sweep.evaluate(bn=
-"recalibrate")` does). Both functions trace: a whole stack of lesions recalibrates inside one program.
+"""BatchNorm statistics for a lesioned network (the paper evaluates with the stored ones).
+
+`recalibrated_stats` re-estimates them on a few training batches, as `sweep.evaluate(bn="recalibrate")` does,
+in one of two scopes:
+
+* downstream (`first` given; bn="recalibrate"): a position before the lesion's first changed position sees
+  exactly the input it sees in the deployed network, so its stored statistics are exact and stay; that
+  prefix runs with them (inference mode), and only the positions from `first` on, plus the final norm, are
+  re-estimated from the batches' statistics. The intact network (`first` = n) keeps every stored statistic,
+  so costs are measured against the network as deployed.
+* all (`first` None; bn="recalibrate_all"): every statistic re-estimated with the whole network in training
+  mode. This shifts the intact network itself (results/lesion/bn_check measures by how much).
+
+Both trace: a whole stack of lesions recalibrates inside one program.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +25,7 @@ from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.models.layout import Layout
 
 BN_MOMENTUM = 0.9          # models.py BatchNorm: new = 0.9 * old + 0.1 * batch
+UPSTREAM_PREFIX = "stem"   # statistics of the stem (before every block) never change under a lesion
 
 
 def permute_blocks(tree: dict, order: Any, layout: Layout) -> dict:
@@ -29,20 +41,80 @@ def permute_blocks(tree: dict, order: Any, layout: Layout) -> dict:
   return out
 
 
-def recalibrated_stats(model, variables: dict, mask: Any, order: Any, images: Any) -> dict:
-  """BatchNorm statistics of one lesioned network: the average over `images` [K, B, 32, 32, 3] (uint8)
-  of each batch's statistics in training mode; blocks with mask 0 keep their stored statistics."""
+def position_of(name: str) -> Optional[int]:
+  """The block position a statistics entry belongs to ("block_07", "proj_07": 7), or None (stem, head)."""
+  head, _, tail = name.rpartition("_")
+  return int(tail) if head and tail.isdigit() else None
+
+
+def first_change(mask: Any, order: Any, num_blocks: int) -> Any:
+  """The first position where a lesion differs from the intact network (a deleted block, or a position
+  running another block's parameters); `num_blocks` when it does not. Traceable."""
+  changed = jnp.asarray(mask) == 0
+  if order is not None:
+    changed = changed | (jnp.asarray(order) != jnp.arange(num_blocks))
+  return jnp.where(changed.any(), jnp.argmax(changed), num_blocks)
+
+
+def _batch_stats_all(model, params, zeros, mask, x):
+  """0.1 x every BatchNorm's statistics on batch `x`, the whole network in training mode."""
+  _, new = model.apply({"params": params, "batch_stats": zeros}, x, train=True, block_mask=mask,
+                       mutable=["batch_stats"])
+  return new["batch_stats"]
+
+
+def _batch_stats_downstream(model, params, stored, zeros, mask, first, x):
+  """0.1 x the statistics on batch `x` of the network whose positions before `first` run with their stored
+  statistics (inference mode) and the rest in training mode. Each position runs both ways and the stream
+  takes the one its side of `first` needs: `first` is traced, one program serves every lesion."""
+  deployed, fresh = {"params": params, "batch_stats": stored}, {"params": params, "batch_stats": zeros}
+  h = model.apply(deployed, x, method=model.embed)
+  out = dict(zeros)
+  for pos in range(model.layout.num_blocks):
+    kept = model.apply(deployed, h, pos, mask=mask[pos], method=model.block)
+    trained, new = model.apply(fresh, h, pos, True, mask=mask[pos], method=model.block, mutable=["batch_stats"])
+    out.update({k: v for k, v in new["batch_stats"].items() if position_of(k) == pos})
+    h = jnp.where(pos < first, kept, trained)
+  _, new = model.apply(fresh, h, True, method=model.readout, mutable=["batch_stats"])
+  out.update({k: v for k, v in new["batch_stats"].items() if position_of(k) is None
+              and not k.startswith(UPSTREAM_PREFIX)})
+  return out
+
+
+def _merge(stored: dict, avg: dict, mask: Any, first: Any, num_blocks: int) -> dict:
+  """Stored statistics where the lesion leaves them exact (before `first`, the stem, unused blocks),
+  re-estimated ones elsewhere."""
+  out = {}
+  for name in stored:
+    pos = position_of(name)
+    if pos is None:
+      fresh = (first < num_blocks) & (not name.startswith(UPSTREAM_PREFIX))
+    else:
+      fresh = (pos >= first) & ((mask[pos] > 0) if name.startswith("block_") else True)
+    out[name] = jax.tree.map(lambda o, n, f=fresh: jnp.where(f, n, o), stored[name], avg[name])
+  return out
+
+
+def recalibrated_stats(model, variables: dict, mask: Any, order: Any, images: Any,
+                       first: Optional[Any] = None) -> dict:
+  """BatchNorm statistics of one lesioned network: the average over `images` [K, B, 32, 32, 3] (uint8) of
+  each batch's statistics in training mode. `first` (`first_change` of the unscaled lesion): re-estimate only
+  from that position on; None: re-estimate everything. Blocks with mask 0 keep their stored statistics."""
   lay, params, stored = model.layout, variables["params"], variables["batch_stats"]
   if order is not None:  # train-mode BN cannot take block_order: move the blocks' variables instead
     params, stored = permute_blocks(params, order, lay), permute_blocks(stored, order, lay)
   zeros = jax.tree.map(jnp.zeros_like, stored)
+  if mask is None:
+    mask = jnp.ones(lay.num_blocks, jnp.float32)
 
   def add_batch(total, x):  # with zero running stats, the update returns 0.1 * batch statistics
-    _, new = model.apply({"params": params, "batch_stats": zeros}, data_lib.normalize_for(model, x),
-                         train=True, block_mask=mask, mutable=["batch_stats"])
-    return jax.tree.map(jnp.add, total, new["batch_stats"]), None
+    x = data_lib.normalize_for(model, x)
+    new = (_batch_stats_all(model, params, zeros, mask, x) if first is None
+           else _batch_stats_downstream(model, params, stored, zeros, mask, first, x))
+    return jax.tree.map(jnp.add, total, new), None
 
   total, _ = jax.lax.scan(add_batch, zeros, images)
   avg = jax.tree.map(lambda t: t / (images.shape[0] * (1 - BN_MOMENTUM)), total)
-  stats = avg if mask is None else models.keep_stats_of_inactive_blocks(stored, avg, mask)
+  stats = (models.keep_stats_of_inactive_blocks(stored, avg, mask) if first is None
+           else _merge(stored, avg, mask, first, lay.num_blocks))
   return stats if order is None else permute_blocks(stats, jnp.argsort(order), lay)

@@ -108,7 +108,13 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
           "model": config.model.to_dict(), "num_blocks": model.layout.num_blocks,
           "branch_scale": None if scale is None else scale.tolist(),
           "train_mask": config.train_mask.to_dict() if "train_mask" in config else None,
-          "stage_openers": list(model.layout.stage_openers), "full_error": rows[-1]["error"], "rows": rows[:-1]}
+          "stage_openers": list(model.layout.stage_openers), "recalibration": recalibration(bn),
+          "full_error": rows[-1]["error"], "rows": rows[:-1]}
+
+
+def recalibration(bn: str) -> Optional[str]:
+  """What a sweep under `bn` re-estimated, recorded in its JSON so that sweeps of the two scopes never mix."""
+  return {"recalibrate": lesion.RECAL_SCOPE, "recalibrate_all": "every statistic"}.get(bn)
 
 
 def _painters_sweep(model, variables, config, path, label, data, batch_size, bn, seed) -> dict:

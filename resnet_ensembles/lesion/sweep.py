@@ -6,7 +6,8 @@ inputs or its block-by-block methods:
 * `evaluate` vmaps the network over a stack of masks and/or orders: one compiled program, the mask
   stack cut into chunks that fit a memory budget and sharded over the devices of the `data` mesh,
   the test split streamed in fixed-size (padded) batches. BatchNorm uses the stored statistics (the
-  paper) or re-estimates them for each lesioned network on a few training batches (`batchnorm`).
+  paper) or re-estimates them for each lesioned network on a few training batches (`batchnorm`): from
+  its first changed position on (bn="recalibrate"; the intact network stays the deployed one), or all.
 * `single_deletion_sweep` (`wavefront`, re-exported here) exploits that the network without
   block i equals the full network before block i: a wavefront carries the full stream plus one stream
   per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2.
@@ -27,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import masks as masks_lib
-from resnet_ensembles.lesion.batchnorm import recalibrated_stats
+from resnet_ensembles.lesion.batchnorm import first_change, recalibrated_stats
 from resnet_ensembles.lesion import progress as progress_lib
 from resnet_ensembles import models
 from resnet_ensembles.models.layout import check_block_order
@@ -37,7 +38,12 @@ from resnet_ensembles.lesion.wavefront import single_deletion_sweep, wavefront_l
 from resnet_ensembles.parallel.mesh import data_mesh
 from resnet_ensembles.store import checkpoints
 
-BN_MODES = ("stored", "recalibrate")
+# stored: as trained and deployed (the paper); recalibrate: statistics re-estimated per lesion from its first
+# changed position on (the intact network stays the deployed one); recalibrate_all: every statistic
+# re-estimated, which shifts the intact network too (kept to measure that shift and for sweeps made so)
+BN_MODES = ("stored", "recalibrate", "recalibrate_all")
+RECAL_MODES = ("recalibrate", "recalibrate_all")
+RECAL_SCOPE = "from the first changed position"   # what bn="recalibrate" re-estimates, recorded with its results
 
 
 def _check(model, split, masks, orders, bn, recal_split):
@@ -57,10 +63,10 @@ def _check(model, split, masks, orders, bn, recal_split):
       raise ValueError(f"{len(masks)} masks but {len(orders)} orders: give one of each per network")
   if masks is None:
     masks = np.ones((len(orders), lay.num_blocks), np.float32)
-  if bn == "recalibrate":
-    models.require_batch_norm(model, "bn='recalibrate' (BatchNorm recalibration)")
-  if bn == "recalibrate" and recal_split is None:
-    raise ValueError("bn='recalibrate' needs recal_split (training images)")
+  if bn in RECAL_MODES:
+    models.require_batch_norm(model, f"bn={bn!r} (BatchNorm recalibration)")
+  if bn in RECAL_MODES and recal_split is None:
+    raise ValueError(f"bn={bn!r} needs recal_split (training images)")
   if len(split[1]) == 0:
     raise ValueError("the evaluation split is empty")
   return masks, orders
@@ -80,8 +86,16 @@ def masks_per_chunk(model, batch_size: int, memory_budget: int, num_devices: int
   return balanced_batch(fit, total, num_devices)
 
 
+def _recalibrate(model, variables, mask, order, scale, images, downstream: bool):
+  """One network's statistics; the first changed position comes from the unscaled mask (a branch scale is
+  how the network is deployed, not a lesion)."""
+  first = first_change(mask, order, model.layout.num_blocks) if downstream else None
+  return recalibrated_stats(model, variables, mask * (scale if order is None else scale[order]), order, images,
+                            first)
+
+
 @cached
-def _evaluate_fns(model, mesh, recal: bool):
+def _evaluate_fns(model, mesh, recal: bool, downstream: bool = True):
   """(counts, recalibrate) programs of `evaluate`."""
   num_classes = model.num_classes
 
@@ -99,8 +113,7 @@ def _evaluate_fns(model, mesh, recal: bool):
   count_fn = shard(stack_counts, mesh,
                    (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P(), P()), P("data"))
   recal_fn = shard(lambda v, m, o, scale, r: _over_stack(
-      lambda a: recalibrated_stats(model, v, a[0] * (scale if a[1] is None else scale[a[1]]), a[1], r), (m, o),
-      vectorize=o is None),
+      lambda a: _recalibrate(model, v, a[0], a[1], scale, r, downstream), (m, o), vectorize=o is None),
                    mesh, (P(), P("data"), P("data"), P(), P()), P("data"))
   return count_fn, recal_fn
 
@@ -115,8 +128,9 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
 
   Returns {"error": [M], "class_accuracy": [M, C], ("top5_error": [M] above 10 classes)}. The stack is
   chunked to `memory_budget` and sharded over `mesh` (default: all devices); the answer does not depend
-  on the chunking. bn="recalibrate" re-estimates each network's BatchNorm statistics on `recal_batches`
-  batches of `recal_batch_size` images drawn (seeded) from `recal_split` before evaluating it.
+  on the chunking. bn="recalibrate" re-estimates each network's BatchNorm statistics from its first changed
+  position on (`batchnorm`; "recalibrate_all": all of them) on `recal_batches` batches of `recal_batch_size`
+  images drawn (seeded) from `recal_split` before evaluating it.
   `branch_scale` [n] scales the kept branches as the network is used at test time (stochastic depth's
   p_l): the branch at position i runs with mask[i] x branch_scale[block at i] (order[i], or i).
 
@@ -131,14 +145,14 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
   mesh = mesh if mesh is not None else data_mesh()
   total, num_classes, labels = len(masks), model.num_classes, np.asarray(split[1])
   batch_size = balanced_batch(batch_size, len(labels))
-  chunk = masks_per_chunk(model, max(batch_size, recal_batch_size if bn == "recalibrate" else 0),
+  recal = bn in RECAL_MODES
+  chunk = masks_per_chunk(model, max(batch_size, recal_batch_size if recal else 0),
                           memory_budget, mesh.size, total, image_hw=tuple(np.shape(split[0])[1:3]))
   padded = -(-total // chunk) * chunk  # pad with full networks so every chunk has the same shape
   masks = np.concatenate([masks, np.ones((padded - total, masks.shape[1]), np.float32)])
   if orders is not None:
     orders = np.concatenate([orders, np.tile(np.arange(masks.shape[1], dtype=np.int32), (padded - total, 1))])
-  recal = bn == "recalibrate"
-  count_fn, recal_fn = _evaluate_fns(model, mesh, recal)
+  count_fn, recal_fn = _evaluate_fns(model, mesh, recal, bn == "recalibrate")
   if recal:
     rx, _ = data_lib.subset(recal_split, recal_batches * recal_batch_size, seed)
     if len(rx) < recal_batches * recal_batch_size:
@@ -156,6 +170,8 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
                test_sha256=progress_lib.digest(split[0], labels), bn=bn, batch_size=batch_size, chunk=chunk,
                branch_scale=scale.tolist(),
                recal=[recal_batches, recal_batch_size, seed, progress_lib.digest(*recal_split)] if recal else None)
+    if bn == "recalibrate":  # chunks from before the downstream scope (same name, all re-estimated) don't match
+      key["recal_scope"] = RECAL_SCOPE
     store = progress_lib.ChunkStore(resume_dir, key, num_chunks, writer=jax.process_index() == 0)
     for i, (c, t) in store.load().items():
       correct[i * chunk:(i + 1) * chunk], top5[i * chunk:(i + 1) * chunk], done[i] = c, t, True

@@ -1,5 +1,5 @@
 """The depth series figure: each effect the paper reports against the number of blocks n, one panel per
-effect, stored (solid) and recalibrated (dashed) BatchNorm, the fitted trend, and the paper's ResNet-110
+effect, stored (solid), recalibrated from the lesion on (dashed) and all re-estimated (dash-dot) BatchNorm, the fitted trend, and the paper's ResNet-110
 (n = 54) as a marked point. A pure function of the summary JSON `study.series.summarize` writes."""
 from __future__ import annotations
 
@@ -30,25 +30,30 @@ def _value(s: dict, metric: str):
   return s.get(metric)
 
 
+# per BatchNorm treatment: line style, colour of the imported networks, colour of the own network
+BN_STYLES = {"stored": ("-", "C0", "C2"), "recalibrate": ("--", "C1", "C3"), "recalibrate_all": ("-.", "C4", "C5")}
+
+
 def figure(summary: dict, labels: dict[str, str]) -> Figure:
   fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
   bns = list(next(iter(summary["networks"].values())))
   for ax, (metric, title, scale) in zip(axes.flat, PANELS):
-    for bn, style in zip(bns, ("-", "--")):
+    for bn in bns:
+      style, color, own_color = BN_STYLES.get(bn, ("-.", "C5", "C6"))
       pts = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
              if name in summary["fit_networks"] and _value(s[bn], metric) is not None]
       if pts:
         ns, ys = zip(*sorted(pts))
-        ax.plot(ns, scale * np.asarray(ys), "o" + style, color="C0" if bn == "stored" else "C1",
+        ax.plot(ns, scale * np.asarray(ys), "o" + style, color=color,
                 label=f"imported + fine-tuned ({bn} BN)")
       f = summary["fits"][bn].get(metric)
       if f:
-        ax.plot(f["curve"]["n"], scale * np.asarray(f["curve"]["y"]), ":", color="C0" if bn == "stored" else "C1",
+        ax.plot(f["curve"]["n"], scale * np.asarray(f["curve"]["y"]), ":", color=color,
                 linewidth=1)
       own = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
              if name not in summary["fit_networks"] and _value(s[bn], metric) is not None]
       for n, y in own:
-        ax.plot([n], [scale * y], "s", mfc="none", color="C2" if bn == "stored" else "C3",
+        ax.plot([n], [scale * y], "s", mfc="none", color=own_color,
                 label=f"own pre-act ResNet-32 ({bn} BN)")
     paper_y = summary.get("paper_points", {}).get(metric)
     if paper_y is not None:
@@ -59,7 +64,7 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("residual blocks n")
   legend_below(axes.flat[4], ncol=2)
-  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects over each network's full error; dotted: fitted trends")
+  fig.suptitle("Depth series: CIFAR-10 (JPEG q75 copy), effects over each deployed network's error (stored statistics); dotted: fitted trends")
   fig.tight_layout()
   return fig
 

@@ -16,7 +16,7 @@ import time
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
-from resnet_ensembles.lesion import progress, study as lesion_study
+from resnet_ensembles.lesion import progress, study as lesion_study, sweep as lesion_sweep
 from resnet_ensembles.paths import analysis as paths
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.study.stages import read_json, write_json
@@ -30,7 +30,8 @@ def sweep_settings(config, sweep: str, bn: str) -> dict:
   s = config[sweep]
   return {"sweep": sweep, "bn": bn, "num_samples": s.get("num_samples", 1), "max_k": s.get("max_k", 1),
           "seed": s.get("seed", 0), "test_images": s.test_images, "recal_batches": config.recal_batches,
-          "recal_batch_size": config.recal_batch_size}
+          "recal_batch_size": config.recal_batch_size,
+          **({"recalibration": lesion_study.recalibration(bn)} if bn in lesion_sweep.RECAL_MODES else {})}
 
 
 def check_config(config) -> None:
@@ -41,8 +42,8 @@ def check_config(config) -> None:
     if not os.path.exists(os.path.join(path, checkpoints.CONFIG_FILE)):
       raise FileNotFoundError(f"depth series: network {name!r} at {path} is not a trained network folder")
   for bn in config.bns:
-    if bn not in ("stored", "recalibrate"):
-      raise ValueError(f"depth series: bns must be 'stored' or 'recalibrate', got {bn!r}")
+    if bn not in lesion_sweep.BN_MODES:
+      raise ValueError(f"depth series: bns must be one of {lesion_sweep.BN_MODES}, got {bn!r}")
   if "painters" in config.get("sweeps", SWEEPS) and tuple(config.bns) != ("stored",):
     raise ValueError("depth series: the painters sweep runs with the network as trained: set bns=('stored',)")
   for sweep in config.get("sweeps", SWEEPS):

@@ -36,11 +36,13 @@ def kept_sweep(path: str, lc, run_dirs: list[str], test_images: int) -> bool:
     return False
   old = read_json(path)
   flags = old.get("flags", {})
-  keys = RESULT_FLAGS + (RECAL_FLAGS if lc.bn == "recalibrate" else ())
+  keys = RESULT_FLAGS + (RECAL_FLAGS if lc.bn.startswith("recalibrate") else ())
   want = {**{k: lc[k] for k in keys}, "include_openers": False}
   got = {k: flags.get(k, DEFAULT_FLAGS.get(k)) for k in want}
   if got != want or old.get("test_images") != test_images:
     return False
+  if any(n.get("recalibration") != lesion_study.recalibration(lc.bn) for n in old["networks"]):
+    return False  # recalibrated in the other scope (or before the scope was recorded)
   trained = [checkpoints.load_trained(d) for d in run_dirs]
   masks = [t[2].train_mask.to_dict() if "train_mask" in t[2] else None for t in trained]
   if [n.get("train_mask") for n in old["networks"]] != masks:  # e.g. now evaluated with scaled branches

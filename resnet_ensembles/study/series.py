@@ -26,7 +26,7 @@ import numpy as np
 from resnet_ensembles import paper
 from resnet_ensembles.lesion.summary import errors_by_k, reorderings, single_stats
 from resnet_ensembles.paths import analysis as paths
-from resnet_ensembles.study import verdicts as v
+from resnet_ensembles.study import stale_stats, verdicts as v
 from resnet_ensembles.study.trends import fit
 
 
@@ -44,17 +44,28 @@ def load_json(path: str) -> Optional[dict]:
     return json.load(f)
 
 
+def deployed_error(folder: str, sweep: str, bn: str, net: dict) -> float:
+  """The cost baseline of a sweep: the intact network as deployed (its stored statistics), from the stored twin
+  sweep on the same test images; a recalibrated intact network is not the deployed one under
+  bn=recalibrate_all."""
+  if bn == "stored":
+    return net["full_error"]
+  stored = load_json(os.path.join(folder, f"{sweep}_stored.json"))
+  return stored["networks"][0]["full_error"] if stored else net["full_error"]
+
+
 def network_summary(folder: str, bn: str) -> dict:
-  """The table's numbers (fractions of images; costs over the network's own full error) for one bn."""
+  """The table's numbers (fractions of images; costs over the deployed intact network's error) for one bn."""
   out = {}
   single = load_json(os.path.join(folder, f"single_{bn}.json"))
   if single:
     net = single["networks"][0]
-    s, full, n = single_stats(net), net["full_error"], net["num_blocks"]
+    s, full, n = single_stats(net), deployed_error(folder, "single", bn, net), net["num_blocks"]
     typical = [r["error"] - full for r in net["rows"] if not r.get("opener")]
     openers = [r["error"] - full for r in net["rows"] if r.get("opener")]
     images = single["test_images"]
-    out.update(n=n, deletable=n - len(net["stage_openers"]), full=full,
+    out.update(n=n, deletable=n - len(net["stage_openers"]), full=full, intact=net["full_error"],
+               recalibration=net.get("recalibration"),
                full_se=float(np.sqrt(full * (1 - full) / images)), typical_mean_cost=float(np.mean(typical)),
                typical_mean_cost_se=standard_error(typical), typical_worst_cost=float(np.max(typical)),
                opener_cost=float(np.mean(openers)), typical_mean=s["typical_mean"], typical_max=s["typical_max"],
@@ -62,7 +73,7 @@ def network_summary(folder: str, bn: str) -> dict:
   multi = load_json(os.path.join(folder, f"multi_{bn}.json"))
   if multi and "deletable" in out:
     by_k = errors_by_k(multi["networks"][0])
-    out["k_full"] = multi["networks"][0]["full_error"]  # on the sweep's own (possibly fewer) test images
+    out["k_full"] = deployed_error(folder, "multi", bn, multi["networks"][0])  # on the sweep's test images
     ks = v.k_at_fractions(out["deletable"], sorted(by_k))
     out["k"] = {str(f): None if k is None else {"k": k, "error": float(np.mean(by_k[k])), "se": standard_error(by_k[k]),
                                                 "cost": float(np.mean(by_k[k])) - out["k_full"]}
@@ -76,11 +87,11 @@ def network_summary(folder: str, bn: str) -> dict:
     mid = [r["error"] for r in moved if 0.90 <= r["kendall_tau"] < 0.95]
     med = lambda xs: None if not xs else float(np.median(xs))
     se = standard_error(near)
-    out["reorder"] = {"full": reorder["networks"][0]["full_error"], "tau>=0.95": med(near),
+    out["reorder"] = {"full": deployed_error(folder, "reorder", bn, reorder["networks"][0]), "tau>=0.95": med(near),
                       "tau>=0.95_se": None if se is None else 1.2533 * se,
                       "tau>=0.95_count": len(near), "0.90<=tau<0.95": med(mid),
                       "identity_draws": len(reorder["networks"][0]["rows"]) - len(moved)}
-    # costs over the sweep's own full network (k deletions and reorderings run on fewer test images)
+    # costs over the deployed network on the sweep's own test images (k deletions and reorderings run on fewer)
     out["reorder"]["tau>=0.95_cost"] = None if not near else med(near) - out["reorder"]["full"]
   pj = load_json(os.path.join(folder, "paths.json"))
   if pj:
@@ -129,6 +140,8 @@ def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[st
   for name in nets:
     for bn in bns:
       nets[name][bn]["verdicts"] = _verdicts(nets[name][bn], pe)
+      if bn != "stored":
+        nets[name][bn]["stale"] = stale_stats.network_effect(load_json, os.path.join(workdir, name), bn)
   fits = {}
   for bn in bns:
     rows = [nets[name][bn] for name in fit_names if nets[name][bn].get("n")]

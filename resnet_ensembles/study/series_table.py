@@ -9,7 +9,8 @@ from typing import Optional
 from resnet_ensembles.study import verdicts as v
 from resnet_ensembles.study.trends import PAPER_N
 
-BN_NAMES = {"stored": "stored", "recalibrate": "recalibrated"}
+BN_NAMES = {"stored": "stored", "recalibrate": "recalibrated from the lesion on",
+            "recalibrate_all": "all re-estimated"}
 TREND_NAMES = {"typical_mean_cost": "typical single deletion, mean cost (pts)",
                "typical_worst_cost": "typical single deletion, worst cost (pts)",
                "opener_cost": "stage opener, cost (pts)",
@@ -23,6 +24,43 @@ def _p(x: Optional[float], se: Optional[float] = None, signed: bool = False) -> 
     return "n/a"
   body = f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
   return body + (f" ± {100 * se:.2f}" if se is not None else "")
+
+
+def _full(s: dict) -> str:
+  """The deployed network's error, and the intact network's own where a treatment shifts it."""
+  shifted = s.get("intact") is not None and s["intact"] != s["full"]
+  return _p(s["full"]) + (f" (intact re-estimated: {_p(s['intact'])})" if shifted else "")
+
+
+def _share(e: Optional[dict]) -> str:
+  return "n/a" if not e or e.get("share") is None else f"{100 * e['share']:.0f}%"
+
+
+def _effect_cells(e: Optional[dict]) -> str:
+  """A group's stored -> recalibrated error, its cost over the deployed network, the mean change per lesion."""
+  if not e:
+    return "n/a | n/a | n/a"
+  return (f"{_p(e['stored_error'])} -> {_p(e['recalibrated_error'])} | {_p(e['cost'], e['cost_se'], True)} | "
+          f"{_p(e['change'], e['change_se'], True)} ({_share(e)})")
+
+
+def stale_table(summary: dict, labels: dict[str, str], bn: str) -> list[str]:
+  """Per network, in absolute errors against the deployed network (stored statistics): what recalibrating
+  under `bn` does to a typical deletion, a stage opener and k deletions, and the share of the stored cost it
+  removes: the part of a deletion's damage that stale statistics explain."""
+  out = ["| network | n | deployed error % | typical deletion: error %, stored -> recalibrated | cost over deployed, "
+         "pts | change per deletion, pts (share of stored cost) | stage opener: error % | cost, pts | change, pts "
+         "(share) | k at 10% / 20% / 40% of deletable: share of stored cost |",
+         "|---|---:|---:|---|---|---|---|---|---|---|"]
+  for name, per_bn in summary["networks"].items():
+    e = (per_bn.get(bn) or {}).get("stale")
+    if not e:
+      out.append(f"| {labels.get(name, name)} | not yet swept |||||||||")
+      continue
+    ks = " / ".join("n/a" if not x else f"{_share(x)} (k={x['k']})" for x in (e.get("k") or {}).values()) or "n/a"
+    out.append(f"| {labels.get(name, name)} | {per_bn[bn].get('n', '')} | {_p(e['deployed'])} | "
+               f"{_effect_cells(e['typical'])} | {_effect_cells(e['opener'])} | {ks} |")
+  return out
 
 
 def _paper_cells(pe: dict, of_n: str) -> tuple[str, str]:
@@ -50,7 +88,7 @@ def _glance_row(label: str, n, bn: str, s: dict, first: bool) -> str:
   r, p = s.get("reorder") or {}, s.get("paths")
   paths = ("n/a | n/a" if not p else f"{p['lo']}-{p['hi']} ({100 * p['share']:.1f}%) | x{p['decay']:.3f}"
            if first else "same | same")
-  return (f"| {label} | {n} | {BN_NAMES.get(bn, bn)} | {_p(s['full'])} | "
+  return (f"| {label} | {n} | {BN_NAMES.get(bn, bn)} | {_full(s)} | "
           f"{_p(s['typical_mean_cost'], s['typical_mean_cost_se'], True)} "
           f"({_p(s['typical_worst_cost'], None, True)}) | {_p(s['opener_cost'], None, True)} | "
           f"{_k_cells(s) or 'n/a'} | "
@@ -71,7 +109,7 @@ def _fit_row(fits: dict, bn: str, first: bool) -> str:
 
 
 def glance(summary: dict, labels: dict[str, str]) -> str:
-  """One row per network and BatchNorm treatment (effects in points over the network's own full error, with
+  """One row per network and BatchNorm treatment (effects in points over the deployed network's error, with
   standard errors), the paper's ResNet-110, and each treatment's trend fits (over `fit_networks`, as far as
   swept; forms, points and r^2 in `render`'s fit tables) evaluated at n = 54."""
   pe = summary["paper_effects"]
@@ -97,7 +135,7 @@ def render(summary: dict, labels: dict[str, str]) -> str:
   """series.md: the glance table, then one block of rows per BatchNorm treatment, the fits below."""
   out = ["### At a glance", "", glance(summary, labels), ""]
   for bn in next(iter(summary["networks"].values())):
-    out += [f"### {bn} BatchNorm statistics", "",
+    out += [f"### {bn} BatchNorm statistics ({BN_NAMES.get(bn, bn)})", "",
             "| network | n | full error % | typical single-deletion cost, mean (worst), pts | opener cost, pts | "
             "k at 10% / 20% / 40% of deletable: error % | reorder median, tau >= 0.95: cost, pts | "
             "effective window (share of paths) | decay per block |",
@@ -133,4 +171,8 @@ def render(summary: dict, labels: dict[str, str]) -> str:
     if not any(summary["fits"][bn].values()):
       out.append("| no trend yet: a fit needs the metric on at least 3 of these networks |||||||")
     out.append("")
+    if bn != "stored":
+      out += [f"What stale statistics explain ({BN_NAMES.get(bn, bn)}; absolute errors, every cost over the "
+              f"deployed network, the intact one with its stored statistics; k deletions on the sweeps' test "
+              f"images):", "", *stale_table(summary, labels, bn), ""]
   return "\n".join(out)
