@@ -123,7 +123,9 @@ def _build_subtrie_fn(model, positions: tuple[int, ...], levels: int, task=None)
   def run_task(v, prefix, batch):
     x = task.inputs(model, batch)
     reference = model.apply(v, x) if task.wants_reference else None
-    return jax.vmap(lambda lg: task.score(model, lg, batch, reference))(streams_logits(v, prefix, x))
+    # one stream at a time (lax.map): a vmapped score over the streams miscompiled on XLA's CPU backend (the KL
+    # of some streams came out wrong while their loss and agreement were right), and it holds less memory
+    return jax.lax.map(lambda lg: task.score(model, lg, batch, reference), streams_logits(v, prefix, x))
   return jax.jit(run if task is None else run_task)
 
 
