@@ -27,7 +27,8 @@ from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import progress as progress_lib
-from resnet_ensembles.lesion.common import DEFAULT_BUDGET, LIVE_ACTIVATIONS, Progress, activation_bytes, balanced_batch, batches
+from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, LIVE_ACTIVATIONS, Progress, activation_bytes,
+                                            balanced_batch, batches)
 from resnet_ensembles.store import checkpoints
 
 MAX_LATTICE = 12   # 4,096 networks: beyond that sample permutations (`shapley.sampled_shapley`)

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 def shapley_vs_cost(results: list[dict], path: str) -> None:
   """Each branch's Shapley value against its single-deletion cost, in loss (nats) and in error (points)."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
-  for ax, metric, unit, scale in ((axes[0], "loss", "nats", 1.0), (axes[1], "error", "points of error or disagreement", 100.0)):
+  panels = ((axes[0], "loss", "nats", 1.0), (axes[1], "error", "points of error or disagreement", 100.0))
+  for ax, metric, unit, scale in panels:
     lo, hi = 0.0, 0.0
     for r in results:
       cost, phi = scale * np.asarray(r[metric]["single_cost"]), scale * np.asarray(r[metric]["shapley"])
