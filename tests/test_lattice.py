@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from resnet_ensembles import models
-from resnet_ensembles.lesion import lattice, scores, shapley
+from resnet_ensembles.lesion import lattice, scores, shapley, tasks
+from resnet_ensembles.store import llama2c
 from resnet_ensembles.study import lattice as lattice_study
 from resnet_ensembles.study import lattice_tables
 from resnet_ensembles.plots import lattice as lattice_plots
@@ -193,5 +194,59 @@ def test_block_evaluations_and_bad_config():
   c.networks = {"a": "no/such/folder"}
   with pytest.raises(FileNotFoundError):
     lattice_run.check(c, [])
+  c.networks = {"lm": "../shared/data/pretrained/llama2c-stories260K/stories260K.bin"}
+  c.texts = {"lm": {"tokenizer": "no/such/tok.bin", "text": "no/such/text.txt"}}
+  with pytest.raises(FileNotFoundError, match="lm's (checkpoint|tokenizer)"):
+    lattice_run.check(c, [])
   with pytest.raises(ValueError, match="cpu or tiny"):
     lattice_config.get_config("gpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+  """A random 3-layer Llama (6 sublayers) and 5 token windows of 12 tokens."""
+  h = llama2c.Header(dim=16, hidden_dim=24, n_layers=3, n_heads=4, n_kv_heads=2, vocab_size=32, seq_len=12,
+                     shared_classifier=True)
+  rng = np.random.default_rng(3)
+  arrays = {k: rng.normal(size=s).astype(np.float32) * (1.0 if "norm" in k else 0.4) for k, s in h.shapes().items()}
+  arrays["classifier"] = arrays["embedding"]
+  stream = rng.integers(0, 32, 5 * 12 + 1).astype(np.int32)
+  x, y = stream[:-1].reshape(5, 12), stream[1:].reshape(5, 12)
+  return llama2c.model_of(h), llama2c.to_variables(h, arrays), tasks.TokenTask(x, y, batch_size=2)
+
+
+@pytest.mark.parametrize("levels", [0, 3])
+def test_token_lattice_equals_per_mask_evaluation_through_the_token_task(tiny_llama, levels):
+  model, v, task = tiny_llama
+  lat = lattice.task_lattice_sweep(model, v, task, levels=levels)   # all 6 sublayers: 64 networks
+  ref = tasks.evaluate(model, v, task, lat["masks"], networks_per_chunk=16)
+  for m in ("loss", "kl", "agreement", "accuracy"):
+    np.testing.assert_allclose(lat[m], ref[m], rtol=2e-5, atol=1e-6)
+  assert lat["masks"].shape == (64, 6) and lat["agreement"][-1] == 1.0 and abs(lat["kl"][-1]) < 1e-5
+  assert len(set(np.round(lat["loss"], 5))) > 32   # the lesions differ: the test could fail
+  with pytest.raises(ValueError, match="token ids must lie"):
+    lattice.task_lattice_sweep(model, v, tasks.TokenTask(task.tokens + 40, task.targets))
+
+
+def test_token_scores_anchor_on_the_token_lattice(tiny_llama):
+  model, v, task = tiny_llama
+  sc = scores.branch_scores(model, v, (task.tokens, task.targets), batch_size=2)
+  lat = lattice.task_lattice_sweep(model, v, task)
+  for p in range(7):   # the logit lens after p sublayers is the network keeping sublayers 0..p-1
+    assert np.isclose(sc["lens_loss"][p], lat["loss"][2 ** p - 1], rtol=1e-5)
+  assert np.isclose(sc["loss"], lat["loss"][-1], rtol=1e-5)
+  assert np.all((sc["scores"]["angular"] > 0) & (sc["scores"]["angular"] <= 1))
+
+
+def test_study_network_of_a_language_model(tiny_llama, tmp_path):
+  model, v, task = tiny_llama
+  r = lattice_study.study_network("lm", "nowhere", None, str(tmp_path), loaded=(model, v, None), task=task)
+  assert r["tokens"] == 60 and r["error_metric"] == "disagreement" and r["loss"]["additivity"]
+  np.testing.assert_allclose(r["error"]["single_cost"][0],
+                             r["lattice"]["agreement"][-1] - r["lattice"]["agreement"][-2], atol=1e-12)
+  assert np.isclose(sum(r["loss"]["shapley"]), r["loss"]["none_kept"] - r["loss"]["full"])
+  text = lattice_tables.write_tables([dict(r, label="lm")], str(tmp_path))
+  assert "| lm | 6 of 6 | disagreement |" in text and "5 windows of 12 tokens" in text
+  with pytest.raises(ValueError, match="'lattice' with a token task"):
+    lattice_study.study_network("lm2", "nowhere", None, str(tmp_path), mode="sampled", loaded=(model, v, None),
+                                task=task)

@@ -7,14 +7,19 @@ Presets:
   cpu   cheapest first: the imported and fine-tuned ResNet-20 (9 blocks: full lattice), the ViT trained here
         (12 sublayers: full lattice), the own pre-activation ResNet-32 and its plain counterpart (15 blocks:
         lattice over the 12 non-openers), the imported and fine-tuned ResNet-56 (27 blocks: permutation-sampled
-        Shapley values); one fixed subset of `test_images` test images for all, stored BatchNorm statistics.
+        Shapley values); one fixed subset of `test_images` test images for all, stored BatchNorm statistics;
+        the pretrained llama2.c stories260K (10 sublayers: full lattice) on the first `text_windows` windows
+        of `window` tokens of its evaluation text, loss in nats/token, disagreement with the intact model.
   tiny  test-sized (networks given by --config.networks, see tests/test_lattice.py).
-A network is one line of `networks` (name -> trained folder) and, unless it takes the default (full lattice of
+A network is one line of `networks` (name -> trained folder; a language model: its checkpoint, and one line of
+`texts`) and, unless it takes the default (full lattice of
 n <= 12 branches, else the non-openers), one of `modes` ("sampled") or `positions`.
 """
 import os
 
 import ml_collections
+
+STORIES = "../shared/data/pretrained/llama2c-stories260K"
 
 
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
@@ -28,13 +33,17 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
       "resnet32": "results/repro/train/resnet",
       "plain32": "results/repro/train/plain",
       "resnet56": "results/depth_series/finetuned/resnet56",
-      # the pretrained language model (10 branches, full lattice) joins here as one line once its family lands
+      "stories260k": f"{STORIES}/stories260K.bin",
   } if cpu else {})
-  c.order = ["resnet20", "vit", "resnet32", "plain32", "resnet56"] if cpu else []   # cheapest first
+  c.order = ["resnet20", "vit", "resnet32", "plain32", "resnet56", "stories260k"] if cpu else []   # cheapest first
+  # language models: name -> their tokenizer and evaluation text (the network's path is its llama2.c checkpoint)
+  c.texts = ml_collections.ConfigDict({"stories260k": {"tokenizer": f"{STORIES}/tok512.bin",
+                                                       "text": f"{STORIES}/tinystories/valid_first1000.txt"}}
+                                      if cpu else {})
   c.labels = ml_collections.ConfigDict({
       "resnet20": "ResNet-20 (imported, fine-tuned)", "vit": "ViT (6 layers, 12 sublayers)",
       "resnet32": "ResNet-32 (own, pre-act)", "plain32": "plain-32 (own)",
-      "resnet56": "ResNet-56 (imported, fine-tuned)"})
+      "resnet56": "ResNet-56 (imported, fine-tuned)", "stories260k": "stories260K (Llama, 5 layers, 10 sublayers)"})
   c.modes = ml_collections.ConfigDict({"resnet56": "sampled"} if cpu else {})
   c.positions = ml_collections.ConfigDict({})   # name -> list of block indices (default: see above)
   c.data_folder = os.environ.get("CIFAR10_DIR", "")
@@ -44,4 +53,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.num_permutations = 6 if cpu else 4
   c.batch_size = 16 if cpu else 8
   c.memory_budget_mb = 512
+  c.window = 512 if cpu else 12    # a language model's evaluation: the first text_windows windows of its text
+  c.text_windows = 8 if cpu else 2
+  c.text_batch = 4                 # windows per batch
   return c

@@ -50,13 +50,14 @@ def balanced_batch(limit: int, total: int, multiple: int = 1) -> int:
 
 
 def batches(split, batch_size: int):
-  """Fixed-size uint8 batches (the last zero-padded, weight 0) so one program serves every batch."""
+  """Fixed-size batches (the last zero-padded, weight 0 per example) so one program serves every batch: uint8
+  images [N, H, W, 3] with labels [N], or token windows [N, T] with their next tokens [N, T]."""
   images, labels = split
+  pad_rows = lambda a, pad: np.pad(a, ((0, pad),) + ((0, 0),) * (np.ndim(a) - 1))
   for start in range(0, len(labels), batch_size):
     x, y = images[start:start + batch_size], labels[start:start + batch_size]
     pad = batch_size - len(y)
-    yield (np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))), np.pad(y, (0, pad)),
-           np.pad(np.ones(len(y), np.float32), (0, pad)))
+    yield pad_rows(x, pad), pad_rows(y, pad), np.pad(np.ones(len(y), np.float32), (0, pad))
 
 
 class Progress:

@@ -11,6 +11,9 @@ Mask m (0 <= m < 2^k) keeps chosen branch j iff bit j of m is set; blocks outsid
 always kept. Per mask the sweep returns the summed cross-entropy (nats) and the hits over the images.
 Finished sub-tries are kept on disk (`progress.ChunkStore`), so a killed sweep continues where it stopped.
 `mask_values` evaluates the same stack of masks from the input (vmapped): the reference and the baseline.
+`task_lattice_sweep` runs the same trie on a `lesion.tasks` task (a language model's `TokenTask`: loss in
+nats/token, top-1 agreement with the intact model, KL): every stream is scored by the task's own `score`, so the
+lattice equals `tasks.evaluate` on `mask_table` (the per-mask reference of a task).
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import progress as progress_lib
-from resnet_ensembles.lesion.common import DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches
+from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, LIVE_ACTIVATIONS, Progress, activation_bytes,
+                                            balanced_batch, batches)
 from resnet_ensembles.store import checkpoints
 
 MAX_LATTICE = 12   # 4,096 networks: beyond that sample permutations (`shapley.sampled_shapley`)
@@ -80,23 +84,24 @@ def plan(model, positions: Sequence[int], batch_size: int, memory_budget: int) -
 _SUBTRIE_FNS: dict = {}
 
 
-def _subtrie_fn(model, positions: tuple[int, ...], levels: int):
-  """Cached per (model, positions, levels): see `_build_subtrie_fn`."""
-  key = (model, tuple(positions), levels)
+def _subtrie_fn(model, positions: tuple[int, ...], levels: int, task=None):
+  """Cached per (model, positions, levels, task type): see `_build_subtrie_fn`."""
+  key = (model, tuple(positions), levels, None if task is None else type(task))
   if key not in _SUBTRIE_FNS:
-    _SUBTRIE_FNS[key] = _build_subtrie_fn(model, tuple(positions), levels)
+    _SUBTRIE_FNS[key] = _build_subtrie_fn(model, tuple(positions), levels, task)
   return _SUBTRIE_FNS[key]
 
 
-def _build_subtrie_fn(model, positions: tuple[int, ...], levels: int):
-  """jit: (variables, prefix mask [n], x, y, w) -> [2^(k-L), 2] (loss sum, hits) in suffix-bit order."""
+def _build_subtrie_fn(model, positions: tuple[int, ...], levels: int, task=None):
+  """jit: (variables, prefix mask [n], x, y, w) -> [2^(k-L), 2] (loss sum, hits) in suffix-bit order; with a
+  task, (variables, prefix mask, batch) -> {the task's sums: [2^(k-L)]}, each stream scored by `task.score`."""
   n, k = model.layout.num_blocks, len(positions)
   start = positions[levels] if levels < k else n
   chosen = {p: j for j, p in enumerate(positions)}
 
-  def run(v, prefix, x, y, w):
+  def streams_logits(v, prefix, x):
     apply = lambda h, *a, **kw: model.apply(v, h, *a, **kw)
-    h = apply(data_lib.normalize_for(model, x), method=model.embed)
+    h = apply(x, method=model.embed)
     for p in range(start):
       h = apply(h, p, method=model.block, mask=prefix[p])
     streams = h[None]
@@ -110,8 +115,19 @@ def _build_subtrie_fn(model, positions: tuple[int, ...], levels: int):
       else:
         streams = kept
     logits = apply(streams.reshape((-1,) + streams.shape[2:]), method=model.readout)
-    return _cross_entropy_hits(logits.reshape(streams.shape[:2] + logits.shape[-1:]), y[None], w[None])
-  return jax.jit(run)
+    return logits.reshape(streams.shape[:2] + logits.shape[1:])
+
+  def run(v, prefix, x, y, w):
+    logits = streams_logits(v, prefix, data_lib.normalize_for(model, x))
+    return _cross_entropy_hits(logits, y[None], w[None])
+
+  def run_task(v, prefix, batch):
+    x = task.inputs(model, batch)
+    reference = model.apply(v, x) if task.wants_reference else None
+    # one stream at a time (lax.map): a vmapped score over the streams miscompiled on XLA's CPU backend (the KL
+    # of some streams came out wrong while their loss and agreement were right), and it holds less memory
+    return jax.lax.map(lambda lg: task.score(model, lg, batch, reference), streams_logits(v, prefix, x))
+  return jax.jit(run if task is None else run_task)
 
 
 def suffix_bits(positions: Sequence[int], levels: int) -> np.ndarray:
@@ -166,6 +182,58 @@ def lattice_sweep(model, variables: dict, split: data_lib.Split, positions: Opti
     progress.update(count * len(bits) * len(labels), force=count == len(todo))
   return {"positions": list(positions), "masks": table, "loss": sums[:, 0] / len(labels),
           "error": 1.0 - sums[:, 1] / len(labels), "levels": levels, "batch_size": batch}
+
+
+def task_plan(model, task, num_positions: int, memory_budget: int) -> int:
+  """Prefix levels L so that one sub-trie's 2^(k-L) streams of one task batch (stream and logits) fit."""
+  windows, length = len(task.batches(model)[0][0]), np.shape(task.tokens)[1]
+  stream = int(np.prod(model.stream_shape((length,))))
+  per_stream = windows * (LIVE_ACTIVATIONS * stream + 3 * length * model.num_classes) * 4
+  suffix = int(math.floor(math.log2(max(1, memory_budget // per_stream))))
+  return max(0, num_positions - suffix)
+
+
+def task_lattice_sweep(model, variables: dict, task, positions: Optional[Sequence[int]] = None, *,
+                       memory_budget: int = DEFAULT_BUDGET, resume_dir: Optional[str] = None,
+                       levels: Optional[int] = None) -> dict:
+  """Every lesion of the chosen positions scored by `task` (a `lesion.tasks` task), by the trie.
+
+  Returns {"positions", "masks" [2^k, n], "levels", "batch_size", and the task's summary over the 2^k networks
+  (a `TokenTask`: "loss", "kl", "agreement", "accuracy" [2^k])}; equals `tasks.evaluate(model, variables, task,
+  mask_table(n, positions))` to float rounding."""
+  positions = lattice_positions(model.layout, positions)
+  n, k = model.layout.num_blocks, len(positions)
+  data = task.batches(model)   # the task's one-line errors (bad tokens, empty windows) before anything compiles
+  levels = task_plan(model, task, k, memory_budget) if levels is None else int(levels)
+  if not 0 <= levels <= k:
+    raise ValueError(f"levels must be in 0..{k}, got {levels}")
+  table = mask_table(n, positions)
+  fn, bits = _subtrie_fn(model, positions, levels, task), suffix_bits(positions, levels)
+  names = sorted(jax.eval_shape(fn, variables, table[0], data[0]))
+  sums = np.zeros((2 ** k, len(names)))
+  done = np.zeros(2 ** levels, bool)
+  store = None
+  if resume_dir is not None:
+    key = dict(what="lesion lattice", task=type(task).__name__, metrics=names, model=type(model).__name__,
+               positions=list(positions), levels=levels, variables_sha256=checkpoints.fingerprint(variables),
+               data_sha256=progress_lib.digest(*[np.asarray(a) for b in data for a in b]))
+    store = progress_lib.ChunkStore(resume_dir, key, 2 ** levels)
+    for i, (s, _) in store.load().items():
+      sums[i + bits], done[i] = s, True
+  todo = np.flatnonzero(~done)
+  progress = Progress(f"lesion lattice ({2 ** k} networks, {2 ** levels} sub-tries, {type(task).__name__})",
+                      len(todo) * len(bits))
+  for count, prefix in enumerate(todo, 1):
+    out = 0.0
+    for batch in data:
+      part = fn(variables, table[prefix], batch)
+      out = out + np.stack([np.asarray(part[m], np.float64) for m in names], -1)
+    sums[prefix + bits] = out
+    if store is not None:
+      store.save(int(prefix), out, np.zeros(len(out)))
+    progress.update(count * len(bits), force=count == len(todo))
+  summary = task.summary(model, {m: sums[:, i] for i, m in enumerate(names)})
+  return dict(summary, positions=list(positions), masks=table, levels=levels, batch_size=len(data[0][0]))
 
 
 def _stack_fn(model):

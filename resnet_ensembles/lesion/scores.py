@@ -13,7 +13,9 @@ larger for a branch that matters more:
                     stream carried to the readout through the later blocks' shortcuts: exact for a ViT)
   refinement        cos(b_i, -dL/dh_i) per example (Jastrzebski et al. 2018); where the branch changes the
                     stream's shape (a downsampling opener), the gradient at its output h_{i+1}
-Each is a mean over the evaluation images; `spearman_ci` puts a score beside a lesion cost.
+Each is a mean over the evaluation images; `spearman_ci` puts a score beside a lesion cost. A language model
+(`input_stats` "tokens") takes token windows [N, T] and their next tokens [N, T] as the split: its loss is the
+mean nats/token of a window, and each score a mean over windows.
 """
 from __future__ import annotations
 
@@ -45,7 +47,13 @@ def _token_angle(a, b):
 
 
 def _loss(logits, y):
-  return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0]
+  """Per example: the cross-entropy of its label, or the mean over its tokens' next-token labels."""
+  loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1)[..., 0]
+  return loss.reshape(loss.shape[0], -1).mean(-1)
+
+
+def _inputs(model, x):
+  return x if getattr(model, "input_stats", None) == "tokens" else data_lib.normalize_for(model, x)
 
 
 def _score_fn(model):
@@ -56,7 +64,7 @@ def _score_fn(model):
     carry = lambda h, start, stop: [h := apply(h, q, method=model.deleted) for q in range(start, stop)] and h
 
     def forward(eps):
-      hs = [apply(data_lib.normalize_for(model, x), method=model.embed) + eps[0]]
+      hs = [apply(_inputs(model, x), method=model.embed) + eps[0]]
       for p in range(n):
         hs.append(apply(hs[-1], p, method=model.block) + eps[p + 1])
       return jnp.sum(_loss(apply(hs[-1], method=model.readout), y) * w), hs

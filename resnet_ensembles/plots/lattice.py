@@ -13,17 +13,21 @@ import numpy as np  # noqa: E402
 def shapley_vs_cost(results: list[dict], path: str) -> None:
   """Each branch's Shapley value against its single-deletion cost, in loss (nats) and in error (points)."""
   fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
-  for ax, metric, unit, scale in ((axes[0], "loss", "nats", 1.0), (axes[1], "error", "points of error", 100.0)):
+  panels = ((axes[0], "loss", "nats", 1.0), (axes[1], "error", "points of error or disagreement", 100.0))
+  for ax, metric, unit, scale in panels:
     lo, hi = 0.0, 0.0
     for r in results:
       cost, phi = scale * np.asarray(r[metric]["single_cost"]), scale * np.asarray(r[metric]["shapley"])
       se = r[metric].get("shapley_se")
-      ax.errorbar(cost, phi, yerr=None if se is None else scale * np.asarray(se), fmt="o", ms=4, capsize=2,
-                  label=r["label"])
+      other = metric == "error" and r.get("error_metric", "error") != "error"   # a language model's disagreement
+      ax.errorbar(cost, phi, yerr=None if se is None else scale * np.asarray(se), fmt="s" if other else "o", ms=4,
+                  capsize=2, label=r["label"] + (f" ({r['error_metric']})" if other else ""))
       lo, hi = min(lo, cost.min(), phi.min()), max(hi, cost.max(), phi.max())
     ax.plot([lo, hi], [lo, hi], ":", color="grey", lw=1, label="Shapley = cost")
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_xlabel(f"single-deletion cost ({unit})")
+    if metric == "error":
+      ax.legend(fontsize=7)
     ax.set_ylabel(f"Shapley value ({unit} removed)")
   axes[0].legend(fontsize=7)
   fig.tight_layout()

@@ -4,7 +4,9 @@ what relates them; JSON first (`<out_dir>/<name>.json`), tables and figures from
 A network of up to 12 chosen branches gets its complete lattice (`lesion.lattice`): exact Shapley values and
 interactions in loss and in error, the additive shares, single-deletion costs and pruning curves. A larger
 one gets permutation-sampled Shapley values with standard errors and single-deletion costs from the input.
-Every network goes through the models interface only, so any `ResidualStack` is one config line.
+Every network goes through the models interface only, so any `ResidualStack` is one config line. A language
+model comes with a `lesion.tasks.TokenTask` instead of an image split: its lattice is scored by that task (loss
+in nats/token) and its "error" is the disagreement with the intact model, 1 - top-1 agreement.
 """
 from __future__ import annotations
 
@@ -94,13 +96,22 @@ def add_correlations(result: dict, seed: int = 0) -> dict:
   return result
 
 
+def _token_lattice(model, variables, task, positions, memory_budget: int, resume_dir: str) -> dict:
+  """The token task's lattice in the study's two metrics: loss (nats/token) and "error" = 1 - agreement."""
+  lat = lattice.task_lattice_sweep(model, variables, task, positions, memory_budget=memory_budget,
+                                   resume_dir=resume_dir)
+  return dict(lat, error=1.0 - np.asarray(lat["agreement"]))
+
+
 def study_network(name: str, path: str, split, out_dir: str, *, mode: str = "lattice",
                   positions: Optional[list] = None, num_permutations: int = 20, seed: int = 0,
-                  batch_size: int = 16, memory_budget_mb: int = 512, loaded: Optional[tuple] = None) -> dict:
-  """The study of the trained network at `path` on `split`, written to `<out_dir>/<name>.json` (a finished
-  JSON is read back, not redone; an interrupted lattice continues from its finished sub-tries)."""
-  if mode not in ("lattice", "sampled"):
-    raise ValueError(f"mode must be 'lattice' or 'sampled', got {mode!r}")
+                  batch_size: int = 16, memory_budget_mb: int = 512, loaded: Optional[tuple] = None,
+                  task=None) -> dict:
+  """The study of the trained network at `path` on `split` (or, for a language model, on the token `task`;
+  `split` then unused), written to `<out_dir>/<name>.json` (a finished JSON is read back, not redone; an
+  interrupted lattice continues from its finished sub-tries)."""
+  if mode not in ("lattice", "sampled") or (task is not None and mode != "lattice"):
+    raise ValueError(f"mode must be 'lattice' or 'sampled' ('lattice' with a token task), got {mode!r}")
   out_json = os.path.join(out_dir, f"{name}.json")
   if os.path.exists(out_json):
     with open(out_json) as f:
@@ -111,20 +122,29 @@ def study_network(name: str, path: str, split, out_dir: str, *, mode: str = "lat
     positions = list(lattice.lattice_positions(layout, positions))
   else:
     positions = list(range(layout.num_blocks))
+  if task is not None:
+    split = (np.asarray(task.tokens), np.asarray(task.targets))
   t0 = time.time()
-  sc = scores.branch_scores(model, variables, split)
+  sc = scores.branch_scores(model, variables, split, batch_size=100 if task is None else task.batch_size)
   t_scores = time.time() - t0
   score_table = {k: np.asarray(v)[positions] for k, v in sc["scores"].items()}
   result = {"name": name, "path": path, "model": type(model).__name__, "num_blocks": layout.num_blocks,
             "residual": bool(model.residual), "stage_openers": list(layout.stage_openers), "positions": positions,
-            "mode": mode, "test_images": int(len(split[1])), "commit": git_commit(),
+            "mode": mode, "test_images": None if task is not None else int(len(split[1])), "commit": git_commit(),
+            "error_metric": "error" if task is None else "disagreement",
             "variables_sha256": checkpoints.fingerprint(variables),
             "scores": {k: v.tolist() for k, v in score_table.items()},
             "scores_all_blocks": {k: np.asarray(v).tolist() for k, v in sc["scores"].items()},
             "lens_loss": np.asarray(sc["lens_loss"]).tolist(), "span_angular": np.where(
                 np.isnan(sc["span_angular"]), None, sc["span_angular"]).tolist(), "seconds": {"scores": t_scores}}
   t0 = time.time()
-  if mode == "lattice":
+  if task is not None:
+    result.update(windows=int(split[1].shape[0]), window=int(split[1].shape[1]), tokens=int(split[1].size))
+    lat = _token_lattice(model, variables, task, positions, memory_budget_mb << 20,
+                         progress.partial_dir(out_json, name))
+    result.update(_lattice_part(lat, score_table, np.asarray(sc["span_angular"]), positions, seed))
+    result["lattice"].update({m: np.asarray(lat[m]).tolist() for m in ("agreement", "kl", "accuracy")})
+  elif mode == "lattice":
     lat = lattice.lattice_sweep(model, variables, split, positions, batch_size=batch_size,
                                 memory_budget=memory_budget_mb << 20,
                                 resume_dir=progress.partial_dir(out_json, name))

@@ -1,5 +1,6 @@
 """The lattice study over the configured networks (experiments/lattice.py): checks, one fixed evaluation
-subset for all, each network's JSON (`study.lattice`), then the tables and figures from the JSON."""
+subset for all image networks (a fixed set of text windows for a language model), each network's JSON
+(`study.lattice`), then the tables and figures from the JSON."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,11 @@ import os
 from absl import logging
 
 from resnet_ensembles.data import cifar10 as data_lib
-from resnet_ensembles.lesion import lattice
+from resnet_ensembles.data import text as text_lib
+from resnet_ensembles.data import tokenizer as tok_lib
+from resnet_ensembles.lesion import lattice, tasks
 from resnet_ensembles.plots import lattice as lattice_plots
-from resnet_ensembles.store import checkpoints
+from resnet_ensembles.store import checkpoints, llama2c
 from resnet_ensembles.study import lattice as lattice_study
 from resnet_ensembles.study import lattice_tables
 
@@ -25,11 +28,17 @@ def check(config, only: list[str]) -> list[str]:
   if not names:
     raise ValueError("no networks configured: give --config.networks (name -> trained folder)")
   for name in names:
+    if name in config.texts:   # a llama2.c language model: its checkpoint, tokenizer and evaluation text
+      for field, f in (("checkpoint", config.networks[name]), ("tokenizer", config.texts[name].tokenizer),
+                       ("text", config.texts[name].text)):
+        if not os.path.isfile(f):
+          raise FileNotFoundError(f"{name}'s {field} {f} does not exist")
+      continue
     checkpoints.read_config(config.networks[name])  # FileNotFoundError names a missing folder
     mode = config.modes.get(name, "lattice")
     if mode not in ("lattice", "sampled"):
       raise ValueError(f"modes.{name} must be 'lattice' or 'sampled', got {mode!r}")
-  for field in ("test_images", "num_permutations", "batch_size", "memory_budget_mb"):
+  for field in ("test_images", "num_permutations", "batch_size", "memory_budget_mb", "text_windows", "window"):
     if config[field] < (2 if field == "num_permutations" else 1):
       raise ValueError(f"config.{field} must be >= {2 if field == 'num_permutations' else 1}, got {config[field]}")
   return names
@@ -41,10 +50,27 @@ def evaluation_split(config) -> data_lib.Split:
   return data_lib.subset(test, config.test_images, config.subset_seed)
 
 
+def token_task(config, name: str, header) -> tasks.TokenTask:
+  """The language model's fixed evaluation: the first `text_windows` windows of `window` tokens of its text."""
+  if config.window > header.seq_len:
+    raise ValueError(f"config.window {config.window} is longer than {name}'s context {header.seq_len}")
+  tok = tok_lib.load(config.texts[name].tokenizer, header.vocab_size)
+  x, y = text_lib.windows(text_lib.token_stream(config.texts[name].text, tok), config.window, config.text_windows)
+  return tasks.TokenTask(x, y, config.text_batch)
+
+
 def run(config, names: list[str], out_dir: str) -> None:
   split = None
   for name in names:
     path = config.networks[name]
+    if name in config.texts:
+      model, variables, header = llama2c.load(path)
+      task = token_task(config, name, header)
+      logging.info("%s: %d windows of %d tokens", name, len(task.targets), config.window)
+      lattice_study.study_network(name, path, None, out_dir, positions=config.positions.get(name), seed=config.seed,
+                                  memory_budget_mb=config.memory_budget_mb, loaded=(model, variables, None),
+                                  task=task)
+      continue
     loaded = checkpoints.load_trained(path)
     mode = config.modes.get(name, "lattice")
     positions = list(config.positions[name]) if name in config.positions else None

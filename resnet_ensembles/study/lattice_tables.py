@@ -51,7 +51,8 @@ def cross_table(results: list[dict]) -> str:
       d, corr = r[metric], r.get(field)
       add = d.get("additivity")
       full = f"{d['full']:.3f} nats" if metric == "loss" else f"{100 * d['full']:.2f}%"
-      row = [r["label"], lat, metric, full, _f(add["first_order"]) if add else "n/a",
+      shown = r.get("error_metric", "error") if metric == "error" else metric
+      row = [r["label"], lat, shown, full, _f(add["first_order"]) if add else "n/a",
              _f(add["up_to_pairwise"]) if add else "n/a"]
       if corr is None:
         lines.append("| " + " | ".join(row + ["n/a"] * (len(scores.SCORES) + 1)) + " |")
@@ -78,11 +79,15 @@ def write_tables(results: list[dict], out_dir: str) -> str:
   """`<out_dir>/tables.md`: the cross-family table, then each network's branches and pruning curves."""
   parts = ["# Lesion lattice tables", "", "Loss: mean cross-entropy (nats) on the evaluation subset; error in "
            "points; Shapley values share out the loss (error) the branches remove, L(none kept) - L(full). "
-           "Openers are marked *. Spearman rho over the lattice's branches, 95% bootstrap intervals.", "",
+           "Openers are marked *. Spearman rho over the lattice's branches, 95% bootstrap intervals. For a "
+           "language model the loss is nats/token and the second metric the disagreement with the intact model's "
+           "top-1 next token.", "",
            "## Across families", "", cross_table(results), ""]
   for r in results:
-    parts += [f"## {r['label']}", "", f"{r['test_images']} test images; mode {r['mode']}; "
-              f"commit {r['commit']}.", "", network_table(r), ""]
+    data = (f"{r['test_images']} test images" if r.get("tokens") is None else
+            f"{r['windows']} windows of {r['window']} tokens ({r['tokens']} predicted tokens); loss in nats/token, "
+            f"\"error\" columns: disagreement with the intact model's top-1 next token (1 - agreement)")
+    parts += [f"## {r['label']}", "", f"{data}; mode {r['mode']}; commit {r['commit']}.", "", network_table(r), ""]
     if "pruning" in r:
       parts += ["Loss after deleting d of the lattice's branches (oracle: the best d-subset in the lattice):", "",
                 pruning_table(r), ""]
