@@ -131,7 +131,7 @@ def absorb() -> None:
   print(f"absorbed piece {line['piece']} into {_state()}: stopped {line['stopped']}, {line['wall_s']} s, "
         f"done now {line['steps_done_now']}, next {line['stage']}")
   if _COMMIT.value:
-    msg = (f"paper110 chain: piece {line['piece']} ({line['stopped']}; done {', '.join(line['steps_done_now']) or '-'}; "
+    msg = (f"{os.path.basename(_state().rstrip('/'))} chain: piece {line['piece']} ({line['stopped']}; done {', '.join(line['steps_done_now']) or '-'}; "
            f"next {line['stage']})")
     commits = chain_git.commit_absorbed(os.getcwd(), _state(), msg, nets)
     print(f"committed {commits[0][:10]}: {msg}")

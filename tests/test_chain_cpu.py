@@ -98,5 +98,5 @@ def test_absorb_keeps_what_was_edited_here_and_status_lists_each_piece(tmp_path)
   assert sorted(os.listdir(os.path.join(state, "predictions"))) == ["predictions.json", "predictions.md"]
   assert chain_files.piece_number(state) == 1
   text = chain.status_markdown(c, state)
-  assert "next: train-resnet" in text and "resnet 400 (of 40 epochs)" in text
+  assert "next: train-resnet" in text and "resnet 400 (of 40 epochs: 15,600 steps)" in text
   assert "| 1 | 2026-01-01T00:00:00Z | 3,600 | sigterm | resnet 0 -> 400 | 14.2 | Some CPU (1 x cpu, 2 cores) | avx2, fma |" in text

@@ -168,7 +168,8 @@ def status_markdown(config, state_dir: str) -> str:
   total = stages.train_config(config, config.chain.runs[0])
   lines = [f"Steps done: {', '.join(d['done']) or 'none yet'}; next: {d['next'] or 'none (finished)'}. "
            f"Training steps done: " + (", ".join(f"{r} {s:,}" for r, s in d["trained_steps"].items()) or "none") +
-           f" (of {total.num_epochs} epochs).\n",
+           f" (of {total.num_epochs} epochs: "
+           f"{total.num_epochs * ((config.train.train_size or 50_000) // total.batch_size):,} steps).\n",
            "| piece | started (UTC) | wall s | stopped | steps | images/s | machine | vector extensions | commit |",
            "| ---: | --- | ---: | --- | --- | ---: | --- | --- | --- |"]
   path = os.path.join(state_dir, chain_files.LOG_FILE)
