@@ -45,9 +45,8 @@ def _interval(ns: np.ndarray, ys: np.ndarray, form: str, f: dict) -> Optional[li
   s = np.sqrt(np.sum(resid ** 2) / (m - 2))
   x0 = np.log(trends.PAPER_N) if form != "linear" else float(trends.PAPER_N)
   half = stats.t.ppf(0.5 + LEVEL / 2, m - 2) * s * np.sqrt(1 + 1 / m + (x0 - x.mean()) ** 2 / np.sum((x - x.mean()) ** 2))
-  line = f["intercept"] + f["slope"] * x0
-  back = {"power": np.exp, "logit": lambda z: 1 / (1 + np.exp(-z)), "linear": lambda z: z}[form]
-  return [float(back(line - half)), float(back(line + half))]
+  # the interval shifts the fitted line's intercept by +-half; trends.predict maps it back as it maps the fit
+  return [float(trends.predict(dict(f, intercept=f["intercept"] + d), trends.PAPER_N)) for d in (-half, half)]
 
 
 def predict(summary: dict, fit_names: list[str], bns: list[str]) -> dict:
@@ -92,10 +91,10 @@ def anchored(predicted: dict, anchor: dict, bn: str) -> dict:
     if value is None or p["form"] == "linear" or not (value > 0 and (p["form"] == "power" or value < 1)):
       out[metric] = None
       continue
-    to = {"power": np.log, "logit": lambda v: np.log(v / (1 - v))}[p["form"]]
-    back = {"power": np.exp, "logit": lambda z: 1 / (1 + np.exp(-z))}[p["form"]]
-    step = np.log(trends.PAPER_N) - np.log(anchor["n"])
-    at = lambda slope: float(back(to(value) + slope * step))
+    z = trends._transform(np.array([anchor["n"]], np.float64), np.array([value]), p["form"])[1][0]
+    # the fitted line with its slope moved through the anchor: intercept = z - slope log n_anchor
+    at = lambda slope: float(trends.predict({"form": p["form"], "slope": slope,
+                                             "intercept": z - slope * np.log(anchor["n"])}, trends.PAPER_N))
     ends = sorted(at(b) for b in p["slope_interval"])
     loo_slopes = {k: v for k, v in p["leave_one_out"].items()}
     out[metric] = dict(p, at_54=at(p["slope"]), interval=ends, jackknife_se=None, leave_one_out=loo_slopes,
