@@ -92,8 +92,13 @@ def test_absorb_keeps_what_was_edited_here_and_status_lists_each_piece(tmp_path)
   line = {"piece": 1, "started": "2026-01-01T00:00:00Z", "wall_s": 3600.0, "stopped": "sigterm",
           "train_steps": {"resnet": [0, 400]}, "train_images_per_s": 14.2, "git_commit": "0123456789abcdef",
           "machine": {"devices": "1 x cpu", "cpu": "Some CPU", "cpu_cores": 2, "vector_extensions": ["avx2", "fma"]}}
-  chain_files.collect(work, out, line, [])
+  marker = os.path.join("train", "resnet", "checkpoints", "400", chain_files.COMMIT_MARKER)
+  os.makedirs(os.path.dirname(os.path.join(work, marker)))
+  with open(os.path.join(work, marker), "w") as f:
+    f.write(f"Checkpoint commit was successful to {work}/train/resnet/checkpoints/400")
+  chain_files.collect(work, out, line, ["resnet"])
   chain_files.absorb(out, state)
+  assert open(os.path.join(state, marker)).read() == "Checkpoint commit was successful.\n"  # no machine's path
   assert open(os.path.join(state, "README.md")).read() == "edited while the piece ran"
   assert sorted(os.listdir(os.path.join(state, "predictions"))) == ["predictions.json", "predictions.md"]
   assert chain_files.piece_number(state) == 1

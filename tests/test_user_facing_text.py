@@ -9,7 +9,7 @@ follow or paths that do not exist on their machine; facts that matter are said i
 temporary folder asks `tempfile` or `mktemp` for one rather than writing `/tmp/`.
 
 Scanned: every file `git ls-files` lists that decodes as UTF-8, except the records programs wrote (`.json`,
-`.jsonl`, `.csv`, and the files of a committed orbax checkpoint: a run's arguments as it was given them, such as the folder it wrote to, belong to the record)
+`.jsonl`, `.csv`: a run's arguments as it was given them, such as the folder it wrote to, belong to the record)
 and this file, which spells the patterns. Each pattern is narrow enough to leave ordinary words alone (a pytest
 "session", "a brief summary", "silent"): `test_patterns_tell_process_words_from_ordinary_ones` pins both sides.
 
@@ -26,7 +26,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELF = "tests/test_user_facing_text.py"
 RECORDS = (".json", ".jsonl", ".csv")
-CHECKPOINTS = "/checkpoints/"   # orbax's own files in a committed checkpoint (a record: it names where it wrote)
 
 # Files whose texts are being rewritten separately; each still has a hit, which
 # `test_pending_cleanup_is_still_needed` checks, so the list only shrinks (empty now: every file is clean).
@@ -63,7 +62,7 @@ def _tracked_texts() -> dict[str, str]:
   files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
   out = {}
   for path in files.decode().split("\0"):
-    if not path or path == SELF or path.endswith(RECORDS) or CHECKPOINTS in path or not os.path.isfile(os.path.join(ROOT, path)):
+    if not path or path == SELF or path.endswith(RECORDS) or not os.path.isfile(os.path.join(ROOT, path)):
       continue
     with open(os.path.join(ROOT, path), "rb") as f:
       data = f.read()

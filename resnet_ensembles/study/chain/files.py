@@ -35,6 +35,7 @@ NETWORKS = "networks"          # state_dir/networks/<run>/: finished networks be
 NETWORKS_JSON = "networks.json"  # state_dir: run -> the commit that holds its network (kept here, not by pieces)
 # state_dir entries that people edit between pieces (a piece carries a copy along; absorb keeps this side's)
 EDITED_HERE = ("README.md", "predictions")
+COMMIT_MARKER = "commit_success.txt"  # orbax writes it into a finished checkpoint
 _NEVER = ("tensorboard",)      # event files: metrics.jsonl holds the same numbers
 
 
@@ -121,7 +122,12 @@ def collect(work_dir: str, out_dir: str, log_line: dict, live_runs: Iterable[str
   written = send(work_dir, state_files(work_dir), "state.tar")
   ckpts = live_checkpoints(work_dir, live_runs)
   if ckpts:
-    written += send(work_dir, chain_tar.walk_files(work_dir, ckpts), "checkpoint.tar")
+    files = chain_tar.walk_files(work_dir, ckpts)
+    for rel in files:  # orbax's marker names the folder it wrote (this machine's path); only its presence counts
+      if os.path.basename(rel) == COMMIT_MARKER:
+        with open(os.path.join(work_dir, rel), "w") as f:
+          f.write("Checkpoint commit was successful.\n")
+    written += send(work_dir, files, "checkpoint.tar")
   retired = os.path.join(work_dir, RETIRED)
   if os.path.isdir(retired):
     written += send(retired, chain_tar.walk_files(retired, sorted(os.listdir(retired))), "networks.tar")
