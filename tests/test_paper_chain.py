@@ -1,7 +1,7 @@
 """A rehearsal of experiments/paper_chain.py on this CPU: the chain's command on a tiny study, stopped mid-way
 several times (each piece's output absorbed into the state, as after a piece on another machine), ends with the
-networks, metrics and sweeps of one uninterrupted piece; every piece hands back at most 8 files under 16 MiB each,
-holding the latest checkpoint only."""
+networks and metrics of one uninterrupted training and every sweep run on those networks; every piece hands back at
+most 8 files under 16 MiB each, holding the latest checkpoint only."""
 import glob
 import json
 import os
@@ -15,22 +15,23 @@ from resnet_ensembles.models import layout
 from resnet_ensembles.study.chain import files as chain_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 2 epochs of 8 steps (256 images); the smallest sweeps that still run every code path (what a
+# sweep computes is the sweep engines' tests' business; here: that each one runs, survives and lands in the state)
+OVERRIDES = {"train.num_epochs": 2, "chain.check_steps": 2, "lesion.num_samples": 1, "lesion.recal_batches": 1}
 ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=("resnet","plain")',
-        "--config.train.num_epochs=2", "--config.chain.check_steps=2"]  # 2 epochs of 8 steps (256 images)
+        *(f"--config.{k}={v}" for k, v in OVERRIDES.items())]
 
 
-def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None, speed=True):
+def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None):
   """One piece; `term_at_checkpoint`: SIGTERM the command once a run's checkpoint of that step appears that
   was not in the state (a stop mid-way through training, at a known point). The default budget is far above
-  what a piece needs (minutes), so that only the pieces meant to stop stop, however busy the machine. `speed=False`: a chain without the
-  speed step (its precision choice on a CPU is JAX's default either way, so the networks are the same)."""
+  what a piece needs (minutes), so that only the pieces meant to stop stop, however busy the machine."""
   # pieces recompile nothing: one compilation cache for them all, the test run's own when it has one (the tiny
   # study's programs are test_reproduce.py's too)
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp / "jax_cache")),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   work = str(tmp / "work")  # the same path for every piece and the reference: sweep JSONs name it
-  args = ARGS + ([] if speed else ["--config.chain.speed=False"])
-  cmd = [sys.executable, "-m", "experiments.paper_chain", *args, f"--state_dir={state}", f"--work_dir={work}",
+  cmd = [sys.executable, "-m", "experiments.paper_chain", *ARGS, f"--state_dir={state}", f"--work_dir={work}",
          f"--out_dir={out}", f"--budget_s={budget}", f"--networks_dir={tmp / 'unused'}"]
   runs_at = lambda base: {p.split(os.sep)[-3] for p in glob.glob(os.path.join(
       base, "train", "*", "checkpoints", str(term_at_checkpoint)))}
@@ -82,26 +83,50 @@ def _evals(state, run):
   return [{k: v for k, v in r.items() if k == "step" or k.startswith("eval/")} for r in rows if "eval/test_error" in r]
 
 
+def _reference(tmp, runs=("resnet", "plain")) -> dict[str, dict]:
+  """The uninterrupted training the pieces must reproduce: the chain's own train step, in this process, on the
+  same config (one run after the other, as one piece would train them). Returns run -> its network's
+  fingerprint and exported bytes."""
+  from experiments.configs import reproduce as reproduce_config
+  from resnet_ensembles.store import checkpoints
+  from resnet_ensembles.study import stages
+  from resnet_ensembles.study.chain import runner, steps
+  config = reproduce_config.get_config("tiny")
+  config.chain.runs = ("resnet", "plain")
+  for key, value in OVERRIDES.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  ref, data, out = str(tmp / "ref"), stages.DataCache(), {}
+  cfg = runner.with_precision(config, ref)
+  stages.apply_precision(cfg)
+  for run in runs:
+    steps.step_train(cfg, ref, data, run)
+    _, variables, saved = checkpoints.load_trained(os.path.join(ref, "train", run))
+    export = str(tmp / "ref_export" / run)
+    checkpoints.export_variables(variables, saved, export)
+    out[run] = {"sha": checkpoints.fingerprint(variables), "evals": _evals(ref, run),
+                "bytes": open(os.path.join(export, checkpoints.EXPORT_FILE), "rb").read()}
+  return out
+
+
 def test_chain_rehearsal_matches_one_uninterrupted_run(tmp_path, small_cifar_root, monkeypatch):
+  """Pieces stopped by SIGTERM mid-training (twice, in two runs) and by the budget, each absorbed into the
+  state as after a piece on another machine, end with the networks of one uninterrupted training, bit for bit,
+  and every sweep of the chain run on exactly those networks (each sweep records its network's fingerprint;
+  the sweep engines' own tests show a sweep is a function of its network, data and settings)."""
   monkeypatch.setenv("CIFAR10_DIR", small_cifar_root)  # the tiny study's images: every piece reads them
   t0 = time.time()
-  ref, ref_nets = str(tmp_path / "ref"), str(tmp_path / "ref_networks")
-  line = _piece(tmp_path, ref, str(tmp_path / "ref_out"))
-  assert line["stopped"] == "finished" and line["stage"] == "all done", line
-  _check_out(str(tmp_path / "ref_out"))
-  _absorb(str(tmp_path / "ref_out"), ref, ref_nets)
+  ref = _reference(tmp_path)
   t_ref = time.time() - t0
 
   state, nets, lines = str(tmp_path / "state"), str(tmp_path / "networks"), []
-  # The interrupted chain leaves out the speed step (the reference measures it; its choice here, JAX's default
-  # precision, is what a chain without it uses), so its pieces spend their time on what they are to survive.
-  plan = [dict(term_at_checkpoint=8),    # the ResNet stopped after its first epoch (of 2)
+  plan = [dict(term_at_checkpoint=8),    # the speed step done; the ResNet stopped after its first epoch (of 2)
           dict(budget=1.0),              # stopped by the budget before the work started: nothing lost
           dict(term_at_checkpoint=8),    # the ResNet finished, swept, retired; the plain net stopped mid-way
           dict(), dict()]
   for i, kw in enumerate(plan):
     out = str(tmp_path / f"out{i}")
-    lines.append(_piece(tmp_path, state, out, speed=False, **kw))
+    lines.append(_piece(tmp_path, state, out, **kw))
     live = _check_out(out)
     _absorb(out, state, nets)
     assert len(glob.glob(os.path.join(state, "train", "*", "checkpoints", "*"))) == sum(map(len, live.values()))
@@ -111,6 +136,7 @@ def test_chain_rehearsal_matches_one_uninterrupted_run(tmp_path, small_cifar_roo
                                                          for l in lines))
   assert lines[-1]["stage"] == "all done"
   assert lines[0]["stopped"] == "sigterm" and lines[0]["stage"] == "train-resnet"
+  assert lines[0]["steps_done_now"] == ["speed"]
   assert lines[1]["stopped"] == "budget" and not lines[1]["steps_done_now"]
   assert lines[2]["stopped"] == "sigterm" and lines[2]["stage"] == "train-plain"
   log = [json.loads(l) for l in open(os.path.join(state, chain_files.LOG_FILE))]
@@ -120,21 +146,25 @@ def test_chain_rehearsal_matches_one_uninterrupted_run(tmp_path, small_cifar_roo
 
   # the networks: bit-equal parameters and BatchNorm statistics; both stopped and resumed mid-training
   for run in ("resnet", "plain"):
-    a = open(os.path.join(ref_nets, run, "variables.msgpack"), "rb").read()
-    b = open(os.path.join(nets, run, "variables.msgpack"), "rb").read()
-    assert a == b, run
+    assert open(os.path.join(nets, run, "variables.msgpack"), "rb").read() == ref[run]["bytes"], run
     starts = [json.loads(l)["step"] for l in open(os.path.join(state, "train", run, "starts.jsonl"))]
     assert 0 < starts[1] < 16, starts   # resumed from a checkpoint mid-way (2 epochs x 8 steps)
-    assert _evals(state, run) == _evals(ref, run)
+    assert _evals(state, run) == ref[run]["evals"]
     assert not os.path.exists(os.path.join(state, "train", run, "checkpoints"))  # retired: not in the state
-  got, want = _sweeps(state), _sweeps(ref)
-  assert sorted(got) == sorted(want) and len(got) == 7  # single/multi/reorder x stored/recalibrate; paths
-  for name in want:
-    assert got[name] == want[name], name
+  # the sweeps: all of them, each of exactly the reference's network; the full network's error in each is the
+  # reference's final test error (the same 100 images)
+  got = _sweeps(state)
+  assert len(got) == 7, sorted(got)  # single/multi/reorder x stored/recalibrate; paths
+  by_label = {"ResNet": "resnet", "plain": "plain"}
+  for name, d in got.items():
+    nets_in = d["networks"] if "networks" in d else [dict(d, label="ResNet")]
+    assert nets_in and all(n["variables_sha256"] == ref[by_label[n["label"]]]["sha"] for n in nets_in), name
+    for n in nets_in:
+      if "full_error" in n:
+        assert abs(n["full_error"] - ref[by_label[n["label"]]]["evals"][-1]["eval/test_error"]) < 1e-6, name
   single = got[os.path.join("lesion", "resnet", "single_recalibrate.json")]
   assert [n["label"] for n in single["networks"]] == ["ResNet", "plain"]
   assert not glob.glob(os.path.join(state, "lesion", "resnet", "single_*.*.json"))  # the halves are gone
-  assert not os.path.exists(os.path.join(state, "chain", "speed.json"))
-  speed = chain_files.read_json(os.path.join(ref, "chain", "speed.json"))  # the measurement, in the absorbed state
+  speed = chain_files.read_json(os.path.join(state, "chain", "speed.json"))  # the measurement, in the state
   assert set(speed["results"]) == {"fp32", "tf32", "bf16"} and speed["choice"]["name"] == "default"
   assert speed["train_flops_per_image"] == 6 * layout.forward_macs(20) and "passed" in speed["bf16_check"]

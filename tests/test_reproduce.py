@@ -154,15 +154,15 @@ def test_the_mains_read_the_studys_runs(study):
                                           timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resnet, plain, out = (os.path.join(workdir, "train", r) for r in ("resnet", "plain", "mains"))
   done = run_main("experiments.lesion", f"--workdir={resnet}", f"--plain_workdir={plain}", "--sweep=multi",
-                  "--num_samples=2", "--max_k=2", "--test_size=100", f"--output_dir={out}", "--label=normal")
+                  "--num_samples=1", "--max_k=2", "--test_size=100", f"--output_dir={out}", "--label=normal")
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(out, "multi_stored.json")) as f:
     multi = json.load(f)
-  assert [len(n["rows"]) for n in multi["networks"]] == [4, 4] and multi["test_images"] == 100
+  assert [len(n["rows"]) for n in multi["networks"]] == [2, 2] and multi["test_images"] == 100
   assert [n["label"] for n in multi["networks"]] == ["normal", "plain"]
   assert os.path.getsize(os.path.join(out, "multi_stored.png")) > 10_000
   done = run_main("experiments.paths", f"--workdir={resnet}", "--config=experiments/configs/paths.py:quick",
-                  f"--output_dir={out}")
+                  "--config.samples_per_length=2", "--config.num_batches=1", f"--output_dir={out}")
   assert done.returncode == 0 and "effective paths" in done.stdout, done.stderr[-2000:]
   done = run_main("experiments.lesion", f"--workdir={resnet}", "--sweep=reorder", "--max_k=0")
   assert done.returncode != 0 and done.stderr.strip().splitlines()[-1].startswith("error: "), done.stderr[-2000:]

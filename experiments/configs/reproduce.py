@@ -17,7 +17,7 @@ Presets:
          on the same pack, advanced by experiments/paper_chain.py in pieces of any length on any processor,
          then studied with the depth series' settings (experiments/configs/depth_series.py) as its n = 54 point;
   tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
-         2 lesions per k, k <= 2, the `quick` path preset.
+         2 lesions per k, k <= 2, the `quick` path preset with 2 routes per length from one batch.
 The forward short-path run (`short_fwd`) is evaluated and lesioned with its branches scaled by K/n
 (modifier `scaled`): for the `cpu` ResNet-32 that is 21.09% test error against 73.34% unscaled, and a lesion
 study of a network at 73% says little. The train stage measures both treatments for the report.
@@ -74,6 +74,8 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   le.recal_batches, le.recal_batch_size = (2, 32) if arg == "tiny" else (4, 128)
 
   c.paths = paths_config.get_config({"cpu": "paper", "paper": "paper", "resnet110_cpu": "cpu", "tiny": "quick"}[arg])
+  if arg == "tiny":  # two routes per length from one batch: every code path of the analysis, in seconds
+    c.paths.samples_per_length, c.paths.num_batches = 2, 1
   # Bump a version when its code changes what the stage writes: a rerun then redoes that stage (and later ones).
   c.figures = ml_collections.ConfigDict(dict(version=1))
   c.report = ml_collections.ConfigDict(dict(version=4))  # 3: verdicts compare effect sizes (study/verdicts.py);

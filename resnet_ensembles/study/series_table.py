@@ -4,10 +4,14 @@ treatment every number with its standard error and verdict, and each trend's fit
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from resnet_ensembles.study import verdicts as v
 from resnet_ensembles.study.trends import PAPER_N
+
+# The treatments the README's glance shows (series.md shows all): the deployed network's statistics, and
+# statistics re-estimated from each lesion's first changed position on.
+README_BNS = ("stored", "recalibrate")
 
 BN_NAMES = {"stored": "stored", "recalibrate": "recalibrated from the lesion on",
             "recalibrate_all": "all re-estimated"}
@@ -108,10 +112,12 @@ def _fit_row(fits: dict, bn: str, first: bool) -> str:
           f"{at('reorder_cost')} | {paths} |")
 
 
-def glance(summary: dict, labels: dict[str, str]) -> str:
+def glance(summary: dict, labels: dict[str, str], bns: Optional[Sequence[str]] = None) -> str:
   """One row per network and BatchNorm treatment (effects in points over the deployed network's error, with
   standard errors), the paper's ResNet-110, and each treatment's trend fits (over `fit_networks`, as far as
-  swept; forms, points and r^2 in `render`'s fit tables) evaluated at n = 54."""
+  swept; forms, points and r^2 in `render`'s fit tables) evaluated at n = 54. `bns`: only these treatments
+  (the README shows stored and downstream-recalibrated statistics; series.md shows every treatment swept)."""
+  keep = lambda bn: bns is None or bn in bns
   pe = summary["paper_effects"]
   out = ["| network | n | BN | full error % | typical single deletion: mean cost (worst), pts | stage opener, pts | "
          "10% / 20% / 40% of deletable blocks deleted: error % | reorder, tau >= 0.95: median cost, pts | "
@@ -119,14 +125,14 @@ def glance(summary: dict, labels: dict[str, str]) -> str:
          "|---|---:|---|---:|---|---:|---|---|---|---:|"]
   for name, per_bn in summary["networks"].items():
     label = labels.get(name, name)
-    for i, (bn, s) in enumerate(per_bn.items()):
+    for i, (bn, s) in enumerate((bn, s) for bn, s in per_bn.items() if keep(bn)):
       out.append(_glance_row(label, s["n"], bn, s, i == 0) if s.get("n")
                  else f"| {label} | | {BN_NAMES.get(bn, bn)} | not yet swept |||||||")
   ks, window = _paper_cells(pe, "")
   out.append(f"| **paper: pre-act ResNet-110** (canonical CIFAR-10) | {PAPER_N} | stored | {pe['full']:.2f} | "
              f"{pe['typical_mean_cost']:+.2f} ({pe['typical_worst_cost']:+.2f}) | {pe['opener_cost']:+.2f} | {ks} | "
              f"{pe['tau_cost']['tau>=0.95']:+.2f} | {window} | exponential |")
-  for i, (bn, fits) in enumerate(summary["fits"].items()):
+  for i, (bn, fits) in enumerate((bn, f) for bn, f in summary["fits"].items() if keep(bn)):
     out.append(_fit_row(fits, bn, i == 0))
   return "\n".join(out)
 
