@@ -17,7 +17,8 @@ from resnet_ensembles.study.chain import files as chain_files
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 2 epochs of 8 steps (256 images); the smallest sweeps that still run every code path (what a
 # sweep computes is the sweep engines' tests' business; here: that each one runs, survives and lands in the state)
-OVERRIDES = {"train.num_epochs": 2, "chain.check_steps": 2, "lesion.num_samples": 1, "lesion.recal_batches": 1}
+OVERRIDES = {"train.num_epochs": 2, "chain.check_steps": 2, "chain.speed_warmup": 0, "chain.speed_steps": 1,
+             "lesion.num_samples": 1, "lesion.recal_batches": 1}
 ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=("resnet","plain")',
         *(f"--config.{k}={v}" for k, v in OVERRIDES.items())]
 
