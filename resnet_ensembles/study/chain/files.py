@@ -36,7 +36,18 @@ NETWORKS_JSON = "networks.json"  # state_dir: run -> the commit that holds its n
 # state_dir entries that people edit between pieces (a piece carries a copy along; absorb keeps this side's)
 EDITED_HERE = ("README.md", "predictions")
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it into a finished checkpoint
+SPEED_FILE = os.path.join("chain", "speed.json")  # the speed step's measurement and precision choice
 _NEVER = ("tensorboard",)      # event files: metrics.jsonl holds the same numbers
+
+
+def bns(config) -> list[str]:
+  """The BatchNorm treatments the chain sweeps: lesion.bn, then each chain.extra_bn."""
+  return [config.lesion.bn] + [b for b in config.chain.extra_bn if b != config.lesion.bn]
+
+
+def single_part(workdir: str, run: str, bn: str) -> str:
+  """One network's half of a single-deletion JSON that the ResNet and the plain net share."""
+  return os.path.join(workdir, "lesion", "resnet", f"single_{bn}.{run}.json")
 
 
 def read_json(path: str, default=None):

@@ -29,22 +29,23 @@ import shutil
 import socket
 import time
 
-import jax
 import ml_collections
 
-from resnet_ensembles.study import stages
-from resnet_ensembles.study.chain import files as chain_files, steps as chain_steps
+from resnet_ensembles.study.chain import files as chain_files
 from resnet_ensembles.utils.provenance import git_commit
 
+# What a piece's supervisor, --status and --absorb read (the steps, where the chain stands) needs no JAX: the
+# modules that compute (stages, steps) are imported where the steps run, so those commands start in a moment.
+
 def steps_of(config) -> list[str]:
-  runs = list(config.chain.runs)
-  unknown = sorted(set(runs) - set(stages.RUNS))
+  runs, study_runs = list(config.chain.runs), tuple(config.train.runs)  # the study's runs, as stages.RUNS
+  unknown = sorted(set(runs) - set(study_runs))
   if unknown or runs[:1] != ["resnet"] or ("plain" in runs and runs[1] != "plain") or len(set(runs)) != len(runs):
-    raise ValueError(f"chain.runs must start with resnet (then plain, if at all) and name runs of {stages.RUNS} "
+    raise ValueError(f"chain.runs must start with resnet (then plain, if at all) and name runs of {study_runs} "
                      f"once; got {runs}")
   out = ["speed"] if config.chain.get("speed", True) else []
   out += [f"{kind}-{run}" for run in runs for kind in ("train", "sweeps")]
-  return out + (["figures", "report"] if set(runs) == set(stages.RUNS) else [])
+  return out + (["figures", "report"] if set(runs) == set(study_runs) else [])
 
 
 def done_path(workdir: str, step: str) -> str:
@@ -66,7 +67,7 @@ def live_runs(config, workdir: str) -> list[str]:
 
 def with_precision(config, workdir: str):
   """The config with the precision that the speed step chose (config.train.dtype / matmul_precision)."""
-  measured = chain_files.read_json(os.path.join(workdir, chain_steps.SPEED_FILE))
+  measured = chain_files.read_json(os.path.join(workdir, chain_files.SPEED_FILE))
   if measured is None:
     return config
   c = ml_collections.ConfigDict(config.to_dict())
@@ -97,6 +98,7 @@ def cpu() -> dict:
 
 
 def machine() -> dict:
+  import jax
   d = jax.devices()[0]
   return {"host": socket.gethostname(), "devices": f"{jax.device_count()} x {d.device_kind}",
           "platform": jax.default_backend(), **cpu(), "jax": jax.__version__, "python": platform.python_version()}
@@ -111,15 +113,17 @@ def _mark(workdir: str, step: str, start: float, **extra) -> None:
 def _drop_parts(config, workdir: str) -> None:
   """The halves of the single-deletion JSONs, once sweeps-plain (which writes them whole) is done."""
   if is_done(workdir, "sweeps-plain"):
-    for bn in chain_steps.bns(config):
+    for bn in chain_files.bns(config):
       for r in ("resnet", "plain"):
-        if os.path.exists(chain_steps.single_part(workdir, r, bn)):
-          os.remove(chain_steps.single_part(workdir, r, bn))
+        if os.path.exists(chain_files.single_part(workdir, r, bn)):
+          os.remove(chain_files.single_part(workdir, r, bn))
 
 
 def run_steps(config, workdir: str, stop_after: str = "") -> list[str]:
   """Runs every step not done yet, in order; returns those it finished. Raises stages.Preempted when SIGTERM
   stops a training step (with a checkpoint); any other step simply dies with the signal."""
+  from resnet_ensembles.study import stages
+  from resnet_ensembles.study.chain import steps as chain_steps
   chain_files.write_json(machine(), os.path.join(workdir, "chain", "machine.json"))
   data, ran = stages.DataCache(), []
   for step in steps_of(config):
@@ -165,7 +169,7 @@ def describe(config, workdir: str) -> dict:
 def status_markdown(config, state_dir: str) -> str:
   """Where the chain stands, for a person: the steps, then one row per piece of <state>/chain_log.jsonl."""
   d = describe(config, state_dir)
-  total = stages.train_config(config, config.chain.runs[0])
+  total = config.train  # every run of the study trains num_epochs at batch_size (stages.train_config)
   lines = [f"Steps done: {', '.join(d['done']) or 'none yet'}; next: {d['next'] or 'none (finished)'}. "
            f"Training steps done: " + (", ".join(f"{r} {s:,}" for r, s in d["trained_steps"].items()) or "none") +
            f" (of {total.num_epochs} epochs: "

@@ -15,7 +15,7 @@ from resnet_ensembles.study.chain import files as chain_files
 from resnet_ensembles.training import metrics, speed
 from resnet_ensembles.utils.provenance import git_commit
 
-SPEED_FILE = os.path.join("chain", "speed.json")
+SPEED_FILE = chain_files.SPEED_FILE
 
 
 def with_bn(config, bn: str):
@@ -24,8 +24,7 @@ def with_bn(config, bn: str):
   return c
 
 
-def bns(config) -> list[str]:
-  return [config.lesion.bn] + [b for b in config.chain.extra_bn if b != config.lesion.bn]
+bns = chain_files.bns
 
 
 def step_speed(config, workdir: str, data: stages.DataCache) -> dict:
@@ -49,8 +48,7 @@ def step_train(config, workdir: str, data: stages.DataCache, run: str) -> dict:
   return {"trained_steps": max(r["step"] for r in rows), "test_error": evals[-1]["eval/test_error"] if evals else None}
 
 
-def single_part(workdir: str, run: str, bn: str) -> str:
-  return os.path.join(workdir, "lesion", "resnet", f"single_{bn}.{run}.json")
+single_part = chain_files.single_part
 
 
 def step_series(config, workdir: str, data: stages.DataCache, run: str) -> dict:
