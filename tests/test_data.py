@@ -161,3 +161,31 @@ def test_imagenet_folder_listing_errors_name_the_folder(tmp_path):
   Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(os.path.join(root, "val", "n02", "b.jpg"))
   files, labels, classes = imagenet.folder_files(root, "val")
   assert list(labels) == [0, 1, 2] and classes == ["n01", "n02", "n03"]
+
+
+def test_loads_started_together_decode_each_split_once(small_cifar_root, tmp_path, monkeypatch):
+  """Two loaders of the same folder at once (as several mains or test workers start together): one decodes,
+  the other waits for its cache; both get the same arrays."""
+  import threading
+  import time
+  decoded, decode = [], data._decode
+
+  def slow_first(path):  # the first image takes long enough that the other loader surely arrives meanwhile
+    decoded.append(path)
+    if len(decoded) == 1:
+      time.sleep(0.5)
+    return decode(path)
+  monkeypatch.setattr(data, "_decode", slow_first)
+  out = [None, None]
+
+  def load(i):
+    out[i] = data.load_cifar10("folder", small_cifar_root, cache_dir=str(tmp_path / "cache"))
+  threads = [threading.Thread(target=load, args=(i,)) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert len(decoded) == len(set(decoded)) == 256 + 100  # every image decoded exactly once
+  for split in ("train", "test"):
+    np.testing.assert_array_equal(out[0][split][0], out[1][split][0])
+    np.testing.assert_array_equal(out[0][split][1], out[1][split][1])

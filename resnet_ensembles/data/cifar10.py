@@ -8,8 +8,10 @@ path, so a machine with JAX alone can train from a folder copy. The folder may a
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import hashlib
 import os
+import tempfile
 from typing import Optional
 
 import jax
@@ -71,16 +73,25 @@ def load_folder_split(root: str, split: str, cache_dir: Optional[str] = None) ->
   if os.path.exists(cache):
     with np.load(cache) as z:
       return z["images"], z["labels"]
-  pool = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1))
-  try:  # the first bad file's error, in file order; the files not yet decoded are not waited for
-    images = np.stack(list(pool.map(_decode, [os.path.join(split_dir, f) for f in files])))
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
-  labels = np.asarray(labels, np.int32)
-  os.makedirs(os.path.dirname(cache), exist_ok=True)
-  tmp = cache + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, images=images, labels=labels)
-  os.replace(tmp, cache)
+  # Processes started together (several mains, test workers) decode a split once: the others wait here for
+  # the first one's cache instead of each decoding the same files on the same cores. The lock lives in the
+  # temporary folder, so the cache folder holds caches only (and nothing at all after a bad image).
+  lock_path = os.path.join(tempfile.gettempdir(), "resnet_ensembles_" + os.path.basename(cache) + ".lock")
+  with open(lock_path, "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(cache):
+      with np.load(cache) as z:
+        return z["images"], z["labels"]
+    pool = concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1))
+    try:  # the first bad file's error, in file order; the files not yet decoded are not waited for
+      images = np.stack(list(pool.map(_decode, [os.path.join(split_dir, f) for f in files])))
+    finally:
+      pool.shutdown(wait=True, cancel_futures=True)
+    labels = np.asarray(labels, np.int32)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    tmp = cache + f".tmp{os.getpid()}.npz"
+    np.savez(tmp, images=images, labels=labels)
+    os.replace(tmp, cache)
   return images, labels
 
 
