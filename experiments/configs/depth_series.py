@@ -46,5 +46,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.reorder = ml_collections.ConfigDict(dict(test_images=100 if arg == "tiny" else 2000, num_samples=2 if arg == "tiny"
                                              else 10, max_k=2 if arg == "tiny" else 20, seed=0))
   c.paths = paths_config.get_config("quick" if arg == "tiny" else "cpu")
+  if arg == "tiny":  # two routes per length from one batch: every code path of the analysis, in seconds
+    c.paths.samples_per_length, c.paths.num_batches = 2, 1
   c.with_paths = True          # False: the lesion sweeps only
   return c
