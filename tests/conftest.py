@@ -22,8 +22,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 # The tests' programs are tiny and compiled once each, so XLA's backend optimisations cost more than they save:
 # without them (measured on a 2-core x86 CPU, one worker, no background jobs) test_lesion.py +
-# test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s;
-# the paper-chain reference piece (real training) 198 s instead of 190 s. What the tests assert is unchanged:
+# test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s
+# (a longer real training, 190 s at full optimisation, took 198 s without). What the tests assert is unchanged:
 # every equality they check is between programs compiled the same way. The fake-device subprocesses
 # (`fake_devices_env`) add their device count to these flags (test_multihost.py: 73 s -> 57 s); a user's own
 # optimisation level is kept.
