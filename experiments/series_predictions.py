@@ -8,7 +8,8 @@ Reads the series' summary (--series, `experiments.depth_series` writes it), pred
 the imported networks' fits (with leave-one-out spread and a 90% prediction interval) and from the same fits
 moved through --anchor (a network trained with the measured network's recipe at a smaller depth), and writes
 predictions.json and predictions.md into --out. predictions.json is written once: a rerun keeps the committed
-predictions and only fills in the measured column (--refit writes them anew).
+predictions and only fills in the measured column, adding a BatchNorm treatment not predicted yet (--refit writes
+them anew).
 """
 import json
 import os
@@ -40,14 +41,25 @@ def main(argv):
   if _ANCHOR.value not in summary["networks"]:
     raise ValueError(f"--anchor {_ANCHOR.value!r} is not a network of {_SERIES.value}: {sorted(summary['networks'])}")
   path = os.path.join(_OUT.value, "predictions.json")
+  made = None
   if os.path.exists(path) and not _REFIT.value:
     with open(path) as f:
       made = json.load(f)
-  else:
-    fits = predictions.predict(summary, summary["fit_networks"], _BNS.value)
-    made = {"series": fits, "anchored": {bn: predictions.anchored(fits, summary["networks"][_ANCHOR.value][bn], bn)
-                                         for bn in _BNS.value},
-            "anchor": _ANCHOR.value, "fit_networks": summary["fit_networks"], "git_commit": git_commit()}
+  # a treatment predicted before stays as it was (it may have been committed before the measurement); one not
+  # predicted yet (its sweeps came later) is added, with the commit that made it
+  missing = [bn for bn in _BNS.value if made is None or bn not in made["series"]]
+  if missing:
+    fits = predictions.predict(summary, summary["fit_networks"], missing)
+    if made is None:
+      made = {"series": {}, "anchored": {}, "anchor": _ANCHOR.value, "fit_networks": summary["fit_networks"],
+              "git_commit": git_commit()}
+    if made["fit_networks"] != summary["fit_networks"] or made["anchor"] != _ANCHOR.value:
+      raise ValueError(f"{path} was predicted from {made['fit_networks']} anchored on {made['anchor']}; add "
+                       f"treatments from the same networks, or --refit")
+    made["series"].update(fits)
+    made["anchored"].update({bn: predictions.anchored(fits, summary["networks"][_ANCHOR.value][bn], bn)
+                             for bn in missing})
+    made.setdefault("predicted_by_commit", {}).update({bn: git_commit() for bn in missing})
     os.makedirs(_OUT.value, exist_ok=True)
     with open(path, "w") as f:
       json.dump(made, f, indent=1)
