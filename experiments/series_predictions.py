@@ -8,8 +8,8 @@ Reads the series' summary (--series, `experiments.depth_series` writes it), pred
 the imported networks' fits (with leave-one-out spread and a 90% prediction interval) and from the same fits
 moved through --anchor (a network trained with the measured network's recipe at a smaller depth), and writes
 predictions.json and predictions.md into --out. predictions.json is written once: a rerun keeps the committed
-predictions and only fills in the measured column, adding a BatchNorm treatment not predicted yet (--refit writes
-them anew).
+predictions and only fills in the measured column, adding the effects not predicted yet (a BatchNorm treatment
+or sweep that came later) with the commit that predicted them (--refit writes them anew).
 """
 import json
 import os
@@ -45,21 +45,28 @@ def main(argv):
   if os.path.exists(path) and not _REFIT.value:
     with open(path) as f:
       made = json.load(f)
-  # a treatment predicted before stays as it was (it may have been committed before the measurement); one not
-  # predicted yet (its sweeps came later) is added, with the commit that made it
-  missing = [bn for bn in _BNS.value if made is None or bn not in made["series"]]
-  if missing:
-    fits = predictions.predict(summary, summary["fit_networks"], missing)
-    if made is None:
-      made = {"series": {}, "anchored": {}, "anchor": _ANCHOR.value, "fit_networks": summary["fit_networks"],
-              "git_commit": git_commit()}
-    if made["fit_networks"] != summary["fit_networks"] or made["anchor"] != _ANCHOR.value:
-      raise ValueError(f"{path} was predicted from {made['fit_networks']} anchored on {made['anchor']}; add "
-                       f"treatments from the same networks, or --refit")
-    made["series"].update(fits)
-    made["anchored"].update({bn: predictions.anchored(fits, summary["networks"][_ANCHOR.value][bn], bn)
-                             for bn in missing})
-    made.setdefault("predicted_by_commit", {}).update({bn: git_commit() for bn in missing})
+  # an effect predicted before stays as it was (it may have been committed before the measurement); one not
+  # predicted yet (a treatment or sweep that came later) is added, with the commit that predicted it
+  if made is None:
+    made = {"series": {}, "anchored": {}, "anchor": _ANCHOR.value, "fit_networks": summary["fit_networks"],
+            "git_commit": git_commit()}
+  if made["fit_networks"] != summary["fit_networks"] or made["anchor"] != _ANCHOR.value:
+    raise ValueError(f"{path} was predicted from {made['fit_networks']} anchored on {made['anchor']}; add "
+                     f"predictions from the same networks, or --refit")
+  fits = predictions.predict(summary, summary["fit_networks"], _BNS.value)
+  added = {}
+  for bn in _BNS.value:
+    moved = predictions.anchored(fits, summary["networks"][_ANCHOR.value][bn], bn)
+    for key, new in (("series", fits[bn]), ("anchored", moved)):
+      have = made[key].setdefault(bn, {})
+      for effect, value in new.items():
+        if not (isinstance(have.get(effect), dict) and have[effect].get("at_54") is not None):  # none made yet
+          have[effect] = value
+          added.setdefault(bn, set()).add(effect)
+  if added:
+    by = made.setdefault("predicted_by_commit", {})
+    for bn, effects in added.items():
+      by.setdefault(bn, {}).update({e: git_commit() for e in sorted(effects)})
     os.makedirs(_OUT.value, exist_ok=True)
     with open(path, "w") as f:
       json.dump(made, f, indent=1)
