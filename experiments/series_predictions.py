@@ -62,8 +62,9 @@ def main(argv):
       for effect, value in new.items():
         if not (isinstance(have.get(effect), dict) and have[effect].get("at_54") is not None):  # none made yet
           have[effect] = value
-          added.setdefault(bn, set()).add(effect)
-  if added:
+          if isinstance(value, dict) and value.get("at_54") is not None:
+            added.setdefault(bn, set()).add(effect)
+  if added or not os.path.exists(path):
     by = made.setdefault("predicted_by_commit", {})
     for bn, effects in added.items():
       by.setdefault(bn, {}).update({e: git_commit() for e in sorted(effects)})
