@@ -30,6 +30,11 @@ _REFIT = flags.DEFINE_bool("refit", False, "Predict anew even where predictions.
 flags.mark_flags_as_required(["out"])
 
 
+def _predicted(entry) -> bool:
+  """An effect with a value at n = 54 (a fit needs three networks swept; before that it is a placeholder)."""
+  return isinstance(entry, dict) and entry.get("at_54") is not None
+
+
 @one_line_errors
 def main(argv):
   del argv
@@ -60,14 +65,14 @@ def main(argv):
     for key, new in (("series", fits[bn]), ("anchored", moved)):
       have = made[key].setdefault(bn, {})
       for effect, value in new.items():
-        if not (isinstance(have.get(effect), dict) and have[effect].get("at_54") is not None):  # none made yet
+        if not _predicted(have.get(effect)):
           have[effect] = value
-          if isinstance(value, dict) and value.get("at_54") is not None:
+          if _predicted(value):
             added.setdefault(bn, set()).add(effect)
   if added or not os.path.exists(path):
-    by = made.setdefault("predicted_by_commit", {})
+    by, commit = made.setdefault("predicted_by_commit", {}), git_commit()
     for bn, effects in added.items():
-      by.setdefault(bn, {}).update({e: git_commit() for e in sorted(effects)})
+      by.setdefault(bn, {}).update({e: commit for e in sorted(effects)})
     os.makedirs(_OUT.value, exist_ok=True)
     with open(path, "w") as f:
       json.dump(made, f, indent=1)

@@ -15,16 +15,10 @@ from resnet_ensembles.study.chain import files as chain_files
 from resnet_ensembles.training import metrics, speed
 from resnet_ensembles.utils.provenance import git_commit
 
-SPEED_FILE = chain_files.SPEED_FILE
-
-
 def with_bn(config, bn: str):
   c = ml_collections.ConfigDict(config.to_dict())
   c.lesion.bn = bn
   return c
-
-
-bns = chain_files.bns
 
 
 def step_speed(config, workdir: str, data: stages.DataCache) -> dict:
@@ -35,7 +29,7 @@ def step_speed(config, workdir: str, data: stages.DataCache) -> dict:
                          check_steps=ch.check_steps, partial=chain_files.read_json(partial_path),
                          save=lambda out: chain_files.write_json(out, partial_path))
   result["git_commit"] = git_commit()
-  chain_files.write_json(result, os.path.join(workdir, SPEED_FILE))
+  chain_files.write_json(result, os.path.join(workdir, chain_files.SPEED_FILE))
   os.remove(partial_path)
   print(f"[chain] precision: {result['choice']['name']} ({result['choice']['why']})", flush=True)
   return {"choice": result["choice"]["name"]}
@@ -46,9 +40,6 @@ def step_train(config, workdir: str, data: stages.DataCache, run: str) -> dict:
   rows = metrics.read_metrics(os.path.join(workdir, "train", run))
   evals = [r for r in rows if "eval/test_error" in r]
   return {"trained_steps": max(r["step"] for r in rows), "test_error": evals[-1]["eval/test_error"] if evals else None}
-
-
-single_part = chain_files.single_part
 
 
 def step_series(config, workdir: str, data: stages.DataCache, run: str) -> dict:
@@ -69,7 +60,7 @@ def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
   if config.get("series") is not None:
     return step_series(config, workdir, data, run)
   runs, run_dir = list(config.chain.runs), os.path.join(workdir, "train", run)
-  for bn in bns(config):
+  for bn in chain_files.bns(config):
     c = with_bn(config, bn)
     lc = c.lesion
     for sweep in ("single", "multi", "reorder"):
@@ -78,13 +69,13 @@ def step_sweeps(config, workdir: str, data: stages.DataCache, run: str) -> dict:
       if sweep == "single" and run in ("resnet", "plain") and "plain" in runs:
         # the ResNet's single-deletion JSON holds the plain net too: each half while its network is here
         n = int(len(data(stages.train_config(c, run))["test"][1]))
-        part = single_part(workdir, run, bn)
+        part = chain_files.single_part(workdir, run, bn)
         if not lesion_stage.kept_sweep(part, lc, [run_dir], n):
           print(f"[chain] {run}: single sweep ({bn} BN), its part of lesion/resnet/single_{bn}.json", flush=True)
           net = lesion_stage.sweep_network(c, workdir, data, "single", run, part)
           lesion_stage.write_sweep(lc, "single", [net], n, part, run)
         if run == "plain":
-          nets = [stages.read_json(single_part(workdir, r, bn))["networks"][0] for r in ("resnet", "plain")]
+          nets = [stages.read_json(chain_files.single_part(workdir, r, bn))["networks"][0] for r in ("resnet", "plain")]
           whole = os.path.join(workdir, "lesion", "resnet", f"single_{bn}.json")
           lesion_stage.write_sweep(lc, "single", nets, n, whole, "resnet")  # parts go when done (chain._drop_parts)
         continue
@@ -108,7 +99,7 @@ def retire(workdir: str, run: str) -> dict:
 
 
 def step_figures(config, workdir: str, data: stages.DataCache) -> dict:
-  for bn in bns(config)[::-1]:  # lesion.bn last: variants/variants.{json,png} are the reproduction's
+  for bn in chain_files.bns(config)[::-1]:  # lesion.bn last: variants/variants.{json,png} are the reproduction's
     stages.stage_figures(with_bn(config, bn), workdir, data)
     if bn != config.lesion.bn:
       for ext in ("json", "png"):
@@ -119,7 +110,7 @@ def step_figures(config, workdir: str, data: stages.DataCache) -> dict:
 
 def step_report(config, workdir: str, data: stages.DataCache) -> dict:
   stages.stage_report(config, workdir, data)
-  for bn in bns(config)[1:]:
+  for bn in chain_files.bns(config)[1:]:
     with open(os.path.join(workdir, f"report_{bn}.md"), "w") as f:
       f.write(report.build(workdir, bn=bn))
   for stage in reproduction.STAGES:  # the finished state reads as a finished reproduction
