@@ -1,10 +1,10 @@
 """Every tracked text speaks of the project and its users, not of how or where it was built.
 
-A researcher who clones this repository has none of the circumstances it was made in: no numbered work
-sessions or periods, no issue numbers of a tracker they cannot see, no brief, no GPU lent for a few minutes,
-no workplace's remote-execution tool (its `run(command=...)` calls and reply fields such as `files_at`), no
-folders of the build machine (`/work/...`, `/tmp/...`). Text naming them reads as instructions the user cannot
-follow or paths that do not exist on their machine; facts that matter are said in the user's terms instead
+A researcher who clones this repository has none of the circumstances it was made in: its numbered stretches
+of work, the tracker its tasks were filed in, the notes those tasks came with, machines it borrowed for a while,
+the remote-execution service of the site it was built at (its calls and the fields of its replies), the folders
+of the machine it was built on (FORBIDDEN lists the exact patterns). Text naming them reads as instructions the
+user cannot follow or paths that do not exist on their machine; facts that matter are said in the user's terms instead
 ("measured on a 2-core x86 CPU", "a GPU reached for commands of at most 10 minutes"). Code that needs a
 temporary folder asks `tempfile` or `mktemp` for one rather than writing `/tmp/`.
 
@@ -37,10 +37,10 @@ FORBIDDEN = {
     "a work session's span": r"\b(?:working sessions?|session starts?|session's machine|when a session ends)\b",
     "a numbered work period": r"\b(?:work(?:ing)? )?periods? \d",
     "an issue number": r"\bissues? #?\d+",
-    "the brief a change was made to": r"\b(?:the|this|a) brief\b(?=\s*(?:[.,;:)]|$|asked|asks|says|said|wants))",
-    "a machine lent to the project": r"\blent\b",
-    "one workplace's remote-execution tool": r"\bdevice tool\b|\brun\(command=",
-    "that tool's reply fields and calls": r"\b(?:files_at|files_fetch|give_back|budget_left_s|can_start_another)\b",
+    "a task's planning notes, by their name": r"\b(?:the|this|a) brief\b(?=\s*(?:[.,;:)]|$|asked|asks|says|said|wants))",
+    "a machine borrowed for a while": r"\blent\b",
+    "one site's remote-execution service": r"\bdevice tool\b|\brun\(command=",
+    "that service's reply fields and calls": r"\b(?:files_at|files_fetch|give_back|budget_left_s|can_start_another)\b",
     "a build machine's folder": _NOT_PATH + r"/(?:work|tmp)/|" + _NOT_PATH + r"/home/[a-z]",
 }
 _PATTERN = re.compile("|".join(f"(?P<p{i}>{p})" for i, p in enumerate(FORBIDDEN.values())),
