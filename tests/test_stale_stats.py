@@ -48,3 +48,25 @@ def test_sweeps_of_different_lesions_are_not_paired():
     stale_stats.paired_rows(stored, other)
   assert stale_stats.group_effect([], 0.1) is None
   np.testing.assert_allclose([r["change"] for r in stale_stats.paired_rows(stored, stored)], 0)
+
+
+def test_a_sweep_of_the_other_scope_is_refused_and_folders_without_a_pair_are_not_yet_swept(tmp_path):
+  from experiments.stale_table import parse_sweeps
+  swept, empty = tmp_path / "swept", tmp_path / "empty"
+  swept.mkdir(), empty.mkdir()
+  for name, obj in (("single_stored", _sweep(0.10, [0.40, 0.14, 0.16])),
+                    ("single_recalibrate", _sweep(0.10, [0.20, 0.12, 0.13], "every statistic"))):
+    with open(swept / f"{name}.json", "w") as f:
+      json.dump(obj, f)
+  with pytest.raises(ValueError, match="re-estimated every statistic, not what bn=recalibrate does"):
+    stale_stats.network_effect(series.load_json, str(swept), "recalibrate")
+  with open(swept / "single_recalibrate.json", "w") as f:
+    json.dump(_sweep(0.10, [0.20, 0.12, 0.13], "from the first changed position"), f)
+  folders = parse_sweeps([f"ResNet={swept}", f"plain={empty}"])
+  summary = stale_stats.folders_summary(series.load_json, folders, "recalibrate")
+  rows = series_table.stale_table(summary, {}, "recalibrate")
+  assert rows[2].startswith("| ResNet | 3 | 10.00 | 15.00 -> 12.50 | +2.50 ± 0.50 | -2.50 ± 0.50 (50%) | 40.00 -> 20.00")
+  assert rows[3] == "| plain | not yet swept |||||||||"
+  for bad, msg in (("ResNet", "takes label=folder"), (f"x={tmp_path / 'nope'}", "is not a folder")):
+    with pytest.raises(ValueError, match=msg):
+      parse_sweeps([bad])

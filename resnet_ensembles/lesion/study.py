@@ -17,6 +17,7 @@ from absl import logging
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.lesion import sweep as lesion
 from resnet_ensembles.lesion import masks, painters
+from resnet_ensembles.lesion.summary import RECAL_SCOPES
 from resnet_ensembles.models import samplers
 from resnet_ensembles.models.layout import Layout
 
@@ -114,7 +115,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
 
 def recalibration(bn: str) -> Optional[str]:
   """What a sweep under `bn` re-estimated, recorded in its JSON so that sweeps of the two scopes never mix."""
-  return {"recalibrate": lesion.RECAL_SCOPE, "recalibrate_all": "every statistic"}.get(bn)
+  return RECAL_SCOPES.get(bn)
 
 
 def _painters_sweep(model, variables, config, path, label, data, batch_size, bn, seed) -> dict:

@@ -7,6 +7,10 @@ from typing import Optional
 
 import numpy as np
 
+# What each recalibrating BatchNorm treatment re-estimates, as its sweeps record it (a network entry's
+# "recalibration"), so that sweeps of the two scopes are never mixed.
+RECAL_SCOPES = {"recalibrate": "from the first changed position", "recalibrate_all": "every statistic"}
+
 
 def errors_by_k(net: dict) -> dict[int, list[float]]:
   """A k-deletion network entry's errors grouped by the number of deleted blocks, k ascending."""

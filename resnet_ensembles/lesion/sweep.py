@@ -30,6 +30,7 @@ from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import masks as masks_lib
 from resnet_ensembles.lesion.batchnorm import first_change, recalibrated_stats
 from resnet_ensembles.lesion import progress as progress_lib
+from resnet_ensembles.lesion.summary import RECAL_SCOPES
 from resnet_ensembles import models
 from resnet_ensembles.models.layout import check_block_order
 from resnet_ensembles.lesion.common import (DEFAULT_BUDGET, Progress, activation_bytes, balanced_batch, batches,
@@ -43,7 +44,7 @@ from resnet_ensembles.store import checkpoints
 # re-estimated, which shifts the intact network too (kept to measure that shift and for sweeps made so)
 BN_MODES = ("stored", "recalibrate", "recalibrate_all")
 RECAL_MODES = ("recalibrate", "recalibrate_all")
-RECAL_SCOPE = "from the first changed position"   # what bn="recalibrate" re-estimates, recorded with its results
+RECAL_SCOPE = RECAL_SCOPES["recalibrate"]   # what bn="recalibrate" re-estimates, recorded with its results
 
 
 def _check(model, split, masks, orders, bn, recal_split):

@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from resnet_ensembles.lesion.summary import RECAL_SCOPES
 from resnet_ensembles.study import verdicts as v
 
 
@@ -62,6 +63,9 @@ def network_effect(load, folder: str, bn: str, deletable: Optional[int] = None) 
   if not (single_s and single_r):
     return None
   s_net, r_net = single_s["networks"][0], single_r["networks"][0]
+  if r_net.get("recalibration") != RECAL_SCOPES.get(bn):  # a sweep of the other scope under this name
+    raise ValueError(f"{folder}/single_{bn}.json re-estimated {r_net.get('recalibration') or 'an unrecorded scope'}"
+                     f", not what bn={bn} does ({RECAL_SCOPES.get(bn)})")
   rows = paired_rows(s_net, r_net)
   deployed = s_net["full_error"]
   out = {"scope": r_net.get("recalibration") or "every statistic", "deployed": deployed,
@@ -80,3 +84,15 @@ def network_effect(load, folder: str, bn: str, deletable: Optional[int] = None) 
                 for f, k in ks.items()}
     out["k_rows"] = k_rows
   return out
+
+
+def folders_summary(load, folders: dict[str, str], bn: str) -> dict:
+  """{"networks": {label: {bn: {"n", "stale"}}}} for any folders that hold a stored sweep and its twin under
+  `bn` (the shape `series_table.stale_table` draws); a folder without the single-deletion pair is "not yet
+  swept"."""
+  nets = {}
+  for label, folder in folders.items():
+    e = network_effect(load, folder, bn)
+    single = load(os.path.join(folder, "single_stored.json"))
+    nets[label] = {bn: {"n": single["networks"][0]["num_blocks"] if single else None, "stale": e}}
+  return {"networks": nets}

@@ -1,0 +1,43 @@
+r"""What stale BatchNorm statistics explain, for any folders of paired sweeps (a stored sweep and its recalibrated
+twin), in absolute errors against the deployed network: the table results/README.md shows for the CPU study.
+
+  python -m experiments.stale_table --sweep=ResNet=results/repro/lesion/resnet \
+      --sweep="stochastic depth=results/repro/lesion/sd" --bn=recalibrate
+"""
+import os
+
+from absl import app, flags
+
+from resnet_ensembles.lesion.sweep import RECAL_MODES
+from resnet_ensembles.study import series, series_table, stale_stats
+from resnet_ensembles.utils.logs import one_line_errors, parse_flags
+
+_SWEEPS = flags.DEFINE_multi_string("sweep", None, "label=folder: a folder holding single_stored.json and "
+                                    "single_<bn>.json (and, for the k columns, multi_stored/multi_<bn>.json).")
+_BN = flags.DEFINE_enum("bn", "recalibrate", RECAL_MODES, "The recalibrated twin to pair with the stored sweeps.")
+flags.mark_flags_as_required(["sweep"])
+
+
+def parse_sweeps(values: list[str]) -> dict[str, str]:
+  """label=folder pairs, in order; a ValueError names the first that is malformed or not a folder."""
+  out = {}
+  for value in values:
+    label, sep, folder = value.partition("=")
+    if not sep or not label or not folder:
+      raise ValueError(f"--sweep takes label=folder, got {value!r}")
+    if not os.path.isdir(folder):
+      raise ValueError(f"--sweep {label}: {folder} is not a folder")
+    out[label] = folder
+  return out
+
+
+@one_line_errors
+def main(argv):
+  del argv
+  folders = parse_sweeps(_SWEEPS.value)
+  summary = stale_stats.folders_summary(series.load_json, folders, _BN.value)
+  print("\n".join(series_table.stale_table(summary, {}, _BN.value)))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
