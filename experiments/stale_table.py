@@ -2,8 +2,12 @@ r"""What stale BatchNorm statistics explain, for any folders of paired sweeps (a
 twin), in absolute errors against the deployed network: the table results/README.md shows for the CPU study.
 
   python -m experiments.stale_table --sweep=ResNet=results/repro/lesion/resnet \
-      --sweep="stochastic depth=results/repro/lesion/sd" --bn=recalibrate
+      --sweep="stochastic depth=results/repro/lesion/sd" --bn=recalibrate --out=runs/stale.json
+
+--out also writes every lesion's pair (stored error, recalibrated error, cost over the deployed network, the change
+recalibration makes) beside each group's means.
 """
+import json
 import os
 
 from absl import app, flags
@@ -15,6 +19,7 @@ from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 _SWEEPS = flags.DEFINE_multi_string("sweep", None, "label=folder: a folder holding single_stored.json and "
                                     "single_<bn>.json (and, for the k columns, multi_stored/multi_<bn>.json).")
 _BN = flags.DEFINE_enum("bn", "recalibrate", RECAL_MODES, "The recalibrated twin to pair with the stored sweeps.")
+_OUT = flags.DEFINE_string("out", None, "Optional JSON of the groups and every lesion's pair.")
 flags.mark_flags_as_required(["sweep"])
 
 
@@ -36,7 +41,12 @@ def main(argv):
   del argv
   folders = parse_sweeps(_SWEEPS.value)
   summary = stale_stats.folders_summary(series.load_json, folders, _BN.value)
-  print("\n".join(series_table.stale_table(summary, {}, _BN.value)))
+  table = series_table.stale_table(summary, {}, _BN.value)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
+    with open(_OUT.value, "w") as f:
+      json.dump({"bn": _BN.value, "folders": folders, **summary, "table": table}, f, indent=1)
+  print("\n".join(table))
 
 
 if __name__ == "__main__":
