@@ -9,7 +9,7 @@ import pytest
 from experiments.configs import cifar10, depth_series as depth_config, reproduce
 from resnet_ensembles import models
 from resnet_ensembles.store import checkpoints
-from resnet_ensembles.study import depth_series, stages
+from resnet_ensembles.study import depth_series, stages, verdicts as v
 from resnet_ensembles.study.chain import files as chain_files, runner as chain, steps as chain_steps
 
 
@@ -27,7 +27,12 @@ def test_preset_trains_the_papers_resnet110_with_the_cpu_recipe():
   # the study: the depth series' own settings, both BatchNorm treatments
   series = depth_config.get_config("cpu")
   for sweep in ("single", "multi", "reorder"):
-    assert c.series[sweep].to_dict() == series[sweep].to_dict()
+    assert {**c.series[sweep].to_dict(), "ks": ()} == {**series[sweep].to_dict(), "ks": ()}
+  # ... but k deletions at fewer counts of its 51 deletable blocks, the paper's fractions among them
+  model = models.from_config(train)
+  deletable = model.layout.num_blocks - len(model.layout.stage_openers)
+  assert deletable == 51 and set(v.k_at_fractions(deletable, list(c.series.multi.ks)).values()) == {5, 10, 20}
+  assert list(c.series.multi.ks) == sorted(c.series.multi.ks) and c.series.multi.ks[-1] == deletable
   assert tuple(c.series.bns) == ("stored", "recalibrate") and c.series.paths.to_dict() == series.paths.to_dict()
 
 

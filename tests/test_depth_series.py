@@ -136,3 +136,27 @@ def test_a_missing_start_from_is_one_line_before_the_workdir_exists(tmp_path):
   assert out.returncode != 0 and not workdir.exists()
   assert out.stderr.strip().splitlines()[-1].endswith(
       f"FileNotFoundError: depth series: --start_from {tmp_path / 'nowhere'} is not a folder")
+
+
+def test_a_k_subset_is_drawn_alone_and_recorded_in_the_settings(tmp_path):
+  """multi.ks draws only those counts (10 per k as ever); the settings, which decide whether a committed sweep is
+  kept, name it only when given, so every sweep made without it is still kept."""
+  from resnet_ensembles.lesion import study as lesion_study
+  lay = models.from_config(cifar10.get_config("resnet32")).layout  # 12 deletable blocks
+  m, _, rows = lesion_study.lesion_stack(lay, "multi", num_samples=3, max_k=64, ks=(1, 5, 12))
+  assert [r["k"] for r in rows[:-1]] == [1] * 3 + [5] * 3 + [12] * 3 and rows[-1]["full"]
+  np.testing.assert_array_equal((m[:-1] == 0).sum(1), [1] * 3 + [5] * 3 + [12] * 3)
+  every, _, _ = lesion_study.lesion_stack(lay, "multi", num_samples=3, max_k=64)
+  assert len(every) == 12 * 3 + 1
+  c = depth_config.get_config("cpu")
+  assert "ks" not in depth_series.sweep_settings(c, "multi", "stored")
+  c.multi.ks = (1, 5, 12)
+  assert depth_series.sweep_settings(c, "multi", "stored")["ks"] == [1, 5, 12]
+  assert "ks" not in depth_series.sweep_settings(c, "reorder", "stored")
+  c.networks = {"net": _exported(tmp_path, 0)}
+  for bad in ((5, 1), (0, 2), (2, 2)):
+    c.multi.ks = bad
+    with pytest.raises(ValueError, match="multi.ks must be increasing whole numbers"):
+      depth_series.check_config(c)
+  with pytest.raises(ValueError, match="cannot delete k=13 blocks"):
+    lesion_study.lesion_stack(lay, "multi", num_samples=1, ks=(13,))

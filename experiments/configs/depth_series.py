@@ -43,6 +43,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.single = ml_collections.ConfigDict(dict(test_images=100 if arg == "tiny" else 0))
   c.multi = ml_collections.ConfigDict(dict(test_images=100 if arg == "tiny" else 2000, num_samples=2 if arg == "tiny"
                                            else 10, max_k=64, seed=0))
+  c.multi.ks = ()              # the k to draw; empty: every k up to max_k (capped by the deletable blocks)
   c.reorder = ml_collections.ConfigDict(dict(test_images=100 if arg == "tiny" else 2000, num_samples=2 if arg == "tiny"
                                              else 10, max_k=2 if arg == "tiny" else 20, seed=0))
   c.paths = paths_config.get_config("quick" if arg == "tiny" else "cpu")

@@ -9,7 +9,7 @@ branches scaled by p_l. `test_time_treatments` compares the two test-time readin
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from absl import logging
@@ -39,9 +39,10 @@ def check_sweep_args(sweep: str, *, num_samples: int = 10, max_k: int = masks.PA
 
 
 def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: int = masks.PAPER_MAX_K,
-                 seed: int = 0, include_openers: bool = False
+                 seed: int = 0, include_openers: bool = False, ks: Optional[Sequence[int]] = None
                  ) -> tuple[np.ndarray, Optional[np.ndarray], list[dict]]:
-  """(masks, orders or None, row descriptions); the last row is always the full network."""
+  """(masks, orders or None, row descriptions); the last row is always the full network. `ks` (multi): the
+  numbers of deleted blocks to draw, instead of every k up to `max_k` (a deep network's curve at fewer points)."""
   check_sweep_args(sweep, num_samples=num_samples, max_k=max_k)
   n = layout.num_blocks
   full = np.ones((1, n), np.float32)
@@ -57,7 +58,7 @@ def lesion_stack(layout: Layout, sweep: str, *, num_samples: int = 10, max_k: in
   if sweep == "painters":
     raise ValueError("the painters sweep is not a mask/order stack: see lesion.painters.configurations")
   if sweep == "multi":
-    ks = masks.default_ks(layout, include_openers)[:max_k]
+    ks = masks.default_ks(layout, include_openers)[:max_k] if ks is None else list(ks)
     m, k = masks.random_deletions(layout, num_samples, seed, ks, include_openers)
     rows = [{"k": int(kk), "deleted": np.flatnonzero(mm == 0).tolist()} for mm, kk in zip(m, k)]
     return np.concatenate([m, full]), None, rows + [{"k": 0, "full": True}]
@@ -71,7 +72,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                   max_k: int = masks.PAPER_MAX_K, seed: int = 0, include_openers: bool = False,
                   batch_size: int = 500, memory_budget_mb: int = 512, recal_batches: int = 4,
                   recal_batch_size: int = 128, resume_dir: Optional[str] = None,
-                  loaded: Optional[tuple] = None) -> dict:
+                  loaded: Optional[tuple] = None, ks: Optional[Sequence[int]] = None) -> dict:
   """Loads the trained network at `path` (or takes `loaded`, what `checkpoints.load_trained(path)` returned)
   and sweeps it on data["test"] (recalibrating on data["train"]).
   `resume_dir` (e.g. `progress.partial_dir(out_json, label)`): finished chunks of the vmapped sweep are kept
@@ -84,7 +85,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
     return _painters_sweep(model, variables, config, path, label, data, batch_size, bn, seed)
   scale = samplers.test_time_mask(config.train_mask, model.layout) if "train_mask" in config else None
   m, o, rows = lesion_stack(model.layout, sweep, num_samples=num_samples, max_k=max_k, seed=seed,
-                            include_openers=include_openers)
+                            include_openers=include_openers, ks=ks)
   budget = memory_budget_mb << 20
   logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, sweep, len(rows) - 1, bn,
                len(data["test"][1]))
@@ -101,7 +102,8 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                           recal_batches=recal_batches, recal_batch_size=recal_batch_size, seed=seed,
                           branch_scale=scale, resume_dir=resume_dir,
                           resume_key=dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
-                                          include_openers=include_openers, model_config=config.model.to_dict()))
+                                          include_openers=include_openers, model_config=config.model.to_dict(),
+                                          **({} if ks is None else {"ks": [int(k) for k in ks]})))
     out = {k: np.asarray(v)[inverse.reshape(-1)] for k, v in out.items()}
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})

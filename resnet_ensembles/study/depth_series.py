@@ -31,7 +31,8 @@ def sweep_settings(config, sweep: str, bn: str) -> dict:
   return {"sweep": sweep, "bn": bn, "num_samples": s.get("num_samples", 1), "max_k": s.get("max_k", 1),
           "seed": s.get("seed", 0), "test_images": s.test_images, "recal_batches": config.recal_batches,
           "recal_batch_size": config.recal_batch_size,
-          **({"recalibration": lesion_study.recalibration(bn)} if bn in lesion_sweep.RECAL_MODES else {})}
+          **({"recalibration": lesion_study.recalibration(bn)} if bn in lesion_sweep.RECAL_MODES else {}),
+          **({"ks": [int(k) for k in s.ks]} if sweep == "multi" and s.get("ks") else {})}
 
 
 def check_config(config) -> None:
@@ -49,6 +50,9 @@ def check_config(config) -> None:
   for sweep in config.get("sweeps", SWEEPS):
     lesion_study.check_sweep_args(sweep, num_samples=config[sweep].get("num_samples", 1),
                                   max_k=config[sweep].get("max_k", 1), batch_size=config.batch_size)
+  ks = list(config.multi.get("ks") or ())
+  if ks and (any(int(k) != k or k < 1 for k in ks) or ks != sorted(set(ks))):
+    raise ValueError(f"depth series: multi.ks must be increasing whole numbers >= 1, got {tuple(ks)}")
 
 
 def _test_split(data: dict, images: int, seed: int):
@@ -71,7 +75,8 @@ def sweep_one(config, workdir: str, data: dict, name: str, path: str, sweep: str
   split = {"test": _test_split(data, settings["test_images"], config.subset_seed), "train": data["train"]}
   kwargs = dict(bn=bn, num_samples=settings["num_samples"], max_k=settings["max_k"], seed=settings["seed"],
                 batch_size=config.batch_size, memory_budget_mb=config.memory_budget_mb,
-                recal_batches=config.recal_batches, recal_batch_size=config.recal_batch_size)
+                recal_batches=config.recal_batches, recal_batch_size=config.recal_batch_size,
+                ks=settings.get("ks"))
   t0 = time.time()
   # finished chunks go to <out>.partial/<name>/ as they finish: a rerun after a kill continues there
   net = lesion_study.sweep_network(path, name, split, sweep, resume_dir=progress.partial_dir(out, name),
