@@ -11,7 +11,8 @@ from scipy import stats
 
 from resnet_ensembles.data import cifar10 as data
 from resnet_ensembles.lesion import sweep as lesion
-from resnet_ensembles.lesion import batchnorm, masks
+from resnet_ensembles.lesion import batchnorm, masks, wavefront
+from resnet_ensembles.parallel.mesh import data_mesh
 from resnet_ensembles import models
 from resnet_ensembles.models import samplers
 from resnet_ensembles.models.layout import check_block_order
@@ -451,3 +452,42 @@ def test_interrupted_sweep_resumes_at_its_first_unfinished_chunk(net14, tmp_path
   assert same(other["rows"], run(resume=False, seed=1)["rows"]) and not same(other["rows"], whole["rows"])
   progress.discard(out)
   assert not os.path.exists(out + ".partial")
+
+
+@pytest.mark.parametrize("cls,depth,variant,bn", [(models.CifarResNet, 14, "preact", "recalibrate"),
+                                                  (models.CifarResNet, 8, "original", "recalibrate"),
+                                                  (models.CifarResNet, 8, "preact", "recalibrate_all")])
+def test_recalibrated_wavefront_equals_the_vmapped_sweep_and_resumes(cls, depth, variant, bn, tmp_path):
+  """The single deletions recalibrated through the prefix-shared wavefront (each stream with its own statistics)
+  score what `evaluate` scores under the same BatchNorm mode; killed after a chunk, a rerun continues from it."""
+  model = cls(depth, variant)
+  v = _net(model)
+  n = model.layout.num_blocks
+  x = _images(2, 30)
+  recal_split = (_images(60, 32), np.zeros(32, np.int32))
+  stack = np.concatenate([masks.single_deletions(model.layout)[0], np.ones((1, n), np.float32)])
+  kw = dict(bn=bn, recal_split=recal_split, recal_batches=2, recal_batch_size=16)
+  stats = lesion.recalibrated_stack(model, v, stack, **kw)
+  stats = jax.tree.map(lambda a: np.concatenate([a[-1:], a[:-1]]), stats)  # the intact network's row first
+  logits = jax.jit(lambda s: lesion.wavefront_logits(model, v, data.normalize(x), stream_stats=s))(stats)
+  y = np.asarray(jnp.argmax(logits[1 + n // 2], -1)).astype(np.int32)  # labels that make errors differ
+  plain = lesion.evaluate(model, v, (x, y), stack, batch_size=10, **kw)
+  swept = lesion.single_deletion_sweep(model, v, (x, y), batch_size=10, stream_stats=stats)
+  np.testing.assert_array_equal(swept["error"], plain["error"][:n])
+  np.testing.assert_array_equal(swept["class_accuracy"], plain["class_accuracy"][:n])
+  assert swept["error"][n // 2] == 0 and swept["full_error"] == plain["error"][n]
+  stored = lesion.single_deletion_sweep(model, v, (x, y), batch_size=10)
+  assert not np.array_equal(stored["error"], swept["error"])  # the statistics matter
+  if bn == "recalibrate":  # the intact network keeps its stored statistics
+    assert stored["full_error"] == swept["full_error"]
+  resume = str(tmp_path / "chunks")
+  first = lesion.single_deletion_sweep(model, v, (x, y), batch_size=10, stream_stats=stats, resume_dir=resume)
+  kept = sorted(os.listdir(resume))
+  assert len(kept) == 1 + 3 and first["error"].tolist() == swept["error"].tolist()  # key + 3 chunks of 10
+  os.remove(os.path.join(resume, kept[1]))  # as if killed before its second chunk was written
+  calls = []
+  real = wavefront._sweep_fn(model, data_mesh(), False, True)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(wavefront, "_sweep_fn", lambda *a: lambda *b: calls.append(1) or real(*b))
+    again = lesion.single_deletion_sweep(model, v, (x, y), batch_size=10, stream_stats=stats, resume_dir=resume)
+  assert len(calls) == 1 and again["error"].tolist() == swept["error"].tolist()

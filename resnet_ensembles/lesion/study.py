@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -76,8 +77,8 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
   """Loads the trained network at `path` (or takes `loaded`, what `checkpoints.load_trained(path)` returned)
   and sweeps it on data["test"] (recalibrating on data["train"]).
   `resume_dir` (e.g. `progress.partial_dir(out_json, label)`): finished chunks of the vmapped sweep are kept
-  there as they finish, so a rerun after a kill continues where it stopped (`lesion.evaluate`); the
-  prefix-shared single-deletion sweep (stored BN) is one pass over the images and keeps nothing."""
+  there as they finish, so a rerun after a kill continues where it stopped (`lesion.evaluate`; the single
+  deletions' prefix-shared wavefront keeps chunks of test images)."""
   check_sweep_args(sweep, num_samples=num_samples, max_k=max_k, batch_size=batch_size,
                    memory_budget_mb=memory_budget_mb, recal_batches=recal_batches, recal_batch_size=recal_batch_size)
   model, variables, config = loaded or checkpoints.load_trained(path)
@@ -89,9 +90,19 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
   budget = memory_budget_mb << 20
   logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, sweep, len(rows) - 1, bn,
                len(data["test"][1]))
-  if sweep == "single" and bn == "stored":  # prefix-shared wavefront
+  key = dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
+             include_openers=include_openers, model_config=config.model.to_dict(),
+             **({} if ks is None else {"ks": [int(k) for k in ks]}))
+  if sweep == "single":  # prefix-shared wavefront: every deletion shares the intact network's prefix
+    stats = None
+    if bn in lesion.RECAL_MODES:  # each deletion's statistics (and the intact network's) as `evaluate`'s
+      stats = lesion.recalibrated_stack(model, variables, m, data["train"], bn=bn, recal_batches=recal_batches,
+                                        recal_batch_size=recal_batch_size, seed=seed, branch_scale=scale,
+                                        memory_budget=budget)
+      stats = jax.tree.map(lambda a: np.concatenate([a[-1:], a[:-1]]), stats)  # the full network's row first
     out = lesion.single_deletion_sweep(model, variables, data["test"], batch_size=batch_size,
-                                       memory_budget=budget, branch_scale=scale)
+                                       memory_budget=budget, branch_scale=scale, stream_stats=stats,
+                                       resume_dir=resume_dir, resume_key=dict(key, bn=bn))
     out = {k: np.concatenate([out[k], [out[f"full_{k}"]]]) for k in out if not k.startswith("full_")}
   else:  # random lesions repeat (e.g. every k = n-deletion is the same): evaluate each distinct one once
     stack = m if o is None else np.concatenate([m, o.astype(np.float32)], axis=1)
@@ -101,9 +112,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                           batch_size=batch_size, memory_budget=budget, recal_split=data["train"],
                           recal_batches=recal_batches, recal_batch_size=recal_batch_size, seed=seed,
                           branch_scale=scale, resume_dir=resume_dir,
-                          resume_key=dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
-                                          include_openers=include_openers, model_config=config.model.to_dict(),
-                                          **({} if ks is None else {"ks": [int(k) for k in ks]})))
+                          resume_key=key)
     out = {k: np.asarray(v)[inverse.reshape(-1)] for k, v in out.items()}
   for i, row in enumerate(rows):
     row.update({k: (v[i].tolist() if np.ndim(v[i]) else float(v[i])) for k, v in out.items()})

@@ -119,6 +119,37 @@ def _evaluate_fns(model, mesh, recal: bool, downstream: bool = True):
   return count_fn, recal_fn
 
 
+def recalibrated_stack(model, variables: dict, masks: np.ndarray, recal_split: data_lib.Split, *,
+                       bn: str = "recalibrate", recal_batches: int = 4, recal_batch_size: int = 128, seed: int = 0,
+                       branch_scale: Optional[np.ndarray] = None, memory_budget: int = DEFAULT_BUDGET,
+                       mesh=None) -> dict:
+  """The BatchNorm statistics `evaluate(bn=...)` gives each network of a mask stack [M, n] (same training
+  images, same scope), stacked on a leading axis M: e.g. for the prefix-shared single-deletion sweep."""
+  if bn not in RECAL_MODES:
+    raise ValueError(f"bn must be one of {RECAL_MODES}, got {bn!r}")
+  masks = masks_lib.check_mask(masks, model.layout)
+  models.require_batch_norm(model, f"bn={bn!r} (BatchNorm recalibration)")
+  scale = (np.ones(masks.shape[1], np.float32) if branch_scale is None
+           else check_scale(branch_scale, masks.shape[1]))
+  mesh = mesh if mesh is not None else data_mesh()
+  total = len(masks)
+  chunk = masks_per_chunk(model, recal_batch_size, memory_budget, mesh.size, total)
+  padded = -(-total // chunk) * chunk
+  masks = np.concatenate([masks, np.ones((padded - total, masks.shape[1]), np.float32)])
+  _, recal_fn = _evaluate_fns(model, mesh, True, bn == "recalibrate")
+  rx = _recal_images(recal_split, recal_batches, recal_batch_size, seed)
+  parts = [jax.device_get(recal_fn(variables, masks[i:i + chunk], None, scale, rx)) for i in range(0, padded, chunk)]
+  return jax.tree.map(lambda *a: np.concatenate(a)[:total], *parts)
+
+
+def _recal_images(recal_split: data_lib.Split, recal_batches: int, recal_batch_size: int, seed: int) -> np.ndarray:
+  """The seeded training images every recalibration of a sweep uses, [K, B, H, W, 3]."""
+  rx, _ = data_lib.subset(recal_split, recal_batches * recal_batch_size, seed)
+  if len(rx) < recal_batches * recal_batch_size:
+    raise ValueError(f"recal_split has {len(rx)} images, fewer than {recal_batches} x {recal_batch_size}")
+  return rx.reshape((recal_batches, recal_batch_size) + rx.shape[1:])
+
+
 def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.ndarray] = None,
              orders: Optional[np.ndarray] = None, *, bn: str = "stored", batch_size: int = 500,
              memory_budget: int = DEFAULT_BUDGET, mesh=None, recal_split: Optional[data_lib.Split] = None,
@@ -155,10 +186,7 @@ def evaluate(model, variables: dict, split: data_lib.Split, masks: Optional[np.n
     orders = np.concatenate([orders, np.tile(np.arange(masks.shape[1], dtype=np.int32), (padded - total, 1))])
   count_fn, recal_fn = _evaluate_fns(model, mesh, recal, bn == "recalibrate")
   if recal:
-    rx, _ = data_lib.subset(recal_split, recal_batches * recal_batch_size, seed)
-    if len(rx) < recal_batches * recal_batch_size:
-      raise ValueError(f"recal_split has {len(rx)} images, fewer than {recal_batches} x {recal_batch_size}")
-    rx = rx.reshape((recal_batches, recal_batch_size) + rx.shape[1:])
+    rx = _recal_images(recal_split, recal_batches, recal_batch_size, seed)
   test_batches = [jax.device_put(b) for b in batches((split[0], labels), batch_size)]
   correct, top5 = np.zeros((padded, num_classes)), np.zeros(padded)
   num_chunks = padded // chunk
