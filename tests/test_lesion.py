@@ -491,3 +491,31 @@ def test_recalibrated_wavefront_equals_the_vmapped_sweep_and_resumes(cls, depth,
     mp.setattr(wavefront, "_sweep_fn", lambda *a: lambda *b: calls.append(1) or real(*b))
     again = lesion.single_deletion_sweep(model, v, (x, y), batch_size=10, stream_stats=stats, resume_dir=resume)
   assert len(calls) == 1 and again["error"].tolist() == swept["error"].tolist()
+
+
+@pytest.mark.parametrize("downstream", [True, False])
+def test_recalibrated_stack_equals_each_lesion_alone(downstream):
+  """The stack's program (the deployed prefix's pass shared by every lesion, batches outside the lesions) gives
+  each lesion the statistics `recalibrated_stats` gives it alone: deletions, reorderings, scaled branches."""
+  model = models.CifarResNet(20)  # 9 blocks, openers 0, 3, 6
+  v = _net(model)
+  xs = np.stack([_images(70 + i, 8) for i in range(2)])
+  n = 9
+  scale = np.linspace(1.0, 0.6, n).astype(np.float32)
+  ms = np.concatenate([masks.random_deletions(model.layout, 2, seed=5, ks=[1, 3])[0], np.ones((2, n), np.float32)])
+  orders = np.tile(np.arange(n), (6, 1))
+  orders[4, [4, 5]], orders[5, [7, 8]] = [5, 4], [8, 7]
+  ms[4:] = 1
+  results = []
+  for stack_orders, vectorize in ((None, True), (orders, False)):
+    got = jax.jit(lambda m: batchnorm.recalibrated_stats_stack(model, v, m, stack_orders, xs, scale, downstream,
+                                                               vectorize))(ms)
+    results.append(got)
+    for i in range(len(ms)):
+      o = None if stack_orders is None else jnp.asarray(stack_orders[i])
+      first = batchnorm.first_change(ms[i], o, n) if downstream else None
+      ref = batchnorm.recalibrated_stats(model, v, ms[i] * (scale if o is None else scale[o]), o, xs, first)
+      for a, b in zip(jax.tree.leaves(jax.tree.map(lambda t, i=i: t[i], got)), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  if downstream:  # the intact rows of the mask stack keep the stored statistics bit for bit
+    assert _equal_trees(jax.tree.map(lambda t: np.asarray(t[-1]), results[0]), v["batch_stats"])

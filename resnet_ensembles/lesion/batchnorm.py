@@ -11,7 +11,9 @@ in one of two scopes:
 * all (`first` None; bn="recalibrate_all"): every statistic re-estimated with the whole network in training
   mode. This shifts the intact network itself (results/lesion/bn_check measures by how much).
 
-Both trace: a whole stack of lesions recalibrates inside one program.
+Both trace. `recalibrated_stats_stack` recalibrates a whole stack of lesions inside one program (what
+`sweep.evaluate` runs): in the downstream scope the deployed network's pass over each batch, the prefix every
+lesion shares, runs once for the stack, and each lesion runs one training-mode pass per position.
 """
 from __future__ import annotations
 
@@ -118,3 +120,72 @@ def recalibrated_stats(model, variables: dict, mask: Any, order: Any, images: An
   stats = (models.keep_stats_of_inactive_blocks(stored, avg, mask) if first is None
            else _merge(stored, avg, mask, first, lay.num_blocks))
   return stats if order is None else permute_blocks(stats, jnp.argsort(order), lay)
+
+
+def intact_inputs(model, variables: dict, x: Any, scale: Any) -> list:
+  """The deployed network's input to every position on a (normalized) batch `x`, branches scaled by `scale`
+  as deployed: before its first changed position a lesion sees exactly these."""
+  h = model.apply(variables, x, method=model.embed)
+  out = []
+  for pos in range(model.layout.num_blocks):
+    out.append(h)
+    h = model.apply(variables, h, pos, mask=scale[pos], method=model.block)
+  return out
+
+
+def _batch_stats_from(model, params, zeros, mask, first, intact: list) -> dict:
+  """`_batch_stats_downstream` with the deployed prefix given (`intact_inputs`, shared by every lesion of a
+  stack): one training-mode pass per position, its input the deployed network's up to `first`."""
+  fresh = {"params": params, "batch_stats": zeros}
+  out, h = dict(zeros), intact[0]
+  for pos in range(model.layout.num_blocks):
+    h, new = model.apply(fresh, jnp.where(pos <= first, intact[pos], h), pos, True, mask=mask[pos],
+                         method=model.block, mutable=["batch_stats"])
+    out.update({k: v for k, v in new["batch_stats"].items() if position_of(k) == pos})
+  _, new = model.apply(fresh, h, True, method=model.readout, mutable=["batch_stats"])
+  out.update({k: v for k, v in new["batch_stats"].items() if position_of(k) is None
+              and not k.startswith(UPSTREAM_PREFIX)})
+  return out
+
+
+def recalibrated_stats_stack(model, variables: dict, masks: Any, orders: Optional[Any], images: Any,
+                             scale: Any, downstream: bool = True, vectorize: bool = True) -> dict:
+  """`recalibrated_stats` of every lesion of a stack (masks [M, n] unscaled, orders [M, n] or None), stacked on a
+  leading axis M, in one program: the batches are the outer loop, and with `downstream` the deployed network's
+  pass over each batch (the prefix every lesion shares) runs once for the whole stack instead of once per lesion.
+  `scale` [n]: the branches' test-time scales (a block carries its own where an order moves it). `vectorize`:
+  vmap the lesions (masks) or run them in sequence (orders: per-lesion weights would become grouped convs)."""
+  lay, n = model.layout, model.layout.num_blocks
+  stored = variables["batch_stats"]
+  over = (lambda f, a: jax.vmap(f)(a)) if vectorize else (lambda f, a: jax.lax.map(f, a))
+  scaled = masks * (scale if orders is None else scale[orders])
+  firsts = (jax.vmap(lambda m, o: first_change(m, o, n))(masks, orders) if orders is not None
+            else jax.vmap(lambda m: first_change(m, None, n))(masks))
+
+  def lesion_variables(o):
+    if o is None:
+      return variables["params"], stored
+    return permute_blocks(variables["params"], o, lay), permute_blocks(stored, o, lay)
+
+  def add_batch(total, x):
+    x = data_lib.normalize_for(model, x)
+    intact = intact_inputs(model, variables, x, scale) if downstream else None
+
+    def one(a):  # 0.1 x this lesion's statistics on this batch
+      m, o, first = a
+      params, st = lesion_variables(o)
+      zeros = jax.tree.map(jnp.zeros_like, st)
+      return (_batch_stats_from(model, params, zeros, m, first, intact) if downstream
+              else _batch_stats_all(model, params, zeros, m, x))
+    return jax.tree.map(jnp.add, total, over(one, (scaled, orders, firsts))), None
+
+  total0 = jax.tree.map(lambda a: jnp.zeros((masks.shape[0],) + a.shape, a.dtype), stored)
+  total, _ = jax.lax.scan(add_batch, total0, images)
+
+  def finish(a):
+    t, m, o, first = a
+    avg = jax.tree.map(lambda v: v / (images.shape[0] * (1 - BN_MOMENTUM)), t)
+    _, st = lesion_variables(o)
+    stats = (_merge(st, avg, m, first, n) if downstream else models.keep_stats_of_inactive_blocks(st, avg, m))
+    return stats if o is None else permute_blocks(stats, jnp.argsort(o), lay)
+  return over(finish, (total, scaled, orders, firsts))

@@ -28,7 +28,7 @@ from jax.sharding import PartitionSpec as P
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion import masks as masks_lib
-from resnet_ensembles.lesion.batchnorm import first_change, recalibrated_stats
+from resnet_ensembles.lesion.batchnorm import recalibrated_stats, recalibrated_stats_stack  # noqa: F401 (re-export)
 from resnet_ensembles.lesion import progress as progress_lib
 from resnet_ensembles.lesion.summary import RECAL_SCOPES
 from resnet_ensembles import models
@@ -87,14 +87,6 @@ def masks_per_chunk(model, batch_size: int, memory_budget: int, num_devices: int
   return balanced_batch(fit, total, num_devices)
 
 
-def _recalibrate(model, variables, mask, order, scale, images, downstream: bool):
-  """One network's statistics; the first changed position comes from the unscaled mask (a branch scale is
-  how the network is deployed, not a lesion)."""
-  first = first_change(mask, order, model.layout.num_blocks) if downstream else None
-  return recalibrated_stats(model, variables, mask * (scale if order is None else scale[order]), order, images,
-                            first)
-
-
 @cached
 def _evaluate_fns(model, mesh, recal: bool, downstream: bool = True):
   """(counts, recalibrate) programs of `evaluate`."""
@@ -113,8 +105,10 @@ def _evaluate_fns(model, mesh, recal: bool, downstream: bool = True):
 
   count_fn = shard(stack_counts, mesh,
                    (P(), P("data") if recal else P(), P("data"), P("data"), P(), P(), P(), P()), P("data"))
-  recal_fn = shard(lambda v, m, o, scale, r: _over_stack(
-      lambda a: _recalibrate(model, v, a[0], a[1], scale, r, downstream), (m, o), vectorize=o is None),
+  # each lesion's statistics (the first changed position from the unscaled mask: a branch scale is how the
+  # network is deployed, not a lesion); the deployed prefix's pass over each batch is shared by the stack
+  recal_fn = shard(lambda v, m, o, scale, r: recalibrated_stats_stack(model, v, m, o, r, scale, downstream,
+                                                                      vectorize=o is None),
                    mesh, (P(), P("data"), P("data"), P(), P()), P("data"))
   return count_fn, recal_fn
 
