@@ -75,8 +75,8 @@ def small_cifar_root(cifar, tmp_path_factory) -> str:
 # The longest files go first (`--dist loadfile --no-loadscope-reorder` in run.sh keeps this order), so that
 # the two workers finish together instead of one running the longest file alone at the end; a file not
 # listed runs after these. Only the order of the files changes, never what they test.
-FILE_SECONDS = {"test_reproduce.py": 152, "test_imagenet.py": 128, "test_paper_chain.py": 125, "test_train.py": 95,
-                "test_lesion.py": 87, "test_llm_study.py": 61, "test_vit.py": 55, "test_paths.py": 54,
+FILE_SECONDS = {"test_reproduce.py": 152, "test_imagenet.py": 128, "test_paper_chain.py": 125, "test_lesion.py": 115,
+                "test_train.py": 95, "test_llm_study.py": 61, "test_vit.py": 55, "test_paths.py": 54,
                 "test_multihost.py": 46, "test_depth_series.py": 40, "test_samplers.py": 34, "test_lattice.py": 33,
                 "test_models.py": 30, "test_vit_study.py": 25, "test_vit_parallel.py": 22, "test_torch_import.py": 20,
                 "test_mains.py": 20, "test_per_example_paths.py": 20, "test_llama.py": 15}
