@@ -10,8 +10,8 @@ inputs or its block-by-block methods:
   its first changed position on (bn="recalibrate"; the intact network stays the deployed one), or all.
 * `single_deletion_sweep` (`wavefront`, re-exported here) exploits that the network without
   block i equals the full network before block i: a wavefront carries the full stream plus one stream
-  per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2.
-  Images are sharded over devices.
+  per earlier deletion, so the n single deletions cost n(n+1)/2 block evaluations instead of n^2; with
+  recalibrated statistics each stream runs with its own (`recalibrated_stack`). Images are sharded over devices.
 
 Results are per-network top-1 errors (top-5 too above 10 classes) and per-class accuracies.
 """
