@@ -12,34 +12,21 @@ import os
 
 from absl import app, flags
 
-from resnet_ensembles.lesion.sweep import RECAL_MODES
+from resnet_ensembles.lesion.summary import RECAL_SCOPES
 from resnet_ensembles.study import series, series_table, stale_stats
 from resnet_ensembles.utils.logs import one_line_errors, parse_flags
 
 _SWEEPS = flags.DEFINE_multi_string("sweep", None, "label=folder: a folder holding single_stored.json and "
                                     "single_<bn>.json (and, for the k columns, multi_stored/multi_<bn>.json).")
-_BN = flags.DEFINE_enum("bn", "recalibrate", RECAL_MODES, "The recalibrated twin to pair with the stored sweeps.")
+_BN = flags.DEFINE_enum("bn", "recalibrate", list(RECAL_SCOPES), "The recalibrated twin to pair with the stored sweeps.")
 _OUT = flags.DEFINE_string("out", None, "Optional JSON of the groups and every lesion's pair.")
 flags.mark_flags_as_required(["sweep"])
-
-
-def parse_sweeps(values: list[str]) -> dict[str, str]:
-  """label=folder pairs, in order; a ValueError names the first that is malformed or not a folder."""
-  out = {}
-  for value in values:
-    label, sep, folder = value.partition("=")
-    if not sep or not label or not folder:
-      raise ValueError(f"--sweep takes label=folder, got {value!r}")
-    if not os.path.isdir(folder):
-      raise ValueError(f"--sweep {label}: {folder} is not a folder")
-    out[label] = folder
-  return out
 
 
 @one_line_errors
 def main(argv):
   del argv
-  folders = parse_sweeps(_SWEEPS.value)
+  folders = stale_stats.parse_folders(_SWEEPS.value)
   summary = stale_stats.folders_summary(series.load_json, folders, _BN.value)
   table = series_table.stale_table(summary, {}, _BN.value)
   if _OUT.value:

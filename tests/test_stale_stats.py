@@ -51,7 +51,6 @@ def test_sweeps_of_different_lesions_are_not_paired():
 
 
 def test_a_sweep_of_the_other_scope_is_refused_and_folders_without_a_pair_are_not_yet_swept(tmp_path):
-  from experiments.stale_table import parse_sweeps
   swept, empty = tmp_path / "swept", tmp_path / "empty"
   swept.mkdir(), empty.mkdir()
   for name, obj in (("single_stored", _sweep(0.10, [0.40, 0.14, 0.16])),
@@ -62,11 +61,11 @@ def test_a_sweep_of_the_other_scope_is_refused_and_folders_without_a_pair_are_no
     stale_stats.network_effect(series.load_json, str(swept), "recalibrate")
   with open(swept / "single_recalibrate.json", "w") as f:
     json.dump(_sweep(0.10, [0.20, 0.12, 0.13], "from the first changed position"), f)
-  folders = parse_sweeps([f"ResNet={swept}", f"plain={empty}"])
+  folders = stale_stats.parse_folders([f"ResNet={swept}", f"plain={empty}"])
   summary = stale_stats.folders_summary(series.load_json, folders, "recalibrate")
   rows = series_table.stale_table(summary, {}, "recalibrate")
   assert rows[2].startswith("| ResNet | 3 | 10.00 | 15.00 -> 12.50 | +2.50 ± 0.50 | -2.50 ± 0.50 (50%) | 40.00 -> 20.00")
   assert rows[3] == "| plain | not yet swept |||||||||"
   for bad, msg in (("ResNet", "takes label=folder"), (f"x={tmp_path / 'nope'}", "is not a folder")):
     with pytest.raises(ValueError, match=msg):
-      parse_sweeps([bad])
+      stale_stats.parse_folders([bad])

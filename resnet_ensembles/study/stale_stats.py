@@ -96,3 +96,17 @@ def folders_summary(load, folders: dict[str, str], bn: str) -> dict:
     single = load(os.path.join(folder, "single_stored.json"))
     nets[label] = {bn: {"n": single["networks"][0]["num_blocks"] if single else None, "stale": e}}
   return {"networks": nets}
+
+
+def parse_folders(values: list[str]) -> dict[str, str]:
+  """label=folder pairs (a command line's), in order; a ValueError names the first that is malformed or not a
+  folder."""
+  out = {}
+  for value in values:
+    label, sep, folder = value.partition("=")
+    if not sep or not label or not folder:
+      raise ValueError(f"--sweep takes label=folder, got {value!r}")
+    if not os.path.isdir(folder):
+      raise ValueError(f"--sweep {label}: {folder} is not a folder")
+    out[label] = folder
+  return out
