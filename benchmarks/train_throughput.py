@@ -24,6 +24,9 @@ ATTEMPTS = {  # name: (config overrides, XLA_FLAGS)
     "bf16": ({"dtype": "bfloat16"}, ""),
     "batch32": ({"batch_size": 32}, ""),
     "batch64": ({"batch_size": 64}, ""),
+    "conv_chunk8": ({"conv_chunk": 8}, ""),
+    "conv_chunk16": ({"conv_chunk": 16}, ""),   # the same batch of 128; convolutions 16 images at a time
+    "conv_chunk32": ({"conv_chunk": 32}, ""),
     "onednn": ({}, "--xla_cpu_use_onednn=true"),
     "xnnpack": ({}, "--xla_cpu_use_xnnpack=true"),
     "vector512": ({}, "--xla_cpu_prefer_vector_width=512"),
@@ -46,6 +49,7 @@ from resnet_ensembles import models
 from resnet_ensembles.training import schedules, steps
 c = cifar10.get_config({arch!r})
 c.model.dtype = {overrides!r}.get("dtype", "float32")
+c.model.conv_chunk = {overrides!r}.get("conv_chunk", 0)
 bs = {overrides!r}.get("batch_size", 128)
 model = models.from_config(c)
 tx = schedules.make_optimizer(c, schedules.learning_rate_fn(c, 100))

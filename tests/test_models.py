@@ -148,3 +148,37 @@ def test_init_variables_is_model_init_compiled_once():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   other = models.init_variables(model, jax.random.PRNGKey(6))
   assert not np.allclose(other["params"]["block_00"]["conv1"]["kernel"], compiled["params"]["block_00"]["conv1"]["kernel"])
+
+
+def test_conv_chunk_computes_the_same_network_and_resumes_across_it(tmp_path):
+  """Convolutions in chunks of images (an uneven last chunk included) give the intact network's outputs, its
+  training-mode BatchNorm statistics over the whole batch, and its gradients; a checkpoint written without
+  chunks is the same network to the Checkpointer (models.EXECUTION_FIELDS)."""
+  import ml_collections
+  from resnet_ensembles.store import checkpoints
+  whole, chunked = models.CifarResNet(8), models.CifarResNet(8, conv_chunk=3)
+  v = _init(whole)
+  x = jax.random.normal(jax.random.PRNGKey(3), (8, 32, 32, 3))
+  np.testing.assert_allclose(chunked.apply(v, x), whole.apply(v, x), rtol=1e-5, atol=1e-5)
+
+  def loss(params, model):
+    out, upd = model.apply({"params": params, "batch_stats": v["batch_stats"]}, x, train=True,
+                           mutable=["batch_stats"])
+    return jnp.sum(out ** 2), upd
+  (l0, s0), g0 = jax.value_and_grad(loss, has_aux=True)(v["params"], whole)
+  (l1, s1), g1 = jax.value_and_grad(loss, has_aux=True)(v["params"], chunked)
+  np.testing.assert_allclose(l1, l0, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((g1, s1)), jax.tree.leaves((g0, s0))):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  # the chunks are real: in training each branch convolution runs 3 times (the stem once); inference is whole
+  count = lambda model, train: str(jax.make_jaxpr(lambda p: model.apply(
+      {"params": p, "batch_stats": v["batch_stats"]}, x, train=train, mutable=["batch_stats"]))(
+          v["params"])).count("conv_general_dilated")
+  assert count(chunked, True) == 3 * count(whole, True) - 2 and count(chunked, False) == count(whole, False)
+  config = ml_collections.ConfigDict({"model": {"name": "resnet", "depth": 8, "conv_chunk": 0}})
+  checkpoints.Checkpointer(str(tmp_path), config)
+  config.model.conv_chunk = 16
+  checkpoints.Checkpointer(str(tmp_path), config)  # the same network: no error
+  config.model.depth = 14
+  with pytest.raises(ValueError, match="holds a run of model"):
+    checkpoints.Checkpointer(str(tmp_path), config)

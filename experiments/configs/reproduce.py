@@ -56,6 +56,8 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.folder = PACK if jpeg else "" if arg == "paper" else os.environ.get("CIFAR10_DIR", "")
   t.dtype = ""              # "" keeps each network's own (float32); "bfloat16" computes in bf16
   t.matmul_precision = ""   # "" is JAX's default (TF32 convolutions on recent NVIDIA GPUs); "highest": fp32
+  if arg == "resnet110_cpu":  # convolutions 16 images at a time: the same network, trained ~1.6x faster on a CPU
+    t.conv_chunk = 16         # (models.cifar.CifarResNet.conv_chunk; BatchNorm still sees the batch of 128)
   t.num_epochs = {"cpu": 40, "paper": 164, "resnet110_cpu": 40, "tiny": 1}[arg]
   t.batch_size = 32 if arg == "tiny" else 128
   t.train_size = 256 if arg == "tiny" else 0

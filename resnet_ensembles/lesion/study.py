@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from resnet_ensembles import models
 from resnet_ensembles.store import checkpoints
 from resnet_ensembles.lesion import sweep as lesion
 from resnet_ensembles.lesion import masks, painters
@@ -91,7 +92,8 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
   logging.info("%s: %s sweep of %d lesions (%s BN) on %d test images", label, sweep, len(rows) - 1, bn,
                len(data["test"][1]))
   key = dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
-             include_openers=include_openers, model_config=config.model.to_dict(),
+             include_openers=include_openers,
+             model_config={k: v for k, v in config.model.to_dict().items() if k not in models.EXECUTION_FIELDS},
              **({} if ks is None else {"ks": [int(k) for k in ks]}))
   if sweep == "single":  # prefix-shared wavefront: every deletion shares the intact network's prefix
     stats = None

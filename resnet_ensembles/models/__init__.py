@@ -32,6 +32,11 @@ from resnet_ensembles.models.layout import Layout, cifar_layout  # noqa: F401
 from resnet_ensembles.models.variables import block_names, keep_stats_of_inactive_blocks, num_params  # noqa: F401
 
 
+# config.model fields that change how a network is computed, not what: a run resumed with another value
+# continues the same network (store.checkpoints compares model configs without them).
+EXECUTION_FIELDS = ("conv_chunk",)
+
+
 def from_config(config) -> ResidualStack:
   """The model of a run's config (`config.model`): CIFAR ResNet / plain net, ImageNet ResNet, or ViT."""
   m = config.model
@@ -40,7 +45,7 @@ def from_config(config) -> ResidualStack:
   if m.name == "vit":
     return _vit_from_config(config)
   return build_model(m.name, m.depth, m.variant, m.num_classes, m.width, jnp.dtype(m.dtype),
-                     m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"))
+                     m.get("shortcut_pad", "end"), m.get("input_stats", "cifar10"), m.get("conv_chunk", 0))
 
 
 # The initialiser runs once: on the CPU it compiles without XLA's backend optimisations. A narrow ImageNet

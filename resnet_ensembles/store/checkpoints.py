@@ -71,6 +71,13 @@ def _model_fields(config) -> dict:
   return json.loads(config.model.to_json()) if hasattr(config.model, "to_json") else dict(config.model)
 
 
+def _network_fields(model_fields: Optional[dict]) -> Optional[dict]:
+  """The fields that say which network a run trains (execution settings such as conv_chunk left out)."""
+  if model_fields is None:
+    return None
+  return {k: v for k, v in model_fields.items() if k not in models.EXECUTION_FIELDS}
+
+
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` in workdir/checkpoints; writes workdir/config.json once.
 
@@ -83,7 +90,7 @@ class Checkpointer:
     if os.path.exists(path):
       with open(path) as f:
         saved = json.load(f)
-      if saved.get("model") != _model_fields(config):
+      if _network_fields(saved.get("model")) != _network_fields(_model_fields(config)):
         raise ValueError(f"{workdir} holds a run of model {saved.get('model')}, not {_model_fields(config)}; "
                          "use another --workdir")
     if jax.process_index() == 0:  # temp file + rename: other processes never read half a file

@@ -53,6 +53,8 @@ def train_config(config, run: str):
     c.eval_batch_size = min(c.eval_batch_size, max(t.test_size, t.batch_size) if t.test_size else 500)
   if t.get("dtype"):  # set only when asked, so the runs (and stage hashes) of existing studies stay as they were
     c.model.dtype = t.dtype
+  if t.get("conv_chunk"):  # how, not what: a run resumes across a change of it (models.EXECUTION_FIELDS)
+    c.model.conv_chunk = t.conv_chunk
   if t.get("matmul_precision"):  # recorded in the run's config.json; applied process-wide by apply_precision
     c.matmul_precision = t.matmul_precision
   return c
