@@ -66,3 +66,10 @@ def test_tfds_split_is_read_as_uint8_images_and_int32_labels(monkeypatch):
   monkeypatch.setattr(tfds, "load", fail)
   with pytest.raises(RuntimeError, match=r"TFDS could not load cifar10 \(OSError: no network\); set CIFAR10_DIR"):
     data._load_tfds_split("train")
+
+
+def test_progress_durations_count_days_instead_of_wrapping_at_24_hours():
+  from resnet_ensembles.utils.logs import duration
+  assert duration(0) == "00:00:00" and duration(59.6) == "00:01:00" and duration(3 * 3600 + 62) == "03:01:02"
+  assert duration(86399) == "23:59:59" and duration(86400) == "1d 00:00:00"
+  assert duration(3 * 86400 + 11 * 3600 + 37 * 60 + 16) == "3d 11:37:16" and duration(-5) == "00:00:00"

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from resnet_ensembles.utils import logs
+
 LIVE_ACTIVATIONS = 6       # rough number of block-sized tensors alive at once in a forward pass
 DEFAULT_BUDGET = 512 << 20
 
@@ -72,7 +74,7 @@ class Progress:
       return
     self.last, rate = now, done / max(now - self.t0, 1e-9)
     logging.info("%s: %d/%d network-images  %.0f/s  ETA %s", self.what, done, self.total, rate,
-                 time.strftime("%H:%M:%S", time.gmtime((self.total - done) / max(rate, 1e-9))))
+                 logs.duration((self.total - done) / max(rate, 1e-9)))
 
 
 def shard(f, mesh, in_specs, out_specs):

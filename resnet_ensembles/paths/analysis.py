@@ -32,6 +32,7 @@ from resnet_ensembles.paths.gradients import (Tape, check_model, decompose, deco
                                              routed_norms)
 from resnet_ensembles.models.samplers import exactly_k
 from resnet_ensembles.parallel.mesh import data_mesh, replicate, replicated_spec, shard_host_batch
+from resnet_ensembles.utils import logs
 
 Array = Any
 
@@ -142,7 +143,7 @@ def sample_path_gradients(model, variables, images: np.ndarray, labels: np.ndarr
       out[name][:, b * per_batch:(b + 1) * per_batch] = vals.reshape(n + 1, per_batch)
     eta = (time.time() - t0) / (b + 1) * (num_batches - b - 1)
     logging.info("paths: batch %d/%d  %d routes  ETA %s", b + 1, num_batches, len(lengths),
-                 time.strftime("%H:%M:%S", time.gmtime(eta)))
+                 logs.duration(eta))
   res = {"samples_per_length": samples_per_length}
   for name, v in out.items():
     res[f"{name}_mean"], res[f"{name}_std"] = v.mean(1).tolist(), v.std(1).tolist()

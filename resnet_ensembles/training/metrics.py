@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from absl import logging
 
+from resnet_ensembles.utils import logs
+
 
 class MetricWriter:
   """Appends {"step", "<prefix>/<name>": value} lines to workdir/metrics.jsonl.
@@ -93,5 +95,5 @@ class Progress:
     eta = (self.last_step - step) / max(rate, 1e-9)
     if self.enabled:
       logging.info("step %d/%d  %.1f img/s  ETA %s", step, self.last_step, rate * self.batch_size,
-                   time.strftime("%H:%M:%S", time.gmtime(eta)))
+                   logs.duration(eta))
     return {"images_per_sec": rate * self.batch_size, **wall}

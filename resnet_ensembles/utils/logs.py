@@ -4,6 +4,15 @@ from absl import logging
 _QUIET = ("orbax", "etils", "tensorflow", "jax/_src")
 
 
+def duration(seconds: float) -> str:
+  """H:MM:SS for progress lines, with days once it passes 24 h ("3d 11:37:16"): a long CPU run's ETA
+  must not wrap around midnight."""
+  s = int(max(seconds, 0.0) + 0.5)
+  days, s = divmod(s, 86400)
+  clock = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+  return f"{days}d {clock}" if days else clock
+
+
 def setup_logging() -> None:
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(lambda r: not any(q in r.pathname for q in _QUIET))
