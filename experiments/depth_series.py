@@ -44,8 +44,8 @@ def main(argv):
 def summarize(c, workdir: str, run_first: bool) -> None:
   if run_first:
     depth_series.run(c, workdir)
-  names = depth_series.network_names(c)
-  summary = series.summarize(workdir, names, list(c.fit_networks), list(c.bns))
+  folders = depth_series.table_folders(c, workdir)  # the swept networks, then joined ones that exist
+  summary = series.summarize(workdir, list(folders), list(c.fit_networks), list(c.bns), folders)
   stages.write_json(summary, os.path.join(workdir, "series.json"))
   labels = c.labels.to_dict()
   with open(os.path.join(workdir, "series.md"), "w") as f:

@@ -1,6 +1,7 @@
 """The depth series end to end on a tiny network: sweeps and paths written, kept on a rerun, summarised."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -66,8 +67,17 @@ def test_depth_series_runs_keeps_and_summarises(cifar, tmp_path):
   assert glance[2].startswith(f"| tiny | 9 | stored | {100 * s['full']:.2f} | {100 * s['typical_mean_cost']:+.2f} ± ")
   assert glance[3].startswith("| **paper: pre-act ResNet-110** (canonical CIFAR-10) | 54 | stored | 6.03 | +0.57 (+1.17) |")
   assert glance[4].startswith("| *trend fits at n = 54* | 54 | stored | | n/a (n/a) | n/a |")  # no fit: n/a, not 0
+  # A network swept elsewhere joins the table once its folder holds a single-deletion sweep (not before)
+  c.joined = {"far": str(tmp_path / "elsewhere"), "absent": str(tmp_path / "nowhere")}
+  assert list(depth_series.table_folders(c, workdir)) == ["net0"]
+  shutil.copytree(os.path.join(workdir, "net0"), str(tmp_path / "elsewhere"))
+  folders = depth_series.table_folders(c, workdir)
+  assert folders == {"net0": os.path.join(workdir, "net0"), "far": str(tmp_path / "elsewhere")}
+  joined = series.summarize(workdir, list(folders), [], ["stored"], folders)
+  assert joined["networks"]["far"]["stored"]["typical_mean_cost"] == s["typical_mean_cost"]
+  assert "| far twin | 9 |" in series_table.render(joined, {"net0": "tiny", "far": "far twin"})
   from PIL import Image
-  pixels = np.asarray(Image.open(series_plot.save(summary, {}, os.path.join(workdir, "series.png"))).convert("L"))
+  pixels = np.asarray(Image.open(series_plot.save(joined, {}, os.path.join(workdir, "series.png"))).convert("L"))
   assert min(pixels.shape) > 200 and pixels.std() > 10  # a figure with something drawn in it
 
 
@@ -75,8 +85,9 @@ def test_readme_holds_the_committed_depth_series_table():
   """The README's depth-series table is the glance table of the sweeps committed in results/depth_series."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   c = depth_config.get_config("cpu")
-  names = depth_series.network_names(c)
-  summary = series.summarize(os.path.join(root, "results", "depth_series"), names, list(c.fit_networks), list(c.bns))
+  c.joined = {name: os.path.join(root, folder) for name, folder in c.joined.items()}
+  folders = depth_series.table_folders(c, os.path.join(root, "results", "depth_series"))  # as the main draws it
+  summary = series.summarize("", list(folders), list(c.fit_networks), list(c.bns), folders)
   table = series_table.glance(summary, c.labels.to_dict())
   short = series_table.glance(summary, c.labels.to_dict(), series_table.README_BNS)
   with open(os.path.join(root, "README.md")) as f:

@@ -28,9 +28,14 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
       {f"resnet{d}": f"{FINETUNED}/resnet{d}" for d in (20, 32, 44, 56)} | {"own_resnet32": "results/repro/train/resnet"}
       if arg == "cpu" else {})
   c.labels = ml_collections.ConfigDict({f"resnet{d}": f"ResNet-{d} (imported, fine-tuned)" for d in (20, 32, 44, 56)}
-                                       | {"own_resnet32": "ResNet-32 (own, pre-act)"})
+                                       | {"own_resnet32": "ResNet-32 (own, pre-act)",
+                                          "own_resnet110": "ResNet-110 (own, pre-act)"})
   c.order = ["resnet20", "resnet32", "own_resnet32", "resnet44", "resnet56"] if arg == "cpu" else []  # cheapest first
   c.fit_networks = [f"resnet{d}" for d in (20, 32, 44, 56)] if arg == "cpu" else []
+  # networks swept elsewhere with these settings whose folders join the table and figure once they exist (not
+  # swept or fitted here): the ResNet-110 trained with the own ResNet-32's recipe (reproduce.py:resnet110_cpu)
+  c.joined = ml_collections.ConfigDict(
+      {"own_resnet110": "results/resnet110_cpu/depth_series/own_resnet110"} if arg == "cpu" else {})
   # recalibrate: from each lesion's first changed position on; recalibrate_all: every statistic (the intact
   # network shifts too; the sweeps made so are kept beside the others)
   c.bns = ("stored", "recalibrate", "recalibrate_all")

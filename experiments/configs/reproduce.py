@@ -95,7 +95,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     # 10,000 test images, k deletions and reorderings 10 per k on 2,000, both BatchNorm treatments, the `cpu`
     # paths preset) on this network alone, as the series' n = 54 point named chain.series_name
     c.series = depth_series_config.get_config("cpu")
-    c.series.networks, c.series.order, c.series.fit_networks = {}, [], []
+    c.series.networks, c.series.order, c.series.fit_networks, c.series.joined = {}, [], [], {}
     c.series.bns = ("stored", "recalibrate")   # recalibrated from each lesion's first changed position on
     c.series.labels["own_resnet110"] = "ResNet-110 (own, pre-act)"
     # k deletions at 12 of its 51 deletable counts (10 each, 4x fewer than every k): 5 / 10 / 20 are the

@@ -1,6 +1,7 @@
 """The depth series figure: each effect the paper reports against the number of blocks n, one panel per
 effect, stored (solid), recalibrated from the lesion on (dashed) and all re-estimated (dash-dot) BatchNorm, the fitted trend, and the paper's ResNet-110
-(n = 54) as a marked point. A pure function of the summary JSON `study.series.summarize` writes."""
+(n = 54) as a marked point; the project's own pre-activation networks (one recipe: ResNet-32 and, once measured,
+ResNet-110 at n = 54) as open squares joined by a line. A pure function of the summary JSON `study.series.summarize` writes."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -50,11 +51,12 @@ def figure(summary: dict, labels: dict[str, str]) -> Figure:
       if f:
         ax.plot(f["curve"]["n"], scale * np.asarray(f["curve"]["y"]), ":", color=color,
                 linewidth=1)
-      own = [(s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
-             if name not in summary["fit_networks"] and _value(s[bn], metric) is not None]
-      for n, y in own:
-        ax.plot([n], [scale * y], "s", mfc="none", color=own_color,
-                label=f"own pre-act ResNet-32 ({bn} BN)")
+      own = sorted((s[bn]["n"], _value(s[bn], metric)) for name, s in summary["networks"].items()
+                   if name not in summary["fit_networks"] and _value(s[bn], metric) is not None)
+      if own:  # the project's own pre-act networks (one recipe: ResNet-32, and ResNet-110 once measured)
+        ns, ys = zip(*own)
+        ax.plot(ns, scale * np.asarray(ys), "s" + style, mfc="none", color=own_color, linewidth=0.8,
+                label=f"own pre-act, one recipe ({bn} BN)")
     paper_y = summary.get("paper_points", {}).get(metric)
     if paper_y is not None:
       ax.plot([54], [scale * paper_y], linestyle="none", marker=PAPER_STYLE["marker"],

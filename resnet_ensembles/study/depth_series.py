@@ -142,6 +142,17 @@ def network_names(config) -> list[str]:
   return order + [n for n in config.networks if n not in order]
 
 
+def table_folders(config, workdir: str) -> dict[str, str]:
+  """name -> folder of every network the table and figure show: the swept ones in `workdir`, in their order,
+  then each of `config.joined` (swept by another experiment) whose folder holds a single-deletion sweep."""
+  folders = {name: os.path.join(workdir, name) for name in network_names(config)}
+  for name, folder in (config.get("joined") or {}).items():
+    if any(f.startswith("single_") and f.endswith(".json") for f in
+           (os.listdir(folder) if os.path.isdir(folder) else [])):
+      folders[name] = folder
+  return folders
+
+
 def run(config, workdir: str, data: dict | None = None) -> list[str]:
   """Every sweep and path analysis of every network, cheapest networks first; returns what ran."""
   check_config(config)

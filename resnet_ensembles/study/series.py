@@ -133,15 +133,18 @@ TRENDS = {  # metric -> (how to read it from a summary, fit form, the paper's va
 }
 
 
-def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[str]) -> dict:
-  """Per network and bn: the numbers, their verdicts; per bn: each trend's fit over `fit_names`."""
+def summarize(workdir: str, names: list[str], fit_names: list[str], bns: list[str],
+              folders: Optional[dict[str, str]] = None) -> dict:
+  """Per network and bn: the numbers, their verdicts; per bn: each trend's fit over `fit_names`. A network's
+  sweeps are in <workdir>/<name>/, or in `folders[name]` (`depth_series.table_folders`)."""
   pe = v.paper_effects(paper.numbers())
-  nets = {name: {bn: network_summary(os.path.join(workdir, name), bn) for bn in bns} for name in names}
+  where = {name: (folders or {}).get(name, os.path.join(workdir, name)) for name in names}
+  nets = {name: {bn: network_summary(where[name], bn) for bn in bns} for name in names}
   for name in nets:
     for bn in bns:
       nets[name][bn]["verdicts"] = _verdicts(nets[name][bn], pe)
       if bn != "stored":
-        nets[name][bn]["stale"] = stale_stats.network_effect(load_json, os.path.join(workdir, name), bn)
+        nets[name][bn]["stale"] = stale_stats.network_effect(load_json, where[name], bn)
   fits = {}
   for bn in bns:
     rows = [nets[name][bn] for name in fit_names if nets[name][bn].get("n")]
