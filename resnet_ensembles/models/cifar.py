@@ -95,7 +95,8 @@ class CifarResNet(nn.Module):
   # Images per convolution call in the residual branches during training (0: the whole batch). The same
   # function: on a 2-core x86 CPU, batch-128 training of ResNet-110 ran 1.54x faster in chunks of 16
   # (benchmarks/README.md; evaluation gains nothing, so it keeps whole batches). An execution setting:
-  # checkpoints ignore it (EXECUTION_FIELDS).
+  # checkpoints ignore it (EXECUTION_FIELDS). A CPU setting: on accelerators, whose batch is sharded over
+  # devices, keep 0 (slices of a sharded batch would gather it).
   conv_chunk: int = 0
   input_stride: ClassVar[int] = 1         # input resolution / first stage's resolution
   batch_norm: ClassVar[bool] = True       # variables hold BatchNorm statistics (models.interface)
