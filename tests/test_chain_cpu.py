@@ -13,6 +13,10 @@ from resnet_ensembles.study import depth_series, stages, verdicts as v
 from resnet_ensembles.study.chain import files as chain_files, runner as chain, steps as chain_steps
 
 
+def model_chunk(train) -> int:
+  return train.model.get("conv_chunk", 0)
+
+
 def test_preset_trains_the_papers_resnet110_with_the_cpu_recipe():
   c = reproduce.get_config("resnet110_cpu")
   train = stages.train_config(c, "resnet")
@@ -24,6 +28,9 @@ def test_preset_trains_the_papers_resnet110_with_the_cpu_recipe():
     assert train[field] == want[field], field
   assert train.data.folder == reproduce.PACK and not os.path.isabs(train.data.folder)  # same config on any machine
   assert c.chain.state_dir == "results/resnet110_cpu"
+  # convolutions in chunks of 16 for this preset only: the other presets' stage hashes stay as committed
+  assert model_chunk(train) == 16 and model_chunk(stages.train_config(reproduce.get_config("cpu"), "resnet")) == 0
+  assert models.from_config(train).conv_chunk == 16
   # the study: the depth series' own settings, both BatchNorm treatments
   series = depth_config.get_config("cpu")
   for sweep in ("single", "multi", "reorder"):
