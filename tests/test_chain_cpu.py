@@ -117,3 +117,5 @@ def test_absorb_keeps_what_was_edited_here_and_status_lists_each_piece(tmp_path)
   text = chain.status_markdown(c, state)
   assert "next: train-resnet" in text and "resnet 400 (of 40 epochs: 15,600 steps)" in text
   assert "| 1 | 2026-01-01T00:00:00Z | 3,600 | sigterm | resnet 0 -> 400 | 14.2 | Some CPU (1 x cpu, 2 cores) | avx2, fma |" in text
+  # 15,200 steps x 128 images at 14.2 images/s: 137,014 s
+  assert "Training left: 15,200 steps (1,945,600 images), 1d 14:03:34 at the last piece's 14.2 images/s." in text

@@ -32,6 +32,7 @@ import time
 import ml_collections
 
 from resnet_ensembles.study.chain import files as chain_files
+from resnet_ensembles.utils import logs
 from resnet_ensembles.utils.provenance import git_commit
 
 # What a piece's supervisor, --status and --absorb read (the steps, where the chain stands) needs no JAX: the
@@ -188,4 +189,10 @@ def status_markdown(config, state_dir: str) -> str:
                  f"{r.get('train_images_per_s') or '-'} | {m.get('cpu') or m.get('devices', '-')} "
                  f"({m.get('devices', '-')}, {m.get('cpu_cores', '?')} cores) | "
                  f"{', '.join(m.get('vector_extensions') or []) or '-'} | {str(r.get('git_commit', ''))[:10]} |")
+  steps_total = total.num_epochs * ((config.train.train_size or 50_000) // total.batch_size)
+  left = sum(max(steps_total - d["trained_steps"].get(run, 0), 0) for run in config.chain.runs)
+  rate = next((r["train_images_per_s"] for r in reversed(rows) if r.get("train_images_per_s")), None)
+  if left and rate:  # a planning figure: the last piece's rate, whatever else shared its machine
+    lines.append(f"\nTraining left: {left:,} steps ({left * total.batch_size:,} images), "
+                 f"{logs.duration(left * total.batch_size / rate)} at the last piece's {rate} images/s.")
   return "\n".join(lines) + "\n"
