@@ -93,7 +93,7 @@ def sweep_network(path: str, label: str, data: dict, sweep: str, *, bn: str = "s
                len(data["test"][1]))
   key = dict(label=label, sweep=sweep, num_samples=num_samples, max_k=max_k, seed=seed,
              include_openers=include_openers,
-             model_config={k: v for k, v in config.model.to_dict().items() if k not in models.EXECUTION_FIELDS},
+             model_config=models.network_fields(config.model.to_dict()),
              **({} if ks is None else {"ks": [int(k) for k in ks]}))
   if sweep == "single":  # prefix-shared wavefront: every deletion shares the intact network's prefix
     stats = None

@@ -37,6 +37,11 @@ from resnet_ensembles.models.variables import block_names, keep_stats_of_inactiv
 EXECUTION_FIELDS = ("conv_chunk",)
 
 
+def network_fields(model_config: dict) -> dict:
+  """The fields of a model config that say which network it is (EXECUTION_FIELDS left out)."""
+  return {k: v for k, v in model_config.items() if k not in EXECUTION_FIELDS}
+
+
 def from_config(config) -> ResidualStack:
   """The model of a run's config (`config.model`): CIFAR ResNet / plain net, ImageNet ResNet, or ViT."""
   m = config.model

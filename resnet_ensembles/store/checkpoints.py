@@ -73,9 +73,7 @@ def _model_fields(config) -> dict:
 
 def _network_fields(model_fields: Optional[dict]) -> Optional[dict]:
   """The fields that say which network a run trains (execution settings such as conv_chunk left out)."""
-  if model_fields is None:
-    return None
-  return {k: v for k, v in model_fields.items() if k not in models.EXECUTION_FIELDS}
+  return None if model_fields is None else models.network_fields(model_fields)
 
 
 class Checkpointer:
