@@ -14,10 +14,12 @@ SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "data", "cifar10-jp
 # many times over (each builds its own jitted step for the same tiny networks, and the mains' subprocesses
 # compile what in-process tests already did). Set before anything imports jax; the xdist workers and every
 # subprocess inherit it; a fresh folder per run (removed at exit), so a run never reads another's cache.
+# Every program is cached, however fast it compiled: the small ones repeat too (measured on a 2-core x86 CPU,
+# test_lesion.py + test_paths.py: 144 s against 151 s when only programs compiling in over 0.2 s were kept).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _cache = tempfile.mkdtemp(prefix="resnet_ensembles_jax_cache_")
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 # The tests' programs are tiny and compiled once each, so XLA's backend optimisations cost more than they save:
@@ -55,9 +57,10 @@ def cifar(cifar_root):
 
 @pytest.fixture(scope="session")
 def small_cifar_root(cifar, tmp_path_factory) -> str:
-  """The `tiny` study's images (256 training and 100 test images, drawn from the CIFAR-10 copy as its config
-  draws them) as a CIFAR-10 folder of PNGs (lossless: they decode to the same arrays). A tiny study reads it in
-  every process it starts without listing and loading 60,000 files each time."""
+  """256 training and 100 test images drawn from the CIFAR-10 copy as the `tiny` config draws them (the tiny
+  study trains on 64 of them, the paper chain's rehearsal on all 256), as a CIFAR-10 folder of PNGs (lossless:
+  they decode to the same arrays). A tiny study reads it in every process it starts without listing and loading
+  60,000 files each time."""
   from PIL import Image
   from resnet_ensembles.data import cifar10 as data
   from resnet_ensembles.data.folder import CIFAR10_CLASSES
@@ -75,11 +78,11 @@ def small_cifar_root(cifar, tmp_path_factory) -> str:
 # The longest files go first (`--dist loadfile --no-loadscope-reorder` in run.sh keeps this order), so that
 # the two workers finish together instead of one running the longest file alone at the end; a file not
 # listed runs after these. Only the order of the files changes, never what they test.
-FILE_SECONDS = {"test_reproduce.py": 152, "test_imagenet.py": 128, "test_paper_chain.py": 125, "test_lesion.py": 115,
+FILE_SECONDS = {"test_reproduce.py": 152, "test_imagenet.py": 128, "test_paper_chain.py": 110, "test_lesion.py": 115,
                 "test_train.py": 95, "test_llm_study.py": 61, "test_vit.py": 55, "test_paths.py": 54,
                 "test_multihost.py": 46, "test_depth_series.py": 40, "test_samplers.py": 34, "test_lattice.py": 33,
                 "test_models.py": 30, "test_vit_study.py": 25, "test_vit_parallel.py": 22, "test_torch_import.py": 20,
-                "test_mains.py": 20, "test_per_example_paths.py": 20, "test_llama.py": 15}
+                "test_mains.py": 20, "test_per_example_paths.py": 20, "test_chain_speed.py": 19, "test_llama.py": 15}
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -38,6 +38,7 @@ def _exported_run(config, workdir, run, last_step):
 
 def test_finished_exported_run_is_kept_not_retrained(tmp_path, monkeypatch, capsys):
   config = reproduce_config.get_config("tiny")
+  config.train.train_size = 256
   workdir, data = str(tmp_path), _data()
   trained = []
   monkeypatch.setattr(stages.training, "train_and_evaluate",

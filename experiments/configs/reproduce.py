@@ -16,7 +16,7 @@ Presets:
          (40 epochs, same schedule and augmentation; ResNet-110 keeps He et al.'s 400 warm-up steps at lr 0.01)
          on the same pack, advanced by experiments/paper_chain.py in pieces of any length on any processor,
          then studied with the depth series' settings (experiments/configs/depth_series.py) as its n = 54 point;
-  tiny   a test-sized run: depth 20 (see below), 1 epoch on 256 training / 100 test images, batch 32,
+  tiny   a test-sized run: depth 20 (see below), 1 epoch on 64 training / 100 test images, batch 32,
          2 lesions per k, k <= 2, the `quick` path preset with 2 routes per length from one batch.
 The forward short-path run (`short_fwd`) is evaluated and lesioned with its branches scaled by K/n
 (modifier `scaled`): for the `cpu` ResNet-32 that is 21.09% test error against 73.34% unscaled, and a lesion
@@ -60,7 +60,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     t.conv_chunk = 16         # (models.cifar.CifarResNet.conv_chunk; BatchNorm still sees the batch of 128)
   t.num_epochs = {"cpu": 40, "paper": 164, "resnet110_cpu": 40, "tiny": 1}[arg]
   t.batch_size = 32 if arg == "tiny" else 128
-  t.train_size = 256 if arg == "tiny" else 0
+  t.train_size = 64 if arg == "tiny" else 0
   t.test_size = 100 if arg == "tiny" else 0
   t.progress = arg != "tiny"
 

@@ -34,7 +34,7 @@ PRECISIONS = {  # name: (model dtype, jax_default_matmul_precision or None for J
     "fp32": ("float32", "highest"), "tf32": ("float32", None), "bf16": ("bfloat16", None)}
 # Dense (no sparsity) peaks of the H100 SXM and H200 SXM, which share the compute die: NVIDIA's H200 / H100
 # datasheets list FP32 67 TFLOP/s, TF32 tensor core 989 and BF16 tensor core 1,979 TFLOP/s *with sparsity*,
-# i.e. 494.7 and 989.4 dense. (Measured here, KINDS.md: an 8192^3 bf16 matmul ran at ~788 TFLOP/s.)
+# i.e. 494.7 and 989.4 dense.
 PEAK_TFLOPS = {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4}
 RULE = ("Not on a GPU: fp32 at JAX's default precision (which is full fp32 on a CPU). On a GPU: TF32 unless it "
         "is less than 1.10x as fast as fp32 (then fp32: the precision costs little); bf16 only when it is at "
@@ -94,7 +94,7 @@ def measure(config, train_split, *, warmup: int = 20, timed: int = 100, check_st
   """Images/s of each precision at config.batch_size, the bf16 accuracy check and the choice (`choose`).
 
   `partial`: what an interrupted call measured on this device (its `save`d dict): those precisions are kept.
-  `save(out)` is called after each precision and after the check, so a stopped measurement continues."""
+  `save(out)` is called after each precision measured, so a stopped measurement continues from there."""
   mesh = data_mesh()
   key = jax.random.PRNGKey(config.seed + 1)
   device = jax.devices()[0]
