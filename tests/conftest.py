@@ -57,9 +57,9 @@ def cifar(cifar_root):
 
 @pytest.fixture(scope="session")
 def small_cifar_root(cifar, tmp_path_factory) -> str:
-  """256 training and 100 test images drawn from the CIFAR-10 copy as the `tiny` config draws them (the tiny
-  study trains on 64 of them, the paper chain's rehearsal on all 256), as a CIFAR-10 folder of PNGs (lossless:
-  they decode to the same arrays). A tiny study reads it in every process it starts without listing and loading
+  """256 training and 100 test images drawn from the CIFAR-10 copy as the `tiny` config draws them (the `tiny`
+  preset trains on 64 of them, test_reproduce.py's study and chain rehearsal on 128), as a CIFAR-10 folder
+  of PNGs (lossless: they decode to the same arrays). A tiny study reads it in every process it starts without listing and loading
   60,000 files each time."""
   from PIL import Image
   from resnet_ensembles.data import cifar10 as data
@@ -78,7 +78,7 @@ def small_cifar_root(cifar, tmp_path_factory) -> str:
 # The longest files go first (`--dist loadfile --no-loadscope-reorder` in run.sh keeps this order), so that
 # the two workers finish together instead of one running the longest file alone at the end; a file not
 # listed runs after these. Only the order of the files changes, never what they test.
-FILE_SECONDS = {"test_reproduce.py": 152, "test_imagenet.py": 128, "test_paper_chain.py": 110, "test_lesion.py": 115,
+FILE_SECONDS = {"test_reproduce.py": 240, "test_imagenet.py": 128, "test_lesion.py": 115,
                 "test_train.py": 95, "test_llm_study.py": 61, "test_vit.py": 55, "test_paths.py": 54,
                 "test_multihost.py": 46, "test_depth_series.py": 40, "test_samplers.py": 34, "test_lattice.py": 33,
                 "test_models.py": 30, "test_vit_study.py": 25, "test_vit_parallel.py": 22, "test_torch_import.py": 20,

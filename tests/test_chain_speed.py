@@ -1,5 +1,5 @@
 """The paper chain's first step, the precision measurement (training.speed via chain.steps.step_speed), on a
-depth-8 network in this process; the chain's rehearsal (test_paper_chain.py) runs with it switched off."""
+depth-8 network in this process; the chain's rehearsal (test_reproduce.py) runs with it switched off."""
 import copy
 import json
 import os

@@ -1,11 +1,16 @@
 """resnet_ensembles.study.reproduction (experiments/reproduce.py) on the `tiny` config: stages, skipping, partial
-reruns, the data at another path, a part of a study done elsewhere, the report, and the mains that read the same
-trained runs. One tiny study is run once for the whole file (`study`); each test checks its properties on it."""
+reruns, the data at another path, a part of a study done elsewhere, the report, the mains that read the same
+trained runs, and the paper chain (experiments/paper_chain.py) rehearsed in pieces against the same study. One tiny
+study is run once for the whole file (`study`); each test checks its properties on it."""
+import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tarfile
+import time
 
 import pytest
 
@@ -14,9 +19,15 @@ from resnet_ensembles.utils import provenance
 from resnet_ensembles.study import reproduction
 from resnet_ensembles.lesion import study as lesion_study
 from resnet_ensembles.study import lesion_stage, stages as reproduction_stages
+from resnet_ensembles.store import checkpoints
+from resnet_ensembles.study.chain import files as chain_files
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny study trained for 2 epochs of 8 steps (128 images, batch 16) instead of the preset's 2 steps: the
+# chain's rehearsal below stops pieces mid-way through training, after an epoch's checkpoint, and compares them
+# with this study's uninterrupted networks.
+TRAIN = {"num_epochs": 2, "train_size": 128, "batch_size": 16}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +42,7 @@ def study(tmp_path_factory, small_cifar_root, tiny_data):
   """(config, workdir, stages run) of one finished tiny study; tests take copies of the config."""
   config = reproduce_config.get_config("tiny")
   config.train.folder = small_cifar_root
+  config.train.update(TRAIN)
   workdir = str(tmp_path_factory.mktemp("study") / "repro")
   return config, workdir, reproduction.run(config, workdir, data=tiny_data)
 
@@ -60,7 +72,7 @@ def test_reproduce_tiny_end_to_end(study, tiny_data):
   assert f"{100 * t['unscaled_error']:.2f}% / {100 * t['scaled_error']:.2f}%" in report  # both treatments
   trained = [l for l in report.splitlines() if l.startswith("| sd |")]  # which code and machine trained it
   import jax
-  assert trained and f"{provenance.git_commit()[:7]} on {jax.device_count()} x cpu: steps 0-2" in trained[0], trained
+  assert trained and f"{provenance.git_commit()[:7]} on {jax.device_count()} x cpu: steps 0-16" in trained[0], trained
 
   assert reproduction.run(config, workdir, data=tiny_data) == []   # everything done: nothing reruns
 
@@ -154,11 +166,11 @@ def test_the_mains_read_the_studys_runs(study):
                                           timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   resnet, plain, out = (os.path.join(workdir, "train", r) for r in ("resnet", "plain", "mains"))
   done = run_main("experiments.lesion", f"--workdir={resnet}", f"--plain_workdir={plain}", "--sweep=multi",
-                  "--num_samples=1", "--max_k=2", "--test_size=100", f"--output_dir={out}", "--label=normal")
+                  "--num_samples=2", "--max_k=2", "--test_size=100", f"--output_dir={out}", "--label=normal")
   assert done.returncode == 0, done.stderr[-2000:]
   with open(os.path.join(out, "multi_stored.json")) as f:
     multi = json.load(f)
-  assert [len(n["rows"]) for n in multi["networks"]] == [2, 2] and multi["test_images"] == 100
+  assert [len(n["rows"]) for n in multi["networks"]] == [4, 4] and multi["test_images"] == 100
   assert [n["label"] for n in multi["networks"]] == ["normal", "plain"]
   assert os.path.getsize(os.path.join(out, "multi_stored.png")) > 10_000
   done = run_main("experiments.paths", f"--workdir={resnet}", "--config=experiments/configs/paths.py:quick",
@@ -182,3 +194,145 @@ def test_the_committed_study_is_current_for_the_cpu_config(cifar_root):
   committed = os.path.join(ROOT, "results", "repro")
   stale = [s for s in reproduction.STAGES if not reproduction.is_done(config, committed, s)]
   assert not stale, f"results/repro is stale for the cpu config in stages {stale}"
+
+
+# --- the paper chain, rehearsed in pieces ------------------------------------------------------------------
+# The study's settings (its training, the `tiny` sweeps: what a sweep computes is the sweep engines' tests'
+# business; here: that each one runs, survives and lands in the state), the ResNet and the plain net. The
+# precision measurement that opens the chain is left out (test_chain_speed.py runs it on a smaller network).
+CHAIN_ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.runs=("resnet","plain")',
+              "--config.chain.speed=False", *(f"--config.train.{k}={v}" for k, v in TRAIN.items())]
+
+
+def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None):
+  """One piece; `term_at_checkpoint`: SIGTERM the command once a run's checkpoint of that step appears that
+  was not in the state (a stop mid-way through training, at a known point). The default budget is far above
+  what a piece needs (minutes), so that only the pieces meant to stop stop, however busy the machine."""
+  # pieces recompile little: one compilation cache for them all, the test run's own when it has one (where the
+  # study's training and stored-BatchNorm sweeps already compiled the same programs)
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp / "jax_cache")),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  work = str(tmp / "work")  # the same path for every piece: sweep JSONs name it
+  cmd = [sys.executable, "-m", "experiments.paper_chain", *CHAIN_ARGS, f"--state_dir={state}", f"--work_dir={work}",
+         f"--out_dir={out}", f"--budget_s={budget}", f"--networks_dir={tmp / 'unused'}"]
+  runs_at = lambda base: {p.split(os.sep)[-3] for p in glob.glob(os.path.join(
+      base, "train", "*", "checkpoints", str(term_at_checkpoint)))}
+  had = runs_at(state)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+  if term_at_checkpoint is not None:
+    while proc.poll() is None:
+      if runs_at(work) - had:
+        proc.send_signal(signal.SIGTERM)
+        break
+      time.sleep(0.05)
+  assert proc.wait(timeout=budget + 600) == 0
+  return chain_files.read_json(os.path.join(out, "piece.json"))
+
+
+def _check_out(out):
+  names = sorted(os.listdir(out))
+  assert 1 < len(names) <= chain_files.MAX_FILES, names
+  assert all(os.path.getsize(os.path.join(out, n)) < 16 << 20 for n in names)
+  steps = {}
+  if "checkpoint.tar" in names:
+    with tarfile.open(os.path.join(out, "checkpoint.tar")) as tar:
+      for name in tar.getnames():
+        run, _, step = name.split("/")[1:4]
+        steps.setdefault(run, set()).add(step)
+  assert all(len(s) == 1 for s in steps.values()), steps  # the latest checkpoint only, never a history
+  with tarfile.open(os.path.join(out, "state.tar")) as tar:
+    assert not [n for n in tar.getnames() if "checkpoints" in n or "tensorboard" in n]
+  return steps
+
+
+def _absorb(out, state, networks):
+  subprocess.run([sys.executable, "-m", "experiments.paper_chain", *CHAIN_ARGS, f"--absorb={out}", f"--state_dir={state}",
+                  f"--networks_dir={networks}"], cwd=ROOT, check=True)
+
+
+def _sweeps(state):
+  out = {}
+  for path in sorted(glob.glob(os.path.join(state, "lesion", "*", "*.json")) + [os.path.join(state, "paths", "paths.json")]):
+    d = chain_files.read_json(path)
+    d.pop("seconds", None)     # the path analysis's wall time
+    d.pop("git_commit", None)  # a tree committed between pieces is the same code
+    out[os.path.relpath(path, state)] = d
+  return out
+
+
+def _evals(state, run):
+  rows = [json.loads(l) for l in open(os.path.join(state, "train", run, "metrics.jsonl"))]
+  return [{k: v for k, v in r.items() if k == "step" or k.startswith("eval/")} for r in rows if "eval/test_error" in r]
+
+
+def _reference(study, tmp, runs=("resnet", "plain")) -> dict[str, dict]:
+  """The uninterrupted training the pieces must reproduce: the study's own runs (the chain trains each with the
+  same stage, `stages.train_run`, on the same images and config). Returns run -> its network's fingerprint,
+  evaluations and exported bytes."""
+  _, workdir, _ = study
+  out = {}
+  for run in runs:
+    _, variables, saved = checkpoints.load_trained(os.path.join(workdir, "train", run))
+    export = str(tmp / "ref_export" / run)
+    checkpoints.export_variables(variables, saved, export)
+    out[run] = {"sha": checkpoints.fingerprint(variables), "evals": _evals(workdir, run),
+                "bytes": open(os.path.join(export, checkpoints.EXPORT_FILE), "rb").read()}
+  return out
+
+
+def test_chain_rehearsal_matches_one_uninterrupted_run(study, tmp_path, small_cifar_root, monkeypatch):
+  """A rehearsal of experiments/paper_chain.py: the chain's command on the tiny study, stopped mid-way several
+  times. Pieces stopped by SIGTERM mid-training (twice, in two runs) and by the budget, each absorbed into the
+  state as after a piece on another machine (every piece hands back at most 8 files under 16 MiB each, holding
+  the latest checkpoint only), end with the networks of the study's uninterrupted training, bit for bit,
+  and every sweep of the chain run on exactly those networks (each sweep records its network's fingerprint;
+  the sweep engines' own tests show a sweep is a function of its network, data and settings)."""
+  monkeypatch.setenv("CIFAR10_DIR", small_cifar_root)  # the tiny study's images: every piece reads them
+  ref = _reference(study, tmp_path)
+
+  state, nets, lines = str(tmp_path / "state"), str(tmp_path / "networks"), []
+  plan = [dict(term_at_checkpoint=8),    # the ResNet stopped after its first epoch (of 2)
+          dict(budget=1.0),              # stopped by the budget before the work started: nothing lost
+          dict(term_at_checkpoint=8),    # the ResNet finished, swept, retired; the plain net stopped mid-way
+          dict(), dict()]
+  for i, kw in enumerate(plan):
+    out = str(tmp_path / f"out{i}")
+    lines.append(_piece(tmp_path, state, out, **kw))
+    live = _check_out(out)
+    _absorb(out, state, nets)
+    assert len(glob.glob(os.path.join(state, "train", "*", "checkpoints", "*"))) == sum(map(len, live.values()))
+    if lines[-1]["stage"] == "all done":
+      break
+  print("pieces: " + "; ".join(f"{l['stopped']} {l['wall_s']:.0f} s -> {l['stage']}"
+                                                         for l in lines))
+  assert lines[-1]["stage"] == "all done"
+  assert lines[0]["stopped"] == "sigterm" and lines[0]["stage"] == "train-resnet"
+  assert lines[0]["steps_done_now"] == []
+  assert lines[1]["stopped"] == "budget" and not lines[1]["steps_done_now"]
+  assert lines[2]["stopped"] == "sigterm" and lines[2]["stage"] == "train-plain"
+  log = [json.loads(l) for l in open(os.path.join(state, chain_files.LOG_FILE))]
+  assert [l["piece"] for l in log] == list(range(1, len(lines) + 1))
+  assert [(l["stopped"], l["stage"]) for l in log] == [(l["stopped"], l["stage"]) for l in lines]  # every piece logged
+  assert all(l["machine"]["platform"] == "cpu" and l["git_commit"] and l["wall_s"] > 0 for l in log)
+
+  # the networks: bit-equal parameters and BatchNorm statistics; both stopped and resumed mid-training
+  for run in ("resnet", "plain"):
+    assert open(os.path.join(nets, run, "variables.msgpack"), "rb").read() == ref[run]["bytes"], run
+    starts = [json.loads(l)["step"] for l in open(os.path.join(state, "train", run, "starts.jsonl"))]
+    assert 0 < starts[1] < 16, starts   # resumed from a checkpoint mid-way (2 epochs x 8 steps)
+    assert _evals(state, run) == ref[run]["evals"]
+    assert not os.path.exists(os.path.join(state, "train", run, "checkpoints"))  # retired: not in the state
+  # the sweeps: all of them, each of exactly the reference's network; the full network's error in each is the
+  # reference's final test error (the same 100 images)
+  got = _sweeps(state)
+  assert len(got) == 7, sorted(got)  # single/multi/reorder x stored/recalibrate; paths
+  by_label = {"ResNet": "resnet", "plain": "plain"}
+  for name, d in got.items():
+    nets_in = d["networks"] if "networks" in d else [dict(d, label="ResNet")]
+    assert nets_in and all(n["variables_sha256"] == ref[by_label[n["label"]]]["sha"] for n in nets_in), name
+    for n in nets_in:
+      if "full_error" in n:
+        assert abs(n["full_error"] - ref[by_label[n["label"]]]["evals"][-1]["eval/test_error"]) < 1e-6, name
+  single = got[os.path.join("lesion", "resnet", "single_recalibrate.json")]
+  assert [n["label"] for n in single["networks"]] == ["ResNet", "plain"]
+  assert not glob.glob(os.path.join(state, "lesion", "resnet", "single_*.*.json"))  # the halves are gone

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy import stats
+# (scipy.stats is imported in the functions that use it: importing it costs every process ~0.7 s)
 
 from resnet_ensembles.models.layout import Layout
 
@@ -80,6 +80,7 @@ def random_deletions(layout: Layout, num_samples: int, seed: int, ks: Optional[S
 
 def kendall_tau(order: np.ndarray) -> float:
   """Kendall's tau between an order and the identity (1: unchanged)."""
+  from scipy import stats
   order = np.asarray(order)
   return float(stats.kendalltau(np.arange(len(order)), order).statistic)
 

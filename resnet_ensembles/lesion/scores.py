@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
+# (scipy.stats is imported in the functions that use it: importing it costs every process ~0.7 s)
 
 from resnet_ensembles.data import cifar10 as data_lib
 from resnet_ensembles.lesion.common import batches
@@ -112,6 +112,7 @@ def branch_scores(model, variables: dict, split: data_lib.Split, *, batch_size: 
 
 def spearman_ci(a, b, num_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
   """Spearman's rho of a and b over branches, with a percentile bootstrap CI (branches resampled)."""
+  from scipy import stats
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   if a.shape != b.shape or a.ndim != 1 or len(a) < 3:
     raise ValueError(f"spearman_ci needs two equal 1-d arrays of >= 3 values, got {a.shape} and {b.shape}")

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from scipy import stats
+# (scipy.stats is imported in the functions that use it: importing it costs every process ~0.7 s)
 
 from resnet_ensembles import models
 from resnet_ensembles.store import checkpoints
@@ -39,6 +39,7 @@ Array = Any
 
 def path_length_distribution(n: int) -> dict:
   """Lengths 0..n, exact counts C(n, k) (Python ints), and frequencies C(n, k) / 2^n (also as logs)."""
+  from scipy import stats
   if not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"number of blocks must be a positive integer, got {n!r}")
   k = np.arange(n + 1)
@@ -50,6 +51,7 @@ def effective_range(total: Array, share: float = 0.9) -> dict:
   """Smallest window [lo, hi] of lengths carrying `share` of sum(total); ties go to the larger share.
 
   `total[k]` is the gradient carried by all length-k paths (frequency x mean magnitude, Fig. 6c)."""
+  from scipy import stats
   total = np.asarray(total, np.float64)
   if total.ndim != 1 or total.size < 2 or not np.all(np.isfinite(total)) or np.any(total < 0):
     raise ValueError("total must be a finite, non-negative curve over lengths 0..n")
@@ -73,6 +75,7 @@ def exponential_fit(mean: Array) -> dict:
   """The paper's "the gradient of one path decays exponentially with its length" as a number: a least-squares
   line through log10(magnitude) over the lengths k = 0..n (scipy.stats.linregress). Returns the factor one
   more block multiplies the magnitude by (10^slope) and r^2 of the line."""
+  from scipy import stats
   mean = np.asarray(mean, np.float64)
   k = np.arange(mean.size)
   ok = np.isfinite(mean) & (mean > 0)
