@@ -36,11 +36,11 @@ def _losses(workdir):
 
 
 def test_a_few_steps_lower_the_loss(small, tmp_path):
-  c = _config(num_epochs=6, learning_rate=0.05)
+  c = _config(num_epochs=3, learning_rate=0.05)  # 24 steps: 2.38 -> 2.08 on a 2-core x86 CPU
   result = train.train_and_evaluate(c, str(tmp_path), data=small)
   losses = _losses(str(tmp_path))
   assert losses[-1] < losses[0] - 0.2, losses
-  assert 0.0 <= result["test_error"] <= 1.0 and result["step"] == 6 * 8
+  assert 0.0 <= result["test_error"] <= 1.0 and result["step"] == 3 * 8
 
 
 def test_kill_and_resume_matches_uninterrupted(small, uninterrupted, tmp_path):
