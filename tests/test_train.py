@@ -142,6 +142,16 @@ def test_load_trained_from_workdir_and_export(small, tmp_path):
   assert checkpoints.fingerprint(variables) == checkpoints.fingerprint(exported)  # one network, two ways in
   exported["params"]["head"]["bias"] = exported["params"]["head"]["bias"] + 1e-7
   assert checkpoints.fingerprint(variables) != checkpoints.fingerprint(exported)
+  # Read again, the run's checkpoint comes from memory (new dicts: a caller's change stays its own); trained
+  # on, the run is read anew: its newest step.
+  first = checkpoints.fingerprint(variables)
+  variables["params"] = None
+  _, again, _ = checkpoints.load_trained(str(tmp_path / "run"))
+  assert again["params"] is not None and checkpoints.fingerprint(again) == first
+  more = train.train_and_evaluate(_config(num_epochs=2), str(tmp_path / "run"), data=small)
+  _, trained_on, _ = checkpoints.load_trained(str(tmp_path / "run"))
+  np.testing.assert_array_equal(trained_on["params"]["head"]["kernel"], more["state"].params["head"]["kernel"])
+  assert checkpoints.fingerprint(trained_on) != checkpoints.fingerprint(again)
 
 
 def test_finetune_starts_from_the_trained_network(small, tmp_path):
