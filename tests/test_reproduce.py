@@ -24,10 +24,10 @@ from resnet_ensembles.study.chain import files as chain_files
 from experiments.configs import reproduce as reproduce_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The tiny study trained for 2 epochs of 8 steps (128 images, batch 16) instead of the preset's 2 steps: the
+# The tiny study trained for 2 epochs of 8 steps (64 images, batch 8) instead of the preset's 2 steps: the
 # chain's rehearsal below stops pieces mid-way through training, after an epoch's checkpoint, and compares them
 # with this study's uninterrupted networks.
-TRAIN = {"num_epochs": 2, "train_size": 128, "batch_size": 16}
+TRAIN = {"num_epochs": 2, "train_size": 64, "batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +205,9 @@ CHAIN_ARGS = ["--config=experiments/configs/reproduce.py:tiny", '--config.chain.
 
 
 def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None):
-  """One piece; `term_at_checkpoint`: SIGTERM the command once a run's checkpoint of that step appears that
-  was not in the state (a stop mid-way through training, at a known point). The default budget is far above
+  """One piece; `term_at_checkpoint`: SIGTERM the command once a run starts writing a checkpoint of that step
+  that was not in the state (a stop mid-way through training, at a known point: orbax writes a step into
+  `<step>.orbax-checkpoint-tmp-*` and renames it when done, steps later). The default budget is far above
   what a piece needs (minutes), so that only the pieces meant to stop stop, however busy the machine."""
   # pieces recompile little: one compilation cache for them all, the test run's own when it has one (where the
   # study's training and stored-BatchNorm sweeps already compiled the same programs)
@@ -216,7 +217,8 @@ def _piece(tmp, state, out, *, budget=3600.0, term_at_checkpoint=None):
   cmd = [sys.executable, "-m", "experiments.paper_chain", *CHAIN_ARGS, f"--state_dir={state}", f"--work_dir={work}",
          f"--out_dir={out}", f"--budget_s={budget}", f"--networks_dir={tmp / 'unused'}"]
   runs_at = lambda base: {p.split(os.sep)[-3] for p in glob.glob(os.path.join(
-      base, "train", "*", "checkpoints", str(term_at_checkpoint)))}
+      base, "train", "*", "checkpoints", f"{term_at_checkpoint}*")) if os.path.basename(p).split(".")[0] ==
+      str(term_at_checkpoint)}
   had = runs_at(state)
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
   if term_at_checkpoint is not None:
@@ -303,7 +305,7 @@ def test_chain_rehearsal_matches_one_uninterrupted_run(study, tmp_path, small_ci
     assert len(glob.glob(os.path.join(state, "train", "*", "checkpoints", "*"))) == sum(map(len, live.values()))
     if lines[-1]["stage"] == "all done":
       break
-  print("pieces: " + "; ".join(f"{l['stopped']} {l['wall_s']:.0f} s -> {l['stage']}"
+  print("pieces: " + "; ".join(f"{l['stopped']} {l['wall_s']:.0f} s {l['train_steps']} -> {l['stage']}"
                                                          for l in lines))
   assert lines[-1]["stage"] == "all done"
   assert lines[0]["stopped"] == "sigterm" and lines[0]["stage"] == "train-resnet"
