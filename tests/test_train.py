@@ -148,10 +148,13 @@ def test_load_trained_from_workdir_and_export(small, tmp_path):
   variables["params"] = None
   _, again, _ = checkpoints.load_trained(str(tmp_path / "run"))
   assert again["params"] is not None and checkpoints.fingerprint(again) == first
+  jax.jit(lambda a: a + 1, donate_argnums=0)(again["params"]["head"]["kernel"])  # as a train step donates
+  _, after, _ = checkpoints.load_trained(str(tmp_path / "run"))  # (fine-tuning from this run's checkpoint)
+  assert checkpoints.fingerprint(after) == first
   more = train.train_and_evaluate(_config(num_epochs=2), str(tmp_path / "run"), data=small)
   _, trained_on, _ = checkpoints.load_trained(str(tmp_path / "run"))
   np.testing.assert_array_equal(trained_on["params"]["head"]["kernel"], more["state"].params["head"]["kernel"])
-  assert checkpoints.fingerprint(trained_on) != checkpoints.fingerprint(again)
+  assert checkpoints.fingerprint(trained_on) != first
 
 
 def test_finetune_starts_from_the_trained_network(small, tmp_path):

@@ -177,8 +177,8 @@ def load_trained(path: str) -> tuple[Any, dict, ml_collections.ConfigDict]:
                             "`python -m experiments.import_torch --all_akamaster` first")
   directory = os.path.abspath(os.path.join(path, "checkpoints"))
   key = _newest_step_key(directory)
-  if key in _RECENT:
-    _RECENT.move_to_end(key)
+  if key in _RECENT and not any(a.is_deleted() for a in jax.tree.leaves(_RECENT[key]) if isinstance(a, jax.Array)):
+    _RECENT.move_to_end(key)  # (a training step that donated a remembered array deleted it: then read again)
     return model, jax.tree.map(lambda a: a, _RECENT[key]), config  # new dicts; the arrays are immutable
   manager = ocp.CheckpointManager(directory)
   try:  # the newest readable step; an unreadable one is named in a warning, and left where it is
