@@ -58,8 +58,8 @@ def cifar(cifar_root):
 @pytest.fixture(scope="session")
 def small_cifar_root(cifar, tmp_path_factory) -> str:
   """256 training and 100 test images drawn from the CIFAR-10 copy as the `tiny` config draws them (the `tiny`
-  study trains on 64 of them), as a CIFAR-10 folder of PNGs (lossless: they decode to the same arrays). A tiny study reads it in every process it starts without listing and loading
-  60,000 files each time."""
+  study trains on 64 of them), as a CIFAR-10 folder of PNGs (lossless: they decode to the same arrays). A tiny
+  study reads it in every process it starts without listing and loading 60,000 files each time."""
   from PIL import Image
   from resnet_ensembles.data import cifar10 as data
   from resnet_ensembles.data.folder import CIFAR10_CLASSES

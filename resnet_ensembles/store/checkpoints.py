@@ -206,7 +206,7 @@ _RECENT_SIZE = 4
 def _newest_step_key(directory: str) -> Optional[tuple]:
   """(checkpoint folder, newest step, that step folder's mtime in ns), or None without a step."""
   try:
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
-    return (directory, max(steps), os.stat(os.path.join(directory, str(max(steps)))).st_mtime_ns) if steps else None
+    newest = max((int(d) for d in os.listdir(directory) if d.isdigit()), default=None)
+    return None if newest is None else (directory, newest, os.stat(os.path.join(directory, str(newest))).st_mtime_ns)
   except OSError:
     return None
