@@ -16,10 +16,16 @@ venv="${VENV:-$here/.venv}"
 stamp="$venv/.requirements.sha1"
 want="$(sha1sum requirements.txt | cut -d' ' -f1)"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[run.sh] setting up $venv from requirements.txt (first run only; a few minutes)" >&2
+  echo "[run.sh] setting up $venv from requirements.txt (first run only; a minute or two)" >&2
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip >&2
-  "$venv/bin/python" -m pip install -q -r requirements.txt >&2
+  # uv installs the same pinned set as pip (compiled to bytecode, as pip does), downloading in parallel: 31 s
+  # instead of pip's 88 s on a 2-core x86 CPU, nothing cached. Where uv cannot be had or fails, pip installs it.
+  if ! { "$venv/bin/python" -m pip install -q uv==0.13.10 >&2 &&
+         "$venv/bin/python" -m uv pip install -q --no-cache --compile-bytecode --python "$venv/bin/python" -r requirements.txt >&2; }; then
+    echo "[run.sh] uv unavailable or failed; installing with pip" >&2
+    "$venv/bin/python" -m pip install -q --upgrade pip >&2
+    "$venv/bin/python" -m pip install -q -r requirements.txt >&2
+  fi
   echo "$want" > "$stamp"
 fi
 if [ -z "${CIFAR10_DIR:-}" ] && [ -d "$here/../shared/data/cifar10-jpeg" ]; then

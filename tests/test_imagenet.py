@@ -197,7 +197,7 @@ def test_train_batches_are_augmented_per_process_and_reproducible(image_folder):
   batch = sharding.global_batch(a[0], mesh, 4)
   model = im.ImageNetResNet(26, num_classes=3, width=8)
   v = _init(model)
-  assert np.isfinite(model.apply(v, imagenet_data.normalize(batch["image"]))).all()
+  assert np.isfinite(jax.jit(lambda v, x: model.apply(v, imagenet_data.normalize(x)))(v, batch["image"])).all()
 
 
 def test_eval_batches_cover_the_split_once_across_processes(image_folder):
@@ -334,7 +334,8 @@ def test_load_trained_builds_an_imagenet_model(tmp_path):
   path = checkpoints.export_variables(_init(model), c, str(tmp_path / "r50"))
   loaded, v, config = checkpoints.load_trained(path)
   assert isinstance(loaded, im.ImageNetResNet) and loaded.layout.num_blocks == 16 and config.model.width == 4
-  assert np.isfinite(loaded.apply(v, imagenet_data.normalize(np.zeros((1, 32, 32, 3), np.uint8)))).all()
+  logits = jax.jit(lambda v, x: loaded.apply(v, imagenet_data.normalize(x)))(v, np.zeros((1, 32, 32, 3), np.uint8))
+  assert np.isfinite(logits).all()
 
 
 def test_study_data_and_a_recalibrated_sweep_read_an_imagenet_run(image_folder, tmp_path):
@@ -366,8 +367,8 @@ def test_study_data_and_a_recalibrated_sweep_read_an_imagenet_run(image_folder, 
   mask = np.ones(model.layout.num_blocks, np.float32)
   mask[same["rows"][0]["deleted"]] = 0
   x = imagenet_data.normalize(rx)
-  train_mode, _ = model.apply(v, x, train=True, block_mask=jnp.asarray(mask), mutable=["batch_stats"])
-  stored = model.apply(v, x, block_mask=jnp.asarray(mask))
+  train_mode, _ = jax.jit(lambda v: model.apply(v, x, train=True, block_mask=mask, mutable=["batch_stats"]))(v)
+  stored = jax.jit(lambda v: model.apply(v, x, block_mask=mask))(v)
   assert same["rows"][0]["error"] == pytest.approx(float(np.mean(np.argmax(train_mode, -1) != ry)))
   assert not np.allclose(train_mode, stored, atol=1e-3)  # which the stored statistics do not give
 
@@ -405,10 +406,11 @@ def test_lesion_and_path_clis_run_on_an_imagenet_run(image_folder, tmp_path):
   from resnet_ensembles.data import for_run
   images, labels = for_run.load_for_study(checkpoints.read_config(path), test_size=0)["test"]  # as the main reads
   x = imagenet_data.normalize(images)
+  forward = jax.jit(lambda m: model.apply(v, x, block_mask=m))
   for r in [{"deleted": []}] + net["rows"]:
     mask = np.ones(8, np.float32)
     mask[r["deleted"]] = 0
-    want = float(np.mean(np.argmax(model.apply(v, x, block_mask=jnp.asarray(mask)), -1) != labels))
+    want = float(np.mean(np.argmax(forward(mask), -1) != labels))
     assert r.get("error", net["full_error"]) == pytest.approx(want), r
   import csv
   table = list(csv.DictReader(open(out / "multi_stored.csv")))  # the CSV holds the JSON's rows
