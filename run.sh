@@ -21,7 +21,8 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   # uv installs the same pinned set as pip (compiled to bytecode, as pip does), downloading in parallel: 31 s
   # instead of pip's 88 s on a 2-core x86 CPU, nothing cached. Where uv cannot be had or fails, pip installs it.
   if ! { "$venv/bin/python" -m pip install -q uv==0.13.10 >&2 &&
-         "$venv/bin/python" -m uv pip install -q --no-cache --compile-bytecode --python "$venv/bin/python" -r requirements.txt >&2; }; then
+         "$venv/bin/python" -m uv pip install -q --no-cache --compile-bytecode --python "$venv/bin/python" \
+           -r requirements.txt >&2; }; then
     echo "[run.sh] uv unavailable or failed; installing with pip" >&2
     "$venv/bin/python" -m pip install -q --upgrade pip >&2
     "$venv/bin/python" -m pip install -q -r requirements.txt >&2
