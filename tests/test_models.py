@@ -90,7 +90,7 @@ def test_orders():
   np.testing.assert_allclose(swapped, model.apply(v2, X), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(swapped, reference_forward(model, v, X, order=order), rtol=1e-5, atol=1e-5)
   orders = np.stack([np.arange(9), order])
-  batched = jax.vmap(lambda o: model.apply(v, X, block_order=o))(orders)
+  batched = jax.jit(jax.vmap(lambda o: model.apply(v, X, block_order=o)))(orders)
   np.testing.assert_allclose(batched[1], swapped, rtol=1e-5, atol=1e-5)
 
 

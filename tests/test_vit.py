@@ -153,7 +153,7 @@ def test_label_smoothing_and_adamw():
   c = vit_configs.get_config("tiny")
   tx = schedules.make_optimizer(c, lambda step: 0.5)
   params = {"pos_embed": jnp.ones((1, 2, 2)), "fc": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
-  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   assert float(updates["fc"]["kernel"][0, 0]) == pytest.approx(-0.5 * c.weight_decay)  # decoupled decay
   assert float(jnp.abs(updates["fc"]["bias"]).max()) == 0 and float(jnp.abs(updates["pos_embed"]).max()) == 0
   c.optimizer = "lamb"

@@ -86,8 +86,8 @@ def test_vmapped_configurations_equal_one_forward_each(v):
   images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
   got = painters.evaluate(MODEL, v, (images, labels), m, o, reads, batch_size=3, networks_per_chunk=2)
   x = data_lib.normalize_for(MODEL, jnp.asarray(images))
-  logits = [MODEL.apply(v, x, block_mask=jnp.asarray(a), block_order=jnp.asarray(b), parallel_from=jnp.asarray(c))
-            for a, b, c in zip(m, o, reads)]
+  one = jax.jit(lambda a, b, c: MODEL.apply(v, x, block_mask=a, block_order=b, parallel_from=c))  # one program
+  logits = [one(a, b, c) for a, b, c in zip(m, o, reads)]
   np.testing.assert_allclose(got["error"], [np.mean(np.argmax(z, -1) != labels) for z in logits])
   assert len({np.asarray(z).round(4).tobytes() for z in logits}) == len(logits)  # every configuration differs
 
