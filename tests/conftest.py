@@ -22,6 +22,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
+# Decoded data: the full CIFAR-10 copy in the user's own cache (decoded once per machine, as the mains do); the
+# small folders the tests write for themselves in a cache of this run's own, removed at exit, so that a test run
+# leaves nothing else behind in ~/.cache. Subprocesses inherit the variable.
+if "RESNET_ENSEMBLES_USER_CACHE" not in os.environ:  # set once: the xdist workers inherit both folders
+  from resnet_ensembles.data.folder import cache_dir_or_default  # numpy and os only: jax is not imported yet
+  os.environ["RESNET_ENSEMBLES_USER_CACHE"] = cache_dir_or_default(None)
+  os.environ["RESNET_ENSEMBLES_CACHE"] = tempfile.mkdtemp(prefix="resnet_ensembles_data_cache_")
+  atexit.register(shutil.rmtree, os.environ["RESNET_ENSEMBLES_CACHE"], ignore_errors=True)
+USER_DATA_CACHE = os.environ["RESNET_ENSEMBLES_USER_CACHE"]
+
 # The tests' programs are tiny and compiled once each, so XLA's backend optimisations cost more than they save:
 # without them (measured on a 2-core x86 CPU, one worker, no background jobs) test_lesion.py +
 # test_paths.py took 126 s instead of 176 s and test_imagenet.py + test_reproduce.py 386 s instead of 414 s
@@ -52,7 +62,7 @@ def cifar_root() -> str:
 @pytest.fixture(scope="session")
 def cifar(cifar_root):
   from resnet_ensembles.data import cifar10 as data
-  return data.load_cifar10("folder", cifar_root)
+  return data.load_cifar10("folder", cifar_root, cache_dir=USER_DATA_CACHE)
 
 
 @pytest.fixture(scope="session")

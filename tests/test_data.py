@@ -42,6 +42,9 @@ def test_bad_folders_are_clear(tmp_path):
   x, y = data.load_folder_split(str(tmp_path / "ok"), "train", cache_dir=str(tmp_path / "cache"))
   assert x.shape == (20, 32, 32, 3) and list(y[:4]) == [0, 0, 1, 1]
   assert len(os.listdir(tmp_path / "cache")) == 1  # decoded once, cached
+  os.symlink(tmp_path / "ok", tmp_path / "link")      # the same copy reached another way (another checkout's
+  x2, _ = data.load_folder_split(str(tmp_path / "link"), "train", cache_dir=str(tmp_path / "cache"))  # ../shared)
+  assert len(os.listdir(tmp_path / "cache")) == 1 and np.array_equal(x2, x)  # shares its cache
 
 
 def test_source_precedence(monkeypatch):

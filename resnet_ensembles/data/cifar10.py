@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_ensembles.data.folder import CIFAR10_CLASSES, decode_checked, list_split
+from resnet_ensembles.data.folder import CIFAR10_CLASSES, cache_dir_or_default, decode_checked, list_split
 
 # Per-channel statistics of the CIFAR-10 training set on the 0..255 scale (as in fb.resnet.torch).
 MEAN = np.array([125.3, 123.0, 113.9], np.float32)
@@ -52,10 +52,10 @@ def load_cifar10(source: str = "auto", folder: Optional[str] = None,
 
 
 def _cache_path(root: str, split: str, files: list[str], cache_dir: Optional[str]) -> str:
-  cache_dir = cache_dir or os.environ.get("RESNET_ENSEMBLES_CACHE") or os.path.expanduser(
-      "~/.cache/resnet_ensembles")
-  digest = hashlib.sha1("\n".join([os.path.abspath(root)] + files).encode()).hexdigest()[:16]
-  return os.path.join(cache_dir, f"cifar10_{split}_{digest}.npz")
+  """Keyed by the folder's real path (a symlink to a copy, e.g. from another checkout, shares its cache) and
+  its file list."""
+  digest = hashlib.sha1("\n".join([os.path.realpath(root)] + files).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir_or_default(cache_dir), f"cifar10_{split}_{digest}.npz")
 
 
 def _decode(path: str) -> np.ndarray:

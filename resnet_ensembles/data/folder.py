@@ -17,6 +17,12 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 METADATA_FILE = "dataset.json"  # optional, in the folder root: {"description": "..."}
 KNOWN_COPIES = {"f09789290e31607d": "CIFAR-10 (JPEG q75 copy)"}  # ../shared/data/cifar10-jpeg, 60,000 files
+HOME_CACHE = os.path.join("~", ".cache", "resnet_ensembles")
+
+
+def cache_dir_or_default(cache_dir: str | None) -> str:
+  """Where decoded data is cached: `cache_dir`, else $RESNET_ENSEMBLES_CACHE, else ~/.cache/resnet_ensembles."""
+  return cache_dir or os.environ.get("RESNET_ENSEMBLES_CACHE") or os.path.expanduser(HOME_CACHE)
 
 
 def decode_checked(source, name: str) -> np.ndarray:

@@ -42,8 +42,8 @@ from typing import Optional
 
 import numpy as np
 
-from resnet_ensembles.data.folder import (CIFAR10_CLASSES, METADATA_FILE, decode_checked, describe,  # noqa: F401
-                                         list_split)
+from resnet_ensembles.data.folder import (CIFAR10_CLASSES, METADATA_FILE, cache_dir_or_default,  # noqa: F401
+                                         decode_checked, describe, list_split)
 
 SUFFIX = ".cifarpack"
 MAGIC = b"CIFARPAK"
@@ -145,9 +145,7 @@ def _read(path: str) -> bytes:
 
 
 def _cache_file(cache_dir: Optional[str], split: str, pack_sha: str) -> str:
-  cache_dir = cache_dir or os.environ.get("RESNET_ENSEMBLES_CACHE") or os.path.expanduser(
-      "~/.cache/resnet_ensembles")
-  return os.path.join(cache_dir, f"cifar10pack_{split}_{pack_sha[:16]}.npz")
+  return os.path.join(cache_dir_or_default(cache_dir), f"cifar10pack_{split}_{pack_sha[:16]}.npz")
 
 
 def _decode_split(path: str, blob: bytes, split: str) -> Split:
